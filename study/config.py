@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PREFIX = "translate English to French: "
+REGIME_NAMES = ("upstream", "scratch", "decoder", "full")
 
 
 class StudyError(Exception):
@@ -120,6 +121,8 @@ class Config:
                 raise StudyError(f"{name} must be positive (or unset), got {value}")
         if not self.lr > 0:
             raise StudyError(f"lr must be positive, got {self.lr}")
+        if self.regime not in REGIME_NAMES:
+            raise StudyError(f"unknown regime {self.regime!r}; choose from {', '.join(REGIME_NAMES)}")
         if self.overlong not in ("drop", "truncate"):
             raise StudyError(f"overlong must be 'drop' or 'truncate', got {self.overlong!r}")
         if self.decoder_embedding not in ("frozen", "trained", "untied"):
@@ -129,3 +132,76 @@ class Config:
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise StudyError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
         return self
+
+
+# One line of --help per field; the CLIs (study.trial, study.run) build their flags from this table.
+HELP: dict[str, str] = {
+    "data": "pairs to use: a TSV/CSV/JSONL/Parquet file, hf:NAME[:CONFIG], or 'sample' (bundled corpus)",
+    "src_col": "name of the English column, if it is not found automatically",
+    "tgt_col": "name of the French column, if it is not found automatically",
+    "prefix": "task prefix added to every English source (may be empty)",
+    "max_chars": "pairs with a side longer than this many characters are dropped or truncated",
+    "overlong": "what to do with pairs over a length limit: drop or truncate",
+    "max_source_tokens": "source length limit in tokens (prefix included)",
+    "max_target_tokens": "target length limit in tokens; also caps generation",
+    "split": "train, validation and test fractions (three numbers adding up to 1)",
+    "max_train_pairs": "deterministic cap on training pairs, for quick runs",
+    "max_eval_pairs": "cap on validation pairs scored each epoch",
+    "data_seed": "seed of the train/validation/test split",
+    "model": "tiny (built offline), a hub id such as t5-small, or a local model directory",
+    "regime": "upstream, scratch, decoder or full",
+    "decoder_embedding": "decoder regime: the tied embedding is frozen, trained, or untied (decoder gets its own copy)",
+    "lr": "peak learning rate of AdamW (linear warm-up then linear decay)",
+    "batch_size": "training batch size, in sentence pairs",
+    "num_beams": "beams for generation at evaluation (1 = greedy)",
+    "epochs": "training epochs",
+    "warmup_ratio": "fraction of the training steps spent warming the learning rate up",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "gradient clipping norm",
+    "eval_batch_size": "batch size for evaluation and generation",
+    "seed": "seed of the model initialisation, dropout and batch order",
+    "device": "auto, cpu, cuda or mps",
+    "torch_threads": "torch intra-op threads per trial (default: torch's choice)",
+    "tiny_vocab_size": "tiny model: SentencePiece vocabulary size (before T5's 100 sentinels)",
+    "tiny_d_model": "tiny model: hidden size",
+    "tiny_layers": "tiny model: encoder layers (and as many decoder layers)",
+    "tiny_heads": "tiny model: attention heads",
+    "tiny_d_ff": "tiny model: feed-forward size",
+    "cache_dir": "where tokenized data, tokenizers and the tiny upstream are cached",
+}
+
+
+def add_config_flags(parser: Any, names: list[str] | None = None) -> None:
+    """Add a `--flag-name` per Config field; flags left out do not appear in the parsed namespace.
+
+    Leaving absent flags out (argparse.SUPPRESS) is what lets explicit flags override a preset and
+    nothing else.
+    """
+    import argparse
+
+    defaults = Config.__dataclass_fields__
+    for f in dataclasses.fields(Config):
+        if names is not None and f.name not in names:
+            continue
+        default = defaults[f.name].default
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "split":
+            parser.add_argument(flag, type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                                default=argparse.SUPPRESS, help=HELP[f.name])
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        if isinstance(default, bool):
+            kind = bool
+        if f.name == "lr":
+            kind = float
+        parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                            help=f"{HELP[f.name]} (default: {default if default is not dataclasses.MISSING else 'see docs'})")
+
+
+def config_from_flags(namespace: Any, base: Config | None = None) -> Config:
+    """`base` (or the defaults) with every flag the user gave applied on top."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    changes = {k: v for k, v in vars(namespace).items() if k in known}
+    if "split" in changes:
+        changes["split"] = tuple(changes["split"])
+    return (base or Config()).replace(**changes)

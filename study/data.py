@@ -1,0 +1,460 @@
+"""English→French pairs: load, clean, split by source sentence, tokenize (cached), and batch by length.
+
+The flow, as in Hugging Face's `run_translation.py`:
+
+    splits, counts = load_splits(config)                           # load_pairs + clean_pairs + split_pairs
+    tokenized, token_counts = tokenize_splits(splits, tokenizer, config)  # cached on disk
+    loader = make_loader(tokenized["train"], tokenizer, batch_size, shuffle=True, seed=seed, epoch=epoch)
+
+Every pair is a row with two string columns, `en` and `fr`. Tokenization adds `input_ids` (task prefix +
+English + eos) and `labels` (French + eos), unpadded; the loader pads each batch to its own longest row
+(labels with -100) and groups rows of similar length so that little of a batch is padding.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from study.config import Config, StudyError
+
+# Bump when cleaning, splitting or tokenization changes, so that old cache entries are not reused.
+DATA_VERSION = "1"
+SPLITS = ("train", "validation", "test")
+_SRC_NAMES = {"en", "eng", "english", "source", "src"}
+_TGT_NAMES = {"fr", "fra", "fre", "french", "target", "tgt"}
+_EXTENSIONS = ".tsv/.txt (English<TAB>French lines), .csv, .jsonl/.json or .parquet"
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _find_column(columns: list[str], names: set[str], given: str | None, side: str, where: str) -> str:
+    """The column for one side: `given` if set, else the one column whose name says English (or French)."""
+    if given is not None:
+        if given not in columns:
+            raise StudyError(f"{side} column {given!r} not found in {where}; it has columns {columns}")
+        return given
+    words = {c: set(re.split(r"[^a-z0-9]+", c.lower())) for c in columns}
+    found = [c for c in columns if words[c] & names]
+    exact = [c for c in found if c.lower() in names]
+    if len(found) == 1 or len(exact) == 1:
+        return found[0] if len(found) == 1 else exact[0]
+    raise StudyError(f"could not find the {side} column in {where}; it has columns {columns}; "
+                     "pass --src-col NAME --tgt-col NAME")
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _pairs_from_frame(df: pd.DataFrame, src_col: str | None, tgt_col: str | None, where: str) -> Dataset:
+    """Pick the English and French columns of a table (a `translation` column of dicts is unpacked)."""
+    if "translation" in df.columns and len(df) and isinstance(df["translation"].iloc[0], dict):
+        nested = pd.json_normalize(df.pop("translation").tolist()).add_prefix("translation.")
+        df = pd.concat([df.reset_index(drop=True), nested], axis=1)
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    src = _find_column(columns, _SRC_NAMES, src_col, "English", where)
+    tgt = _find_column(columns, _TGT_NAMES, tgt_col, "French", where)
+    if src == tgt:
+        raise StudyError(f"English and French are the same column {src!r} in {where}; pass --src-col/--tgt-col")
+    return Dataset.from_dict({"en": [_text(v) for v in df[src]], "fr": [_text(v) for v in df[tgt]]})
+
+
+def _read_anki(path: Path) -> Dataset:
+    """Tatoeba/Anki export: `English<TAB>French[<TAB>attribution]` per line, no header."""
+    en, fr = [], []
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            en.append(fields[0])
+            fr.append(fields[1] if len(fields) > 1 else "")  # no tab: cleaning drops it as empty
+    if en and not any(fr):
+        raise StudyError(f"no tab-separated pairs in {path}: expected English<TAB>French lines "
+                         "(for other layouts use a .csv/.jsonl/.parquet file with --src-col/--tgt-col)")
+    return Dataset.from_dict({"en": en, "fr": fr})
+
+
+def _read_file(path: Path, src_col: str | None, tgt_col: str | None) -> Dataset:
+    suffix = path.suffix.lower()
+    where = str(path)
+    if suffix in (".tsv", ".txt"):
+        with open(path, encoding="utf-8-sig") as f:
+            first = f.readline().rstrip("\r\n").split("\t")
+        if src_col is None and tgt_col is None:
+            try:  # a header line such as "English<TAB>French"? Otherwise the headerless Anki format.
+                _find_column(first, _SRC_NAMES, None, "English", where)
+                _find_column(first, _TGT_NAMES, None, "French", where)
+            except StudyError:
+                return _read_anki(path)
+        df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
+                         encoding="utf-8-sig")
+    elif suffix == ".csv":
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    elif suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8-sig") as f:
+            lines = suffix == ".jsonl" or not f.read(1024).lstrip().startswith("[")
+        df = pd.read_json(path, lines=lines, dtype=False, encoding="utf-8")
+    elif suffix in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+    else:
+        raise StudyError(f"unknown file extension {suffix!r} for {path}; use {_EXTENSIONS}, "
+                         "'sample' or 'hf:NAME[:CONFIG]'")
+    return _pairs_from_frame(df, src_col, tgt_col, where)
+
+
+def _load_hf(spec: str, src_col: str | None, tgt_col: str | None) -> Dataset:
+    import datasets
+
+    name, _, config_name = spec[len("hf:"):].partition(":")
+    try:
+        loaded = datasets.load_dataset(name, config_name or None)
+    except Exception as e:  # offline, unknown name, gated, ...: one line that says what to do
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise StudyError(f"could not load dataset {spec!r} from the Hugging Face Hub ({reason}); this machine may "
+                         "be offline - pass a local file instead, e.g. --data path/to/pairs.tsv "
+                         "(English<TAB>French per line)") from e
+    ds = concatenate_datasets(list(loaded.values())) if isinstance(loaded, DatasetDict) else loaded
+    ds = ds.flatten()  # translation: {"en": ..., "fr": ...} -> translation.en, translation.fr
+    src = _find_column(ds.column_names, _SRC_NAMES, src_col, "English", spec)
+    tgt = _find_column(ds.column_names, _TGT_NAMES, tgt_col, "French", spec)
+    table = ds.select_columns([src, tgt]).with_format("arrow")[:]
+    return Dataset.from_dict({"en": [_text(v) for v in table[src].to_pylist()],
+                              "fr": [_text(v) for v in table[tgt].to_pylist()]})
+
+
+def load_pairs(spec: str, src_col: str | None = None, tgt_col: str | None = None) -> Dataset:
+    """Read English→French pairs as a Dataset with exactly the string columns `en` and `fr`.
+
+    `spec` is "sample" (the bundled generated corpus), "hf:NAME[:CONFIG]" (every split of a hub
+    dataset), or a path: a Tatoeba/Anki `.tsv`/`.txt` export (English<TAB>French[<TAB>attribution]),
+    or a `.csv`/`.tsv`/`.jsonl`/`.parquet` table whose English/French columns are found by name
+    (e.g. "English words/sentences") or given as `src_col`/`tgt_col`. Bad input raises StudyError.
+    """
+    if spec == "sample":
+        from study import corpus
+
+        pairs = corpus.generate_pairs(30000, seed=0)
+        return Dataset.from_dict({"en": [en for en, _ in pairs], "fr": [fr for _, fr in pairs]})
+    if spec.startswith("hf:"):
+        return _load_hf(spec, src_col, tgt_col)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise StudyError(f"data file not found: {spec} (pass --data path/to/pairs.tsv, or --data sample)")
+    if path.is_dir():
+        raise StudyError(f"--data {spec} is a directory; pass a file ({_EXTENSIONS})")
+    try:
+        return _read_file(path, src_col, tgt_col)
+    except UnicodeDecodeError as e:
+        raise StudyError(f"{spec} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset "
+                         f"{e.start}); re-save it as UTF-8") from e
+
+
+# ----------------------------------------------------------------------------------------------- cleaning
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFC, every run of whitespace (non-breaking spaces included) made one space, stripped."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def clean_pairs(ds: Dataset, config: Config) -> tuple[Dataset, dict[str, int]]:
+    """Normalise both sides; drop empty pairs, exact duplicates and over-long pairs (or truncate them).
+
+    A side longer than `config.max_chars` characters drops the pair, or is cut to that length when
+    `config.overlong == "truncate"`. Returns the kept pairs and how many were dropped for each reason.
+    """
+    counts = dict.fromkeys(("read", "kept", "dropped_empty", "dropped_duplicate", "dropped_too_long",
+                            "truncated"), 0)
+    seen: set[tuple[str, str]] = set()
+    kept_en, kept_fr = [], []
+    columns = ds.select_columns(["en", "fr"]).with_format(None)[:]
+    for en, fr in zip(columns["en"], columns["fr"], strict=True):
+        counts["read"] += 1
+        en, fr = normalize_text(en or ""), normalize_text(fr or "")
+        if not en or not fr:
+            counts["dropped_empty"] += 1
+            continue
+        if max(len(en), len(fr)) > config.max_chars:
+            if config.overlong != "truncate":
+                counts["dropped_too_long"] += 1
+                continue
+            en, fr = en[:config.max_chars].rstrip(), fr[:config.max_chars].rstrip()
+            counts["truncated"] += 1
+        if (en, fr) in seen:
+            counts["dropped_duplicate"] += 1
+            continue
+        seen.add((en, fr))
+        kept_en.append(en)
+        kept_fr.append(fr)
+    counts["kept"] = len(kept_en)
+    if not kept_en:
+        raise StudyError(f"no usable pairs in --data {config.data}: read {counts['read']}, dropped "
+                         f"{counts['dropped_empty']} empty, {counts['dropped_too_long']} longer than "
+                         f"--max-chars {config.max_chars}, {counts['dropped_duplicate']} duplicate")
+    return Dataset.from_dict({"en": kept_en, "fr": kept_fr}), counts
+
+
+# ---------------------------------------------------------------------------------------------- splitting
+
+
+def split_pairs(ds: Dataset, config: Config) -> DatasetDict:
+    """Split into train/validation/test by `config.split`, keeping every English sentence in one split.
+
+    The distinct English sentences are shuffled with `config.data_seed` and cut where the cumulative
+    number of pairs reaches each fraction, so split sizes follow the fractions in pairs, and no source
+    sentence (with all its French variants) leaks from training into evaluation. Then
+    `config.max_train_pairs` keeps a seeded random subset of the training pairs. Rows keep file order.
+    """
+    config.validate()
+    codes, uniques = pd.factorize(pd.Series(ds["en"][:], dtype=object))  # group id per pair
+    sizes = np.bincount(codes, minlength=len(uniques))
+    rng = np.random.default_rng(config.data_seed)
+    order = rng.permutation(len(uniques))
+    starts = (np.cumsum(sizes[order]) - sizes[order]) / len(codes)  # fraction of pairs before each group
+    group_split = np.empty(len(uniques), dtype=np.int64)
+    group_split[order] = np.searchsorted(np.cumsum(config.split[:2]), starts, side="right")
+    pair_split = group_split[codes]
+    indices = {name: np.flatnonzero(pair_split == i) for i, name in enumerate(SPLITS)}
+    for name in ("validation", "test"):
+        if len(indices[name]) == 0:
+            raise StudyError(f"the {name} split is empty: {len(uniques)} distinct English sentences are too few "
+                             f"for split {tuple(config.split)}; use more data or larger fractions")
+    if config.max_train_pairs is not None and len(indices["train"]) > config.max_train_pairs:
+        chosen = rng.choice(len(indices["train"]), size=config.max_train_pairs, replace=False)
+        indices["train"] = indices["train"][np.sort(chosen)]
+    return DatasetDict({name: ds.select(idx) for name, idx in indices.items()})
+
+
+def load_splits(config: Config) -> tuple[DatasetDict, dict[str, int]]:
+    """load_pairs + clean_pairs + split_pairs; prints one summary line and returns the counts."""
+    raw = load_pairs(config.data, config.src_col, config.tgt_col)
+    cleaned, counts = clean_pairs(raw, config)
+    splits = split_pairs(cleaned, config)
+    counts.update({name: len(splits[name]) for name in SPLITS})
+    print(f"data {config.data}: read {counts['read']} pairs, kept {counts['kept']} (dropped "
+          f"{counts['dropped_empty']} empty, {counts['dropped_duplicate']} duplicate, "
+          f"{counts['dropped_too_long']} over {config.max_chars} chars; {counts['truncated']} truncated); "
+          f"split by English sentence: train {counts['train']}, validation {counts['validation']}, "
+          f"test {counts['test']}", flush=True)
+    return splits, counts
+
+
+# --------------------------------------------------------------------------------------------- tokenizing
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of everything about a tokenizer that changes its ids: name, size, vocabulary, pipeline."""
+    h = hashlib.sha256(f"{tokenizer.name_or_path}\0{len(tokenizer)}\0{tokenizer.eos_token_id}".encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def _content_fingerprint(splits: DatasetDict) -> str:
+    h = hashlib.sha256()
+    for name in splits:
+        table = splits[name].select_columns(["en", "fr"]).with_format("arrow")[:]
+        for column in ("en", "fr"):
+            h.update(f"\0{name}.{column}\0".encode())
+            h.update("\x1f".join(table[column].to_pylist()).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenized_cache_key(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, config: Config) -> str:
+    """The cache entry of these splits under this tokenizer and these token settings.
+
+    The splits are keyed by their content (every en/fr string, in order), which already reflects the
+    data file and every cleaning/splitting setting, so a stale entry can never be returned.
+    """
+    settings = {"version": DATA_VERSION, "content": _content_fingerprint(splits),
+                "tokenizer": tokenizer_fingerprint(tokenizer), "prefix": config.prefix,
+                "max_source_tokens": config.max_source_tokens, "max_target_tokens": config.max_target_tokens,
+                "overlong": config.overlong}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _cut(ids: list[int], limit: int, eos: int) -> list[int]:
+    """Truncate to `limit` ids, keeping the final eos."""
+    return ids[:limit - 1] + [eos] if ids and ids[-1] == eos else ids[:limit]
+
+
+def _tokenize_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, config: Config) -> dict[str, list]:
+    eos = tokenizer.eos_token_id
+    sources = tokenizer([config.prefix + en for en in batch["en"]])["input_ids"]
+    targets = tokenizer(text_target=batch["fr"])["input_ids"]
+    out: dict[str, list] = {"en": [], "fr": [], "input_ids": [], "labels": [], "truncated": []}
+    for en, fr, src, tgt in zip(batch["en"], batch["fr"], sources, targets, strict=True):
+        if not tgt or tgt[-1] != eos:
+            tgt = tgt + [eos]
+        over = len(src) > config.max_source_tokens or len(tgt) > config.max_target_tokens
+        if over and config.overlong == "drop":
+            continue
+        if over:
+            src, tgt = _cut(src, config.max_source_tokens, eos), _cut(tgt, config.max_target_tokens, eos)
+        for key, value in (("en", en), ("fr", fr), ("input_ids", src), ("labels", tgt), ("truncated", over)):
+            out[key].append(value)
+    return out
+
+
+def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase,
+                    config: Config) -> tuple[DatasetDict, dict[str, int]]:
+    """Tokenize every split once (batched `Dataset.map`), cached under `config.cache_dir`/tokenized.
+
+    Sources are `config.prefix + en` with at most `config.max_source_tokens` ids, labels the French
+    with eos and at most `config.max_target_tokens`; longer pairs are dropped or truncated per
+    `config.overlong`. No padding here. Columns: en, fr, input_ids, labels. The cache entry is written
+    to a temporary directory and renamed into place, so a crash never leaves a half-written entry.
+    Counts: final split sizes, `<split>_dropped_overlong`, `<split>_truncated_overlong`, `cache_hit`.
+    """
+    if tokenizer.eos_token_id is None:
+        raise StudyError(f"tokenizer {tokenizer.name_or_path!r} has no eos token; a T5 tokenizer is needed")
+    final = Path(config.cache_dir) / "tokenized" / tokenized_cache_key(splits, tokenizer, config)
+    counts_file = "study_counts.json"
+    if (final / counts_file).exists():
+        print(f"tokenized cache hit: {final}", flush=True)
+        counts = json.loads((final / counts_file).read_text())
+        return load_from_disk(str(final)), {**counts, "cache_hit": 1}
+    print(f"tokenized cache miss: {final}", flush=True)
+    counts: dict[str, int] = {}
+    tokenized = {}
+    for name in splits:
+        ds = splits[name].map(_tokenize_batch, batched=True, batch_size=1000, fn_kwargs={
+            "tokenizer": tokenizer, "config": config}, remove_columns=splits[name].column_names,
+            new_fingerprint=f"{final.name}-{name}", desc=f"tokenizing {name}")
+        truncated = int(pc.sum(ds.with_format("arrow")[:]["truncated"]).as_py() or 0)
+        counts[f"{name}_dropped_overlong"] = len(splits[name]) - len(ds)
+        counts[f"{name}_truncated_overlong"] = truncated
+        counts[name] = len(ds)
+        tokenized[name] = ds.remove_columns("truncated")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        DatasetDict(tokenized).save_to_disk(str(tmp))
+        (tmp / counts_file).write_text(json.dumps(counts))
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / counts_file).exists():  # not "another process published it first"
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_from_disk(str(final)), {**counts, "cache_hit": 0}
+
+
+# ----------------------------------------------------------------------------------------------- batching
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of indices whose rows have similar lengths, in a seeded random order.
+
+    With `shuffle`, transformers' `LengthGroupedSampler` permutes the indices and sorts them by length
+    inside pools of 50 batches ("megabatches"); consecutive runs of `batch_size` become batches, and the
+    batches are shuffled too. The order depends only on `seed + epoch` (see `set_epoch`), so a run resumed
+    at epoch k sees exactly the batches of an uninterrupted one. Without `shuffle` (evaluation), indices
+    are sorted by length, longest first; each batch lists the original row indices it holds.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = False):
+        self.lengths = [int(n) for n in lengths]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
+            yield from BatchSampler(order, self.batch_size, self.drop_last)
+            return
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        pooled = LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=generator)
+        batches = list(BatchSampler(pooled, self.batch_size, self.drop_last))
+        for i in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[i]
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def length_keys(ds: Dataset) -> list[int]:
+    """Sort key of each tokenized row for length grouping: source + label length, ties broken by source length.
+
+    Breaking ties matters on short sentences: among rows of equal total length, random order would mix
+    (short source, long target) with (long source, short target) and pad both sides of the batch.
+    """
+    table = ds.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
+    source = pc.list_value_length(table["input_ids"])
+    total = pc.add(source, pc.list_value_length(table["labels"]))
+    scale = (pc.max(source).as_py() or 0) + 1
+    return pc.add(pc.multiply(total, scale), source).to_pylist()
+
+
+def make_loader(ds: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, *, shuffle: bool,
+                seed: int = 0, epoch: int = 0) -> DataLoader:
+    """Batches of `input_ids`, `attention_mask` and `labels` tensors, each padded to its batch's longest row.
+
+    Labels are padded with -100 (ignored by the loss). Rows are grouped by length (see
+    `LengthGroupedBatchSampler`, reachable as `loader.batch_sampler`); with `shuffle=False` the batches
+    go longest first, and `list(loader.batch_sampler)` gives the row indices of each batch.
+    """
+    sampler = LengthGroupedBatchSampler(length_keys(ds), batch_size, seed=seed, shuffle=shuffle)
+    sampler.set_epoch(epoch)
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+    return DataLoader(ds.select_columns(["input_ids", "labels"]).with_format(None), batch_sampler=sampler,
+                      collate_fn=collator, num_workers=0)
+
+
+def padding_stats(batches) -> dict[str, float]:
+    """Fraction of padding in batches from `make_loader`: inputs, labels, and both together."""
+    input_pad = input_total = label_pad = label_total = 0
+    for batch in batches:
+        input_pad += int((batch["attention_mask"] == 0).sum())
+        input_total += batch["attention_mask"].numel()
+        label_pad += int((batch["labels"] == -100).sum())
+        label_total += batch["labels"].numel()
+    return {"input_padding": input_pad / max(input_total, 1), "label_padding": label_pad / max(label_total, 1),
+            "padding": (input_pad + label_pad) / max(input_total + label_total, 1)}
+
+
+def max_length_padding_stats(ds: Dataset) -> dict[str, float]:
+    """The same fractions if every row were padded to the longest source / target of the whole split."""
+    table = ds.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
+    out, real_all, total_all = {}, 0, 0
+    for column, key in (("input_ids", "input_padding"), ("labels", "label_padding")):
+        lengths = pc.list_value_length(table[column])
+        real, total = pc.sum(lengths).as_py() or 0, (pc.max(lengths).as_py() or 0) * len(ds)
+        out[key] = 1 - real / max(total, 1)
+        real_all, total_all = real_all + real, total_all + total
+    out["padding"] = 1 - real_all / max(total_all, 1)
+    return out

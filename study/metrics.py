@@ -1,0 +1,119 @@
+"""Evaluation a translation researcher would accept.
+
+- Loss and perplexity: mean negative log-likelihood over *real* target tokens (labels of -100 — the
+  padding — never count), summed over the whole split before dividing, so batch composition does not
+  change the figure; perplexity is exp of that mean.
+- Generation: `num_beams` from the config, batches sorted by source length, and a length limit derived
+  from the *source* (never from the padded label length, which let the original notebook's untrained
+  models babble up to the longest reference on every batch).
+- BLEU and chrF from sacrebleu on detokenized text, with their signatures kept; exact match after
+  whitespace normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import sacrebleu
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from study.data import make_loader
+
+
+def normalize_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU, chrF (sacrebleu defaults: 13a tokenization, chrF2) and exact match, with signatures."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    exact = sum(normalize_whitespace(h) == normalize_whitespace(r) for h, r in zip(hypotheses, references))
+    return {
+        "bleu": bleu.corpus_score(hypotheses, [references]).score,
+        "chrf": chrf.corpus_score(hypotheses, [references]).score,
+        "exact_match": exact / max(len(references), 1),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
+
+
+def generation_limit(source_len: int, max_target_tokens: int) -> int:
+    """New tokens allowed for a source of `source_len` tokens: French runs ~1.2x English, plus slack."""
+    return min(max_target_tokens, int(1.5 * source_len) + 10)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast where the hardware has it (CUDA with bf16); full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def token_nll(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+              device: torch.device) -> tuple[float, int]:
+    """Summed NLL over real target tokens and their count (teacher forcing)."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in make_loader(dataset, tokenizer, batch_size, shuffle=False):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"]).logits
+        labels = batch["labels"]
+        total += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                 reduction="sum").item()
+        count += int((labels != -100).sum())
+    return total, count
+
+
+@torch.no_grad()
+def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBase, *, num_beams: int,
+              batch_size: int, max_target_tokens: int, device: torch.device) -> list[str]:
+    """Translate tokenized sources (prefix included), batched by length; returns text in the input order."""
+    model.eval()
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
+    out: list[str] = [""] * len(sources)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tokenizer.pad({"input_ids": [sources[i] for i in idx]}, return_tensors="pt").to(device)
+        limit = generation_limit(max(len(sources[i]) for i in idx), max_target_tokens)
+        with autocast(device):
+            generated = model.generate(**batch, num_beams=num_beams, max_new_tokens=limit, do_sample=False,
+                                       early_stopping=num_beams > 1)
+        for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+            out[i] = text.strip()
+    return out
+
+
+def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, *, num_beams: int, batch_size: int,
+             max_target_tokens: int, device: torch.device, prefix: str = "val") -> tuple[dict, list[str], list[str]]:
+    """Loss, perplexity, exact match, BLEU and chrF of `model` on a tokenized split.
+
+    Returns (metrics named `<prefix>_...`, hypotheses, references). Each distinct source is translated
+    once, however many references it has in the split.
+    """
+    nll, tokens = token_nll(model, dataset, tokenizer, batch_size, device)
+    mean_nll = nll / max(tokens, 1)
+    distinct: dict[tuple[int, ...], int] = {}
+    for ids in dataset["input_ids"]:
+        distinct.setdefault(tuple(ids), len(distinct))
+    translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=num_beams,
+                             batch_size=batch_size, max_target_tokens=max_target_tokens, device=device)
+    hypotheses = [translations[distinct[tuple(ids)]] for ids in dataset["input_ids"]]
+    references = list(dataset["fr"])
+    scores = translation_scores(hypotheses, references)
+    metrics = {
+        f"{prefix}_loss": mean_nll,
+        f"{prefix}_ppl": math.exp(min(mean_nll, 50.0)),  # capped: exp(50) already says "useless"
+        f"{prefix}_exact_match": scores["exact_match"],
+        f"{prefix}_bleu": scores["bleu"],
+        f"{prefix}_chrf": scores["chrf"],
+    }
+    return metrics, hypotheses, references

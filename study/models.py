@@ -1,0 +1,159 @@
+"""Model specs: a hub id (`t5-small`), a local model directory, or `tiny` — built offline by this project.
+
+`tiny` is a T5 of about 2 M parameters whose SentencePiece tokenizer is trained on the training split
+(both languages, with T5's special tokens and the 100 `<extra_id_N>` sentinels), so the whole study
+runs on a laptop with no model hub. Its *pretrained* weights come from `study.pretrain` (T5's
+span-corruption objective on monolingual text); a random initialisation is never passed off as one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+from study.config import Config, StudyError
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+
+
+def is_tiny(spec: str) -> bool:
+    return spec == TINY
+
+
+def _hash_texts(texts_en: list[str], texts_fr: list[str]) -> str:
+    h = hashlib.sha256()
+    for text in texts_en + ["\x00"] + texts_fr:
+        h.update(text.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def _atomic_dir(final: Path) -> Path:
+    """A temporary directory beside `final`, to be renamed onto it once complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process published the same entry first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_tiny_tokenizer(en: list[str], fr: list[str], config: Config) -> PreTrainedTokenizerBase:
+    """Train (or load from the cache) a SentencePiece unigram tokenizer on both sides of the training split.
+
+    The ids follow T5's convention — pad 0, eos 1, unk 2, no bos — and transformers' T5Tokenizer adds
+    the 100 sentinels at the top of the vocabulary, exactly like t5-small's `spiece.model`.
+    """
+    import sentencepiece as spm
+
+    key = f"{_hash_texts(en, fr)}-v{config.tiny_vocab_size}"
+    final = Path(config.cache_dir) / "tokenizers" / key
+    if not (final / "tokenizer_config.json").exists():
+        tmp = _atomic_dir(final)
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(en + fr),
+                model_prefix=str(tmp / "spiece"),
+                vocab_size=config.tiny_vocab_size,
+                hard_vocab_limit=False,  # a small grammar may not have that many pieces
+                model_type="unigram",
+                character_coverage=1.0,  # keep every accented letter of French
+                pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+                num_threads=1, minloglevel=2,
+            )
+            (tmp / "spiece.vocab").unlink(missing_ok=True)
+            T5Tokenizer.from_pretrained(str(tmp)).save_pretrained(str(tmp))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish(tmp, final)
+        log.info("trained tiny tokenizer: %s", final)
+    return T5Tokenizer.from_pretrained(str(final))
+
+
+def load_tokenizer(config: Config, train_en: list[str], train_fr: list[str]) -> PreTrainedTokenizerBase:
+    """The tokenizer of `config.model`; for `tiny`, one trained on the given training texts."""
+    if is_tiny(config.model):
+        return train_tiny_tokenizer(train_en, train_fr, config)
+    try:
+        return AutoTokenizer.from_pretrained(config.model)
+    except Exception as err:  # noqa: BLE001 - hub, network and format errors all mean the same to a user
+        raise StudyError(_not_loadable(config.model, "tokenizer", err)) from err
+
+
+def _not_loadable(spec: str, what: str, err: Exception) -> str:
+    if Path(spec).exists():
+        return f"cannot load a {what} from {spec}: {type(err).__name__}: {str(err).splitlines()[0]}"
+    return (
+        f"cannot load the {what} of {spec!r}: it is not a local directory and the model hub could not provide it "
+        f"(this machine may be offline); pass --model tiny or a local model directory"
+    )
+
+
+def tiny_config(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5Config:
+    """The tiny T5: t5-small's layout scaled down (d_model 128, 3+3 layers) to train in minutes on 2 cores."""
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=config.tiny_d_model,
+        d_kv=config.tiny_d_model // config.tiny_heads,
+        d_ff=config.tiny_d_ff,
+        num_layers=config.tiny_layers,
+        num_decoder_layers=config.tiny_layers,
+        num_heads=config.tiny_heads,
+        dropout_rate=0.1,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+def model_config(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5Config:
+    """The architecture of `config.model`, without weights."""
+    if is_tiny(config.model):
+        return tiny_config(config, tokenizer)
+    try:
+        return AutoConfig.from_pretrained(config.model)
+    except Exception as err:  # noqa: BLE001
+        raise StudyError(_not_loadable(config.model, "configuration", err)) from err
+
+
+def random_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
+    """The architecture of `config.model` with a fresh random initialisation (seeded by the caller)."""
+    model_cfg = model_config(config, tokenizer)
+    if model_cfg.vocab_size < len(tokenizer):
+        raise StudyError(f"model vocabulary ({model_cfg.vocab_size}) is smaller than the tokenizer's ({len(tokenizer)})")
+    return T5ForConditionalGeneration(model_cfg)
+
+
+def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
+    """Pretrained weights of `config.model`: from the hub or a local directory, or the offline tiny upstream."""
+    spec = config.model
+    if is_tiny(spec):
+        from study import pretrain  # late import: pretraining is heavy and only some regimes need it
+
+        spec = str(pretrain.ensure_upstream(config, tokenizer))
+    try:
+        return T5ForConditionalGeneration.from_pretrained(spec)
+    except Exception as err:  # noqa: BLE001
+        raise StudyError(_not_loadable(spec, "pretrained model", err)) from err
+
+
+def describe_model_dir(path: str | Path) -> dict:
+    """A model directory's config as a dict (for the study record)."""
+    cfg = Path(path) / "config.json"
+    return json.loads(cfg.read_text()) if cfg.exists() else {}

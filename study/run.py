@@ -1,0 +1,280 @@
+"""The study: one Ray Tune + Optuna + ASHA search per regime, then each regime's best trial on the test split.
+
+    python -m study.run --regime all                 # quick preset: bundled corpus, tiny model, ~10 min on 2 cores
+    python -m study.run --preset paper --data fra.txt --gpus-per-trial 1
+    python -m study.run --resume NAME                # continue an interrupted study
+
+Results land in `results/<name>/`: study.json, optuna.db, one Tune experiment per regime, each regime's
+best.json / test.hyp.txt / test.ref.txt, and summary.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from study.config import REGIME_NAMES, Config, StudyError, add_config_flags, config_from_flags
+from study.results import evaluate_best, study_record, write_json, write_summary
+from study.search import default_search_space_path, load_search_space, make_scheduler, make_searcher
+
+log = logging.getLogger("study.run")
+
+# Presets set the Config and the budget; any explicit flag overrides them.
+PRESETS: dict[str, dict] = {
+    "quick": {
+        "config": dict(data="sample", model="tiny", max_train_pairs=4000, max_eval_pairs=300, epochs=3,
+                       eval_batch_size=100),
+        "num_samples": 3, "max_concurrent": None, "needs_data": False,
+    },
+    "paper": {  # the original experiment's scale: t5-small, 10 epochs; meant for GPUs
+        "config": dict(model="t5-small", epochs=10, max_eval_pairs=2000, eval_batch_size=128),
+        "num_samples": 8, "max_concurrent": None, "needs_data": True,
+    },
+}
+
+
+@dataclass
+class Budget:
+    num_samples: int
+    max_epochs: int
+    max_concurrent: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    grace_period: int | None
+    reduction_factor: int | None
+    max_failures: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--regime", default="all", help="all, or a comma list of upstream,scratch,decoder,full")
+    p.add_argument("--preset", default="quick", help="quick (offline, ~10 min on a laptop) or paper (t5-small, GPUs)")
+    p.add_argument("--num-samples", type=int, help="trials per trained regime (upstream: one per beam choice)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: what the resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped (default: YAML, else 1)")
+    p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N of trials at each rung (default: YAML, else 2)")
+    p.add_argument("--max-failures", type=int, default=2, help="times a failed trial is retried from its checkpoint")
+    p.add_argument("--search-space", type=Path, help="a YAML search space used instead of search_spaces/<regime>.yaml")
+    p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
+    p.add_argument("--name", help="study name (default: <preset>-<UTC timestamp>)")
+    p.add_argument("--resume", metavar="NAME", help="continue the interrupted study NAME in --results")
+    p.add_argument("--address", help="join this Ray cluster (e.g. auto or host:6379); default: start a local one")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
+    add_config_flags(p, ["data", "model", "seed", "src_col", "tgt_col", "prefix", "max_train_pairs",
+                         "max_eval_pairs", "decoder_embedding", "device", "cache_dir"])
+    return p
+
+
+def parse_regimes(text: str) -> list[str]:
+    names = list(REGIME_NAMES) if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in names if r not in REGIME_NAMES]
+    if unknown or not names:
+        raise StudyError(f"unknown regime(s) {unknown or [text]}; use all or a comma list of {','.join(REGIME_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
+    """Flags + preset -> (config, budget, regimes, search spaces); every check happens before anything is written."""
+    if args.preset not in PRESETS:
+        raise StudyError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    preset = PRESETS[args.preset]
+    regimes = parse_regimes(args.regime)
+    config = config_from_flags(args, Config(**preset["config"]))
+    if preset["needs_data"] and "data" not in vars(args) and not args.resume:
+        raise StudyError(f"preset {args.preset} needs --data (a pairs file such as fra.txt); the bundled corpus is too small")
+    if args.max_epochs is not None:
+        if args.max_epochs <= 0:
+            raise StudyError(f"--max-epochs must be at least 1, got {args.max_epochs}")
+        config = config.replace(epochs=args.max_epochs)
+    for flag in ("num_samples", "max_concurrent"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            raise StudyError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
+        raise StudyError("--cpus-per-trial must be positive and --gpus-per-trial non-negative")
+    if args.max_failures < 0:
+        raise StudyError(f"--max-failures must be non-negative, got {args.max_failures}")
+    config = config.replace(cache_dir=str(Path(config.cache_dir).expanduser().resolve()),
+                            torch_threads=max(1, int(args.cpus_per_trial)))
+    if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
+        config = config.replace(data=str(Path(config.data).expanduser().resolve()))  # trials run elsewhere
+    config.validate()
+    spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
+    for regime, space in spaces.items():
+        config.replace(regime=regime, **space.fixed).validate()
+    budget = Budget(num_samples=args.num_samples or preset["num_samples"], max_epochs=config.epochs,
+                    max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
+                    gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
+                    grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                    max_failures=args.max_failures)
+    return config, budget, regimes, spaces
+
+
+def start_ray(address: str | None) -> None:
+    import ray
+
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except Exception as err:  # noqa: BLE001 - connection errors come in many types
+            raise StudyError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]} "
+                             f"(is `ray start --head` running there?)") from err
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def finish_budget(budget: Budget) -> Budget:
+    """Fill in the defaults that depend on the cluster: GPUs per trial and concurrency."""
+    import ray
+
+    resources = ray.cluster_resources()
+    if budget.gpus_per_trial < 0:
+        budget.gpus_per_trial = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    if not budget.max_concurrent:
+        by_cpu = int(resources.get("CPU", 1) // budget.cpus_per_trial)
+        by_gpu = int(resources.get("GPU", 0) // budget.gpus_per_trial) if budget.gpus_per_trial else by_cpu
+        budget.max_concurrent = max(1, min(by_cpu, by_gpu))
+    return budget
+
+
+def run_regime(regime: str, config: Config, budget: Budget, space, study_dir: Path, data, resume: bool):
+    """Search one regime (or continue its search) and return Tune's ResultGrid."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.trial import TRAINABLES
+
+    base = config.replace(regime=regime, **space.fixed)
+    trainable = tune.with_resources(
+        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data),
+        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    )
+    experiment = study_dir / regime
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        print(f"[{regime}] resuming {experiment}", flush=True)
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+    else:
+        trains = regime != "upstream"
+        max_epochs = budget.max_epochs if trains else 0
+        n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
+        searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, config.seed),
+                                      max_concurrent=budget.max_concurrent)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
+                scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
+                if trains else None,
+            ),
+            run_config=tune.RunConfig(
+                name=regime, storage_path=str(study_dir),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_bleu",
+                                                        checkpoint_score_order="max"),
+                failure_config=tune.FailureConfig(max_failures=budget.max_failures),
+                verbose=1,
+            ),
+        )
+    return tuner.fit()
+
+
+def _grid_size(space) -> int:
+    size = 1
+    for spec in space.search.values():
+        if spec["distribution"] != "choice":
+            return 10**9
+        size *= len(spec["values"])
+    return size
+
+
+def unfinished_trials(grid) -> list[str]:
+    trials = grid._experiment_analysis.trials  # ResultGrid has no public per-trial status
+    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _main(args, argv if argv is not None else sys.argv[1:])
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    results_root = Path(args.results).expanduser().resolve()
+    if args.resume:
+        study_dir = results_root / args.resume
+        if not (study_dir / "study.json").is_file():
+            raise StudyError(f"no study named {args.resume!r} in {results_root} (nothing to resume); "
+                             f"studies there: {sorted(p.name for p in results_root.glob('*/study.json')) or 'none'}")
+        record = json.loads((study_dir / "study.json").read_text())
+        args.preset, args.regime = record["preset"], ",".join(record["regimes"])
+        args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
+    config, budget, regimes, spaces = resolve(args)
+    if args.resume:
+        config = Config.from_dict(record["config"])
+    name = args.resume or args.name or f"{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    study_dir = results_root / name
+    if not args.resume and study_dir.exists():
+        raise StudyError(f"{study_dir} exists already; pick another --name, or continue it with --resume {name}")
+
+    start_ray(args.address)
+    budget = finish_budget(budget)
+    from study.train import prepare_data
+
+    data = prepare_data(config)  # once, in the driver; trials get it through the object store
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        write_json(study_dir / "study.json", study_record(config, budget, regimes, args.preset, spaces, name))
+    resume_cmd = f"python -m study.run --resume {shlex.quote(name)} --results {shlex.quote(str(results_root))}"
+    rows = []
+    for regime in regimes:
+        best_file = study_dir / regime / "best.json"
+        if best_file.exists():
+            print(f"[{regime}] already finished: {best_file}", flush=True)
+            rows.append(json.loads(best_file.read_text()))
+            continue
+        started = time.time()
+        grid = run_regime(regime, config, budget, spaces[regime], study_dir, data, bool(args.resume))
+        left = unfinished_trials(grid)
+        if left:
+            print(f"\nstudy interrupted: {len(left)} trial(s) of {regime} unfinished; state saved.\n"
+                  f"resume with:\n  {resume_cmd}", flush=True)
+            return 130
+        rows.append(evaluate_best(grid, regime, config.replace(regime=regime, **spaces[regime].fixed), data,
+                                  study_dir, time.time() - started))
+    summary = write_summary(study_dir, rows)
+    print("\n" + summary.to_string(index=False), flush=True)
+    print(f"\nresults: {study_dir}", flush=True)
+    if not args.no_analysis:
+        _analyze(study_dir)
+    return 0
+
+
+def _analyze(study_dir: Path) -> None:
+    try:
+        from study import analyze
+    except ImportError:
+        return
+    analyze.main([str(study_dir)])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    sys.exit(main())
