@@ -160,6 +160,13 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._max_epochs = max_epochs
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if result and ot_trial is not None and trial_id not in self._completed_trials and self.metric in result:
+            # Tune skips on_trial_result for the result on which a trial is stopped or ends, so that
+            # epoch's score would be missing from the trial's intermediate values: record it here.
+            step = result.get("training_iteration")
+            if step is not None and step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+                ot_trial.report(result[self.metric], step)
         stopped_early = (
             not error and result is not None and not result.get("diverged", False)
             and result.get("epoch", self._max_epochs) < self._max_epochs

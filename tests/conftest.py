@@ -11,10 +11,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_T5 = SHARED / "t5-small"
 SHARED_PAIRS = SHARED / "data" / "eng-fra.tsv"
 
-_EN = ("the a my your this that cat dog house car tree book child woman man friend teacher city river "
+EN_WORDS = ("the a my your this that cat dog house car tree book child woman man friend teacher city river "
        "is was will be has have sees likes wants eats reads finds big small red blue green old new happy "
        "quickly today yesterday here there very not and with in on under near I you we they he she").split()
-_FR = ("le la les un une mon ma ton ta ce cette chat chien maison voiture arbre livre enfant femme homme "
+FR_WORDS = ("le la les un une mon ma ton ta ce cette chat chien maison voiture arbre livre enfant femme homme "
        "ami professeur ville rivière est était sera a ont voit aime veut mange lit trouve grand petit rouge "
        "bleu vert vieux nouveau heureux été très café élève où déjà même à ça garçon fenêtre forêt "
        "aujourd'hui hier ici là ne pas et avec dans sur sous près je tu nous ils il elle").split()
@@ -25,7 +25,7 @@ def tiny_sentences(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        words = _EN if i % 2 else _FR
+        words = EN_WORDS if i % 2 else FR_WORDS
         sentence = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12)))
         sentence = sentence[0].upper() + sentence[1:] + rng.choice([".", " ?", " !", "."])
         out.append("translate English to French: " + sentence if i % 4 == 1 else sentence)

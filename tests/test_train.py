@@ -1,0 +1,192 @@
+"""The trial: honest loss, exact freezing rules, exact resume, sacrebleu-equal BLEU, divergence, the CLI."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from study import corpus
+from study.config import Config
+from study.metrics import generation_limit, token_nll, translate, translation_scores
+from study.models import random_model
+from study.regimes import REGIMES, parameter_counts
+from study.train import PreparedData, fit, prepare_data
+from study.trial import main as trial_main
+from study.trial import run_single
+
+SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
+             max_eval_pairs=40, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
+
+
+def write_pairs(path: Path, n: int, seed: int = 0) -> Path:
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=seed)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory) -> Config:
+    root = tmp_path_factory.mktemp("trial")
+    return Config(data=str(write_pairs(root / "pairs.tsv", 300)), cache_dir=str(root / "cache"), **SMALL)
+
+
+@pytest.fixture(scope="module")
+def small_data(small_config) -> PreparedData:
+    return prepare_data(small_config)
+
+
+def test_loss_ignores_padding(small_config, small_data):
+    """Extra padding (pad ids in inputs, -100 in labels) must not change the loss or the NLL sums."""
+    model = random_model(small_config, small_data.tokenizer).eval()
+    batch = next(iter(__import__("study.data", fromlist=["make_loader"]).make_loader(
+        small_data.train, small_data.tokenizer, 8, shuffle=False)))
+    extra = 7
+    padded = {
+        "input_ids": torch.nn.functional.pad(batch["input_ids"], (0, extra), value=small_data.tokenizer.pad_token_id),
+        "attention_mask": torch.nn.functional.pad(batch["attention_mask"], (0, extra), value=0),
+        "labels": torch.nn.functional.pad(batch["labels"], (0, extra), value=-100),
+    }
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).loss, model(**padded).loss, atol=1e-5)
+    # Over a split: batch size 1 (no padding at all) and 16 (padding in most batches) give the same mean.
+    one = token_nll(model, small_data.validation, small_data.tokenizer, 1, torch.device("cpu"))
+    many = token_nll(model, small_data.validation, small_data.tokenizer, 16, torch.device("cpu"))
+    assert one[1] == many[1] == sum(len(x) for x in small_data.validation["labels"])
+    assert one[0] / one[1] == pytest.approx(many[0] / many[1], rel=1e-4)
+
+
+def _module_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("rule", ["frozen", "trained", "untied"])
+def test_trainable_counts_follow_the_freezing_rule(small_config, small_data, rule):
+    config = small_config.replace(decoder_embedding=rule)
+    vocab_by_d = len(small_data.tokenizer) * config.tiny_d_model
+    counts = {}
+    for name, regime in REGIMES.items():
+        model = random_model(config, small_data.tokenizer)
+        regime.set_trainable(model, config)
+        counts[name] = parameter_counts(model)
+    total = _module_params(random_model(config, small_data.tokenizer))
+    # encoder/decoder modules include the shared embedding (their embed_tokens *is* `shared`).
+    decoder_blocks = _module_params(random_model(config, small_data.tokenizer).decoder) - vocab_by_d
+    assert counts["scratch"] == counts["full"] == {"total_params": total, "trainable_params": total}
+    assert counts["upstream"] == {"total_params": total, "trainable_params": 0}
+    expected = {"frozen": decoder_blocks, "trained": decoder_blocks + vocab_by_d,
+                "untied": decoder_blocks + vocab_by_d}[rule]
+    assert counts["decoder"]["trainable_params"] == expected
+    assert counts["decoder"]["total_params"] == total + (vocab_by_d if rule == "untied" else 0)
+
+
+def test_untied_decoder_leaves_the_encoder_embedding_unchanged(small_config, small_data):
+    config = small_config.replace(decoder_embedding="untied", regime="decoder")
+    model = random_model(config, small_data.tokenizer)
+    REGIMES["decoder"].set_trainable(model, config)
+    before = model.shared.weight.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = next(iter(__import__("study.data", fromlist=["make_loader"]).make_loader(
+        small_data.train, small_data.tokenizer, 8, shuffle=False)))
+    model(**batch).loss.backward()
+    optimizer.step()
+    assert torch.equal(model.shared.weight, before)
+    assert not torch.equal(model.lm_head.weight, before)
+
+
+def test_resumed_trial_matches_uninterrupted(small_config, small_data, tmp_path):
+    config = small_config.replace(regime="scratch")
+    uninterrupted = run_single(config, data=small_data, quiet=True)
+    assert [m["epoch"] for m in uninterrupted] == [1, 2]
+
+    class Interrupted(Exception):
+        pass
+
+    checkpoint_dir = tmp_path / "ckpt"
+
+    def report_then_die(metrics, save):
+        checkpoint_dir.mkdir()
+        save(checkpoint_dir)
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(config, small_data, report_then_die)
+    resumed = run_single(config, checkpoint_dir, resume=True, data=small_data, quiet=True)
+    assert [m["epoch"] for m in resumed] == [2]
+    for key in ("train_loss", "val_loss", "val_bleu", "val_chrf", "val_exact_match", "lr"):
+        assert resumed[0][key] == pytest.approx(uninterrupted[1][key], rel=1e-6, abs=1e-9), key
+
+
+def test_bleu_equals_sacrebleu_command_line(tmp_path):
+    hyps = ["Le chat mange la pomme.", "Elle est allée au marché.", "Nous irons à la maison demain."]
+    refs = ["Le chat mange une pomme.", "Elle est allée au marché.", "Nous irons à la maison."]
+    (tmp_path / "hyp.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    def cli(metric: str) -> float:
+        out = subprocess.run([sys.executable, "-m", "sacrebleu", str(tmp_path / "ref.txt"), "-i",
+                              str(tmp_path / "hyp.txt"), "-m", metric, "-b", "-w", "4"],
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    scores = translation_scores(hyps, refs)
+    assert round(scores["bleu"], 4) == cli("bleu")
+    assert round(scores["chrf"], 4) == cli("chrf")
+    assert scores["exact_match"] == pytest.approx(1 / 3)
+    assert scores["bleu_signature"].startswith("nrefs:1|")
+
+
+def test_generation_is_capped_by_the_source_not_the_labels(small_config, small_data):
+    """An untrained model rarely stops: each output must still end within the source-derived limit."""
+    model = random_model(small_config, small_data.tokenizer)
+    sources = list(small_data.validation["input_ids"])[:8]
+    texts = translate(model, sources, small_data.tokenizer, num_beams=1, batch_size=4,
+                      max_target_tokens=small_config.max_target_tokens, device=torch.device("cpu"))
+    for source, text in zip(sources, texts):
+        produced = len(small_data.tokenizer(text, add_special_tokens=False).input_ids)
+        assert produced <= generation_limit(len(source), small_config.max_target_tokens) + 2
+    assert generation_limit(5, 96) < generation_limit(20, 96) <= 96
+
+
+def test_diverging_learning_rate_ends_as_diverged(small_config, small_data):
+    history = run_single(small_config.replace(regime="scratch", lr=1e30, max_grad_norm=1e30, warmup_ratio=0.0),
+                         data=small_data, quiet=True)
+    assert history[-1]["diverged"] is True
+    assert history[-1]["val_bleu"] == 0.0
+    assert math.isnan(history[-1]["train_loss"])
+
+
+def test_pretrained_regimes_never_use_random_weights_as_pretrained(small_config, small_data, monkeypatch):
+    """Without an upstream, `decoder` must fail loudly rather than fine-tune a random init."""
+    from study import models
+    from study.config import StudyError
+
+    def no_upstream(*args, **kwargs):
+        raise StudyError("no pretrained tiny upstream")
+
+    monkeypatch.setattr("study.pretrain.ensure_upstream", no_upstream)
+    with pytest.raises(StudyError):
+        models.pretrained_model(small_config.replace(regime="decoder"), small_data.tokenizer)
+
+
+def test_trial_cli_prints_a_line_per_epoch(small_config, capsys):
+    code = trial_main(["--regime", "scratch", "--data", small_config.data, "--cache-dir", small_config.cache_dir,
+                       "--epochs", "1", "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2",
+                       "--tiny-d-ff", "64", "--tiny-vocab-size", "300", "--max-eval-pairs", "20"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 1 and "val_bleu" in lines[0]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--regime", "sideways"], "unknown regime"),
+    (["--data", "/nonexistent/pairs.tsv"], "/nonexistent/pairs.tsv"),
+    (["--epochs", "0"], "epochs must be positive"),
+    (["--split", "0.5", "0.2", "0.2"], "add up to 1"),
+])
+def test_trial_cli_bad_input_is_one_line(argv, needle, capsys, tmp_path):
+    code = trial_main(argv + ["--cache-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
