@@ -105,6 +105,17 @@ class Config:
 
     def validate(self) -> Config:
         """Reject settings that cannot work, with a message that says what to change."""
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, (int, float)) and not isinstance(default, bool) or f.name in (
+                    "max_train_pairs", "max_eval_pairs", "torch_threads"):
+                if value is None and default is None:
+                    continue
+                wanted = float if isinstance(default, float) else int
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                        wanted is int and not float(value).is_integer()):
+                    raise StudyError(f"{f.name} must be {'a number' if wanted is float else 'a whole number'}, "
+                                     f"got {value!r}")
         if len(self.split) != 3 or any(f < 0 for f in self.split):
             raise StudyError(f"split must be three non-negative fractions, got {self.split}")
         if abs(sum(self.split) - 1.0) > 1e-6:

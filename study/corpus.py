@@ -1,7 +1,7 @@
 """The bundled offline corpus (`--data sample`): grammatical English→French pairs from a small grammar.
 
 A tiny T5 must learn this in minutes on a CPU, so the vocabulary is small (a few hundred word forms per
-language) and sentences are short (3–12 words); but the French is real French. Each sentence is first
+language) and sentences are short (2–14 words, ~6.5 on average); but the French is real French. Each is first
 sampled as a *meaning* (subject, verb, tense, polarity, question or statement, complement, optional
 adverbial phrase) and then rendered by two independent functions, `_render_en` and `_render_fr`.
 
@@ -11,6 +11,7 @@ simple ↔ "will" ("je mangerai" ↔ "I will eat"). The three stative verbs êtr
 imparfait for the English simple past, as a French speaker would ("I was happy" ↔ "j'étais content").
 Questions use "est-ce que" ("Est-ce qu'elle est allée au marché?"); negative sentences are statements.
 French and English both end questions with "?" and statements with "." (no space before "?").
+"vous" is always plural ("vous êtes allées"); je/tu/nous/vous get a sampled gender ("je suis contente").
 
 Everything is deterministic: only `random.Random` instances seeded by the caller, tuples and lists in a
 fixed order (never sets or dicts iterated for sampling), so output is identical across runs/processes.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-GENERATOR_VERSION = "1"  # bump whenever the generated text changes (the data module caches on it)
+GENERATOR_VERSION = "2"  # bump whenever the generated text changes (the data module caches on it)
 
 _MAX_PAIRS = 1_000_000  # refused outright: rejection sampling of this many distinct pairs gets too slow
 
@@ -197,8 +198,9 @@ VERBS: tuple[Verb, ...] = (
     _verb("manger", "er", "eat/eats/ate", objs="FOOD MASS", adjuncts="loc", animals=True),
     _verb("regarder", "er", "watch/watches/watched", objs=f"{_PEOPLE} ANIMAL", dets="def indef poss",
           adjuncts="loc", animals=True),
-    _verb("aimer", "er", "love/loves/loved", objs=f"{_PEOPLE} ANIMAL FOOD THING", dets="def poss",
-          animals=True),
+    # aimer is "love" with people and animals, "like" with things ("j'aime le gâteau" ↔ "I like the cake")
+    _verb("aimer", "er", "love/loves/loved", objs=f"{_PEOPLE} ANIMAL", dets="def poss", animals=True),
+    _verb("aimer", "er", "like/likes/liked", objs="FOOD THING", dets="def poss", animals=True),
     _verb("chercher", "er", "look for/looks for/looked for", objs="CHILD FAMILY ANIMAL THING",
           dets="def indef poss", adjuncts="loc", animals=True),
     _verb("trouver", "er", "find/finds/found", objs="ANIMAL THING", dets="def indef poss", adjuncts="loc",
@@ -307,8 +309,10 @@ def _sample(rng: random.Random) -> Clause:
     if verb.frame == "be":
         if rng.random() < 0.5:
             comp = _pp(rng, _LOCATIONS)
+        elif subj and subj.noun.cls == "THING":  # "la voiture est rouge" (never "la voiture rouge est rouge")
+            subj, comp = subj._replace(adj=None), ("pred", rng.choice(_PRED_THING))
         else:
-            comp = ("pred", rng.choice(_PRED_THING if subj and subj.noun.cls == "THING" else _PRED_ANIMATE))
+            comp = ("pred", rng.choice(_PRED_ANIMATE))
     elif verb.frame == "obj":
         comp = ("obj", _np(rng, verb.objs, verb.dets, avoid=subj.noun if subj else None))
     elif verb.places and (verb.place_required or rng.random() < 0.7):

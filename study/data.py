@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -126,11 +127,9 @@ def _read_file(path: Path, src_col: str | None, tgt_col: str | None) -> Dataset:
 
 
 def _load_hf(spec: str, src_col: str | None, tgt_col: str | None) -> Dataset:
-    import datasets
-
     name, _, config_name = spec[len("hf:"):].partition(":")
     try:
-        loaded = datasets.load_dataset(name, config_name or None)
+        loaded = load_dataset(name, config_name or None)
     except Exception as e:  # offline, unknown name, gated, ...: one line that says what to do
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise StudyError(f"could not load dataset {spec!r} from the Hugging Face Hub ({reason}); this machine may "
@@ -170,6 +169,9 @@ def load_pairs(spec: str, src_col: str | None = None, tgt_col: str | None = None
     except UnicodeDecodeError as e:
         raise StudyError(f"{spec} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset "
                          f"{e.start}); re-save it as UTF-8") from e
+    except (ValueError, pa.ArrowException) as e:  # malformed CSV/JSON/Parquet
+        reason = " ".join(str(e).split())[:300]
+        raise StudyError(f"could not read {spec} as {path.suffix} ({type(e).__name__}: {reason})") from e
 
 
 # ----------------------------------------------------------------------------------------------- cleaning
@@ -346,7 +348,7 @@ def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase,
     for name in splits:
         ds = splits[name].map(_tokenize_batch, batched=True, batch_size=1000, fn_kwargs={
             "tokenizer": tokenizer, "config": config}, remove_columns=splits[name].column_names,
-            new_fingerprint=f"{final.name}-{name}", desc=f"tokenizing {name}")
+            new_fingerprint=f"{final.name}-{name}", keep_in_memory=True, desc=f"tokenizing {name}")
         truncated = int(pc.sum(ds.with_format("arrow")[:]["truncated"]).as_py() or 0)
         counts[f"{name}_dropped_overlong"] = len(splits[name]) - len(ds)
         counts[f"{name}_truncated_overlong"] = truncated
@@ -392,6 +394,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __iter__(self):
+        if not self.lengths:
+            return
         if not self.shuffle:
             order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
             yield from BatchSampler(order, self.batch_size, self.drop_last)

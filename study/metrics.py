@@ -87,7 +87,8 @@ def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBas
         with autocast(device):
             generated = model.generate(**batch, num_beams=num_beams, max_new_tokens=limit, do_sample=False,
                                        early_stopping=num_beams > 1)
-        for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+        for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True,
+                                                              clean_up_tokenization_spaces=False)):
             out[i] = text.strip()
     return out
 

@@ -16,7 +16,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration, T5Tokenizer
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+    T5Tokenizer,
+)
 
 from study.config import Config, StudyError
 

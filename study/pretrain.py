@@ -1,14 +1,390 @@
-"""Offline upstream for the `tiny` model (T5 span-corruption pretraining) — not built yet."""
+"""The offline upstream for `tiny`: T5's span-corruption pretraining on monolingual English and French.
+
+There is no model hub offline, so the `upstream`, `decoder` and `full` regimes of the tiny model start
+from weights this module pretrains, with the objective T5 itself was pretrained on (Raffel et al. 2020,
+section 3.1.4): drop ~15% of the tokens in spans of mean length 3, replace each span by a sentinel
+`<extra_id_k>`, and make the model write the dropped spans back.
+
+    "Thank you for inviting me to your party last week"
+    input:  "Thank you <extra_id_0> me to your party <extra_id_1> week</s>"
+    target: "<extra_id_0> for inviting <extra_id_1> last</s>"
+
+The text is the training split only (validation and test never reach pretraining), English and French
+shuffled independently, so the model never sees a sentence next to its translation. Results are cached
+under `<cache_dir>/upstream/<key>`, the key hashing everything that changes the weights.
+
+    python -m study.pretrain                   # pretrain (or reuse) the upstream of `--data sample`
+    python -m study.pretrain --steps 300 --out /tmp/upstream
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from study.config import Config, StudyError
+import numpy as np
+import torch
+from transformers import DataCollatorForSeq2Seq, T5ForConditionalGeneration, get_linear_schedule_with_warmup
+
+from study import data as data_lib
+from study import models
+from study.config import Config, StudyError, add_config_flags, config_from_flags
+from study.metrics import autocast
+from study.train import pick_device
+
+PRETRAIN_VERSION = "1"  # bump whenever this module changes what the pretrained weights would be
+MAX_TOKENS = 128  # longer sentences are cut: bounds memory and keeps the spans under T5's 100 sentinels
+WARMUP_FRACTION = 0.05
+WEIGHT_DECAY = 0.01
+MAX_GRAD_NORM = 1.0
+POOL_BATCHES = 50  # length grouping: sort by length within pools of this many batches (as LengthGroupedSampler)
+_TINY_FIELDS = ("tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads", "tiny_d_ff")
 
 
-def ensure_upstream(config: Config, tokenizer) -> Path:
-    raise StudyError(
-        "no pretrained tiny upstream exists yet (offline pretraining is not built): regime "
-        f"{config.regime!r} needs pretrained weights; use --regime scratch, or --model with a local pretrained T5 directory"
-    )
+@dataclass(frozen=True)
+class PretrainSettings:
+    # ~2 minutes for the default tiny model on 2 CPU cores (measured: ~24 ms a step on the bundled
+    # corpus); by then the loss has flattened, so more steps buy little for the time they cost.
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 2e-3
+    noise_density: float = 0.15  # T5's defaults
+    mean_span_length: float = 3.0
+    # Our examples are single sentences of ~10 tokens, i.e. one noise span each; unrolled, T5's mask puts
+    # it on the last tokens every time (T5 packs 512-token sequences, where this bias does not matter).
+    random_roll: bool = True
+
+
+# ------------------------------------------------------------------------------------ span corruption
+
+
+def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
+    """Split `num_items` into `num_segments` non-empty segments, uniformly at random; their lengths."""
+    # As T5: shuffle (num_segments - 1) "a segment starts here" marks over the num_items - 1 gaps.
+    first_in_segment = np.concatenate([[0], rng.permutation(np.arange(num_items - 1) < num_segments - 1)])
+    segment_id = np.cumsum(first_in_segment)
+    return np.bincount(segment_id, minlength=num_segments)
+
+
+def noise_mask(length: int, rng: np.random.Generator, noise_density: float = 0.15,
+               mean_span_length: float = 3.0, random_roll: bool = False) -> np.ndarray:
+    """Which of `length` tokens to drop: `random_spans_noise_mask` of the T5 codebase, in numpy.
+
+    round(length * density) noise tokens (at least 1, at most length - 1) in round(noise / mean span)
+    spans (at least 1); noise and non-noise lengths are random segmentations, interleaved starting
+    with non-noise, so the sequence always ends inside a noise span. `random_roll` (T5's option, off
+    by default there) then rotates the mask by a random offset, which may split the last span in two.
+    """
+    if noise_density <= 0.0 or length == 0:
+        return np.zeros(length, dtype=bool)
+    orig_length, length = length, max(length, 2)  # T5 pads a 1-token sequence to 2 (then drops nothing)
+    # Python's round() rounds half to even, like tf.round in the T5 code.
+    num_noise = min(max(round(length * noise_density), 1), length - 1)
+    # T5 needs no upper clamp at its settings; here it keeps odd densities (e.g. 0.9) well defined.
+    num_spans = min(max(round(num_noise / mean_span_length), 1), num_noise, length - num_noise)
+    noise_lengths = _random_segmentation(num_noise, num_spans, rng)
+    nonnoise_lengths = _random_segmentation(length - num_noise, num_spans, rng)
+    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=1).reshape(-1)
+    span_starts = np.cumsum(interleaved)[:-1]
+    start_indicator = np.zeros(length, dtype=np.int64)
+    start_indicator[span_starts] = 1
+    mask = (np.cumsum(start_indicator) % 2 == 1)[:orig_length]
+    if random_roll:
+        mask = np.roll(mask, rng.integers(length))
+    return mask
+
+
+def span_corrupt(ids: list[int], rng: np.random.Generator, sentinel_ids: list[int], eos_id: int,
+                 noise_density: float = 0.15, mean_span_length: float = 3.0,
+                 random_roll: bool = False) -> tuple[list[int], list[int]]:
+    """One T5 span-corruption example from `ids` (token ids without eos): (input ids, target ids).
+
+    The input keeps the non-noise tokens and puts sentinel k where the k-th noise span was; the target
+    is each sentinel followed by the tokens it replaced; both end with eos. The target has no final
+    sentinel before eos, as in the T5 codebase (without a roll the sequence always ends in noise, so
+    nothing follows the last span; the paper's figure shows one because its example ends in kept text).
+    A 1-token sequence has no noise: input `[t, eos]`, target `[eos]`.
+    """
+    mask = noise_mask(len(ids), rng, noise_density, mean_span_length, random_roll)
+    inputs: list[int] = []
+    targets: list[int] = []
+    span = -1
+    for i, (token, noisy) in enumerate(zip(ids, mask, strict=True)):
+        if noisy:
+            if i == 0 or not mask[i - 1]:  # a new noise span: its sentinel goes to both sides
+                span += 1
+                if span >= len(sentinel_ids):
+                    raise ValueError(f"sequence of {len(ids)} tokens needs more than {len(sentinel_ids)} sentinels")
+                inputs.append(sentinel_ids[span])
+                targets.append(sentinel_ids[span])
+            targets.append(int(token))
+        else:
+            inputs.append(int(token))
+    return inputs + [eos_id], targets + [eos_id]
+
+
+def sentinel_ids_of(tokenizer) -> list[int]:
+    """[id of <extra_id_0>, id of <extra_id_1>, ...] for every sentinel the tokenizer has."""
+    vocab = tokenizer.get_vocab()
+    ids = []
+    while f"<extra_id_{len(ids)}>" in vocab:
+        ids.append(vocab[f"<extra_id_{len(ids)}>"])
+    if not ids:
+        raise StudyError("the tokenizer has no <extra_id_N> sentinels, which T5's span corruption needs")
+    return ids
+
+
+def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator):
+    """Index batches forever: per epoch a fresh permutation, sorted by length within pools (little padding,
+    yet each batch mixes sentences from all over the corpus), the pool's batches in random order."""
+    pool = POOL_BATCHES * batch_size
+    while True:
+        order = rng.permutation(len(lengths))
+        for start in range(0, len(order), pool):
+            chunk = order[start:start + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+            for j in rng.permutation(len(batches)):
+                yield batches[j]
+
+
+# ----------------------------------------------------------------------------------------- pretraining
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, steps: int, batch_size: int = 64,
+             lr: float = 2e-3, noise_density: float = 0.15, mean_span_length: float = 3.0,
+             random_roll: bool = True, progress: bool = True) -> Path:
+    """Pretrain the tiny T5 of `config` on `texts` with span corruption; save it to `out_dir` and return it.
+
+    `out_dir` becomes a normal Hugging Face model directory (model, tokenizer) plus `pretrain.json`
+    (settings, loss curve) and `loss.png`. It appears only once complete: everything is written to a
+    temporary directory beside it, renamed into place at the end.
+    """
+    out_dir = Path(out_dir)
+    if steps <= 0 or batch_size <= 0 or not lr > 0:
+        raise StudyError(f"steps, batch size and lr must be positive, got {steps}, {batch_size}, {lr}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise StudyError(f"{out_dir} already exists and is not empty; delete it or choose another output directory")
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    device = pick_device(config.device)
+
+    # Tokenize once; corruption is redone every time a sentence is drawn, so no two epochs see the same spans.
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    sequences = [ids[:MAX_TOKENS] for ids in encoded if ids]
+    if not sequences:
+        raise StudyError("no text to pretrain on (every sentence is empty)")
+    lengths = np.array([len(ids) for ids in sequences])
+    sentinels = sentinel_ids_of(tokenizer)
+    eos = tokenizer.eos_token_id
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+
+    torch.manual_seed(config.seed)  # the initialisation and dropout
+    rng = np.random.default_rng(config.seed)  # batch order and corruption
+    model = T5ForConditionalGeneration(models.tiny_config(config, tokenizer)).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * steps), steps)
+    n_params = sum(p.numel() for p in model.parameters())
+    if progress:
+        print(f"pretraining tiny T5 ({n_params / 1e6:.2f} M parameters) for {steps} steps of {batch_size} "
+              f"sentences on {len(sequences)} sentences ({device})", flush=True)
+
+    losses: list[float] = []
+    batches = _batches(lengths, batch_size, rng)
+    report_every = max(1, steps // 20)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        examples = []
+        for i in next(batches):
+            source, target = span_corrupt(sequences[i], rng, sentinels, eos, noise_density, mean_span_length,
+                                          random_roll)
+            examples.append({"input_ids": source, "labels": target})
+        batch = {k: v.to(device) for k, v in collator(examples).items()}  # padded per batch; labels with -100
+        with autocast(device):
+            loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise StudyError(f"pretraining diverged (non-finite loss) at step {step} with lr {lr:g}; lower --lr")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if progress and (step % report_every == 0 or step == steps):
+            elapsed = time.perf_counter() - start
+            recent = float(np.mean(losses[-report_every:]))
+            print(f"  step {step:>6}/{steps}  loss {recent:.3f}  elapsed {_fmt(elapsed)}  "
+                  f"left {_fmt(elapsed / step * (steps - step))}", flush=True)
+    seconds = time.perf_counter() - start
+
+    tail = max(1, steps // 20)
+    record = {
+        "version": PRETRAIN_VERSION, "seed": config.seed,
+        "settings": {"steps": steps, "batch_size": batch_size, "lr": lr, "noise_density": noise_density,
+                     "mean_span_length": mean_span_length, "random_roll": random_roll},
+        "fixed": {"warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY,
+                  "max_grad_norm": MAX_GRAD_NORM, "max_tokens": MAX_TOKENS},
+        "model": {name: getattr(config, name) for name in _TINY_FIELDS} | {"parameters": n_params},
+        "sentences": len(sequences),
+        "final_loss": float(np.mean(losses[-tail:])),  # mean of the last 5% of steps: one batch is noisy
+        "seconds": round(seconds, 1), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "loss_curve": [round(x, 4) for x in losses],
+    }
+    # Same publishing as the tokenizer cache: a dot-directory beside out_dir, renamed onto it when complete,
+    # so a killed run leaves nothing the cache would trust.
+    tmp = models._atomic_dir(out_dir)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
+        _plot(losses, tmp / "loss.png", f"tiny T5 span-corruption pretraining ({steps} steps)")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    models._publish(tmp, out_dir)  # if another process published the same cache entry first, keeps theirs
+    if not _complete(out_dir):
+        raise StudyError(f"could not move the pretrained model into {out_dir}")
+    if progress:
+        print(f"pretrained in {_fmt(seconds)}: loss {np.mean(losses[:tail]):.3f} -> {record['final_loss']:.3f}; "
+              f"saved {out_dir}", flush=True)
+    return out_dir
+
+
+def _plot(losses: list[float], path: Path, title: str) -> None:
+    # Figure + savefig uses the Agg canvas without pyplot, so no global backend is switched for the caller.
+    from matplotlib.figure import Figure
+
+    steps = np.arange(1, len(losses) + 1)
+    window = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.subplots()
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="per step")
+    ax.plot(steps[window - 1:], smooth, color="tab:blue", linewidth=1.8, label=f"mean of {window} steps")
+    ax.set(title=title, xlabel="step", ylabel="cross-entropy loss (target tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+def _complete(path: Path) -> bool:
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    return (path / "config.json").exists() and any((path / name).exists() for name in weights)
+
+
+def monolingual_corpus(en_texts: list[str], fr_texts: list[str], seed: int) -> list[str]:
+    """English and French training sentences, each list shuffled by its own seeded RNG, then interleaved.
+
+    Independent shuffles break the alignment of the pairs: the model sees French and English text,
+    never a sentence with its translation, so pretraining teaches no translation by itself.
+    """
+    en, fr = list(en_texts), list(fr_texts)
+    en = [en[i] for i in np.random.default_rng([seed, 1]).permutation(len(en))]
+    fr = [fr[i] for i in np.random.default_rng([seed, 2]).permutation(len(fr))]
+    n = min(len(en), len(fr))
+    return [t for pair in zip(en[:n], fr[:n], strict=True) for t in pair] + en[n:] + fr[n:]
+
+
+def _tokenizer_hash(tokenizer) -> str:
+    h = hashlib.sha256(f"{len(tokenizer)}\0{tokenizer.pad_token_id}\0{tokenizer.eos_token_id}".encode())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the unigram scores and normalizer, which decide how text splits into pieces
+        h.update(backend.to_str().encode())
+    return h.hexdigest()
+
+
+def upstream_key(config: Config, tokenizer, texts: list[str], settings: PretrainSettings) -> str:
+    """Cache key of an upstream: the corpus (`texts`, both languages), tokenizer, model sizes, seed, settings."""
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(text.encode("utf-8") + b"\x1f")
+    description = {
+        "version": PRETRAIN_VERSION,
+        "texts": h.hexdigest(),
+        "tokenizer": _tokenizer_hash(tokenizer),
+        "model": {name: getattr(config, name) for name in _TINY_FIELDS},
+        "seed": config.seed,
+        "settings": dataclasses.asdict(settings),
+        "fixed": [MAX_TOKENS, WARMUP_FRACTION, WEIGHT_DECAY, MAX_GRAD_NORM, POOL_BATCHES],
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def ensure_upstream(config: Config, tokenizer, en_texts: list[str], fr_texts: list[str],
+                    settings: PretrainSettings | None = None, progress: bool = True) -> Path:
+    """The pretrained tiny upstream for this training split and tokenizer: from the cache, or pretrained now.
+
+    `en_texts` and `fr_texts` must come from the training split only (the caller's guarantee). All of
+    it, even under `max_train_pairs`: that caps *labelled* pairs, and unlabelled text is plentiful.
+    """
+    settings = settings or PretrainSettings()
+    texts = monolingual_corpus(en_texts, fr_texts, config.seed)
+    path = Path(config.cache_dir) / "upstream" / upstream_key(config, tokenizer, texts, settings)
+    if _complete(path):  # entries appear complete or not at all (see pretrain)
+        print(f"reusing pretrained tiny upstream: {path}", flush=True)
+        return path
+    print(f"pretraining the tiny upstream (once; cached in {path})", flush=True)
+    return pretrain(config, tokenizer, texts, path, **dataclasses.asdict(settings), progress=progress)
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+_CONFIG_FLAGS = ["data", "src_col", "tgt_col", "max_chars", "overlong", "split", "max_train_pairs", "data_seed",
+                 "seed", "device", "torch_threads", *_TINY_FIELDS, "cache_dir"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = PretrainSettings()
+    parser = argparse.ArgumentParser(prog="python -m study.pretrain", description=__doc__.split("\n\n")[0])
+    # dests carry a pt_ prefix: Config has its own batch_size and lr, which config_from_flags would pick up
+    for flag, kind, what in [("steps", int, "optimizer steps"), ("batch_size", int, "sentences per step"),
+                             ("lr", float, "peak AdamW learning rate"),
+                             ("noise_density", float, "fraction of tokens dropped"),
+                             ("mean_span_length", float, "mean length of a dropped span")]:
+        parser.add_argument("--" + flag.replace("_", "-"), dest="pt_" + flag, type=kind, metavar=flag.upper(),
+                            default=getattr(defaults, flag), help=f"{what} (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None, help="pretrain into this new directory, not the cache")
+    add_config_flags(parser, _CONFIG_FLAGS)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_flags(args, Config(model="tiny")).validate()
+        settings = dataclasses.replace(defaults, **{k[3:]: v for k, v in vars(args).items() if k.startswith("pt_")})
+        splits, _ = data_lib.load_splits(config)
+        # The tokenizer is the study's: trained on the training split as the study caps it.
+        tokenizer = models.load_tokenizer(config, list(splits["train"]["en"]), list(splits["train"]["fr"]))
+        if config.max_train_pairs is not None:
+            # Pretraining reads unlabelled text, which is plentiful: the whole training split, uncapped.
+            # (The cap only subsamples the training split, so validation and test stay out.)
+            splits, _ = data_lib.load_splits(config.replace(max_train_pairs=None))
+        en, fr = list(splits["train"]["en"]), list(splits["train"]["fr"])
+        if args.out is not None:
+            path = pretrain(config, tokenizer, monolingual_corpus(en, fr, config.seed), args.out,
+                            **dataclasses.asdict(settings))
+        else:
+            path = ensure_upstream(config, tokenizer, en, fr, settings)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.config import Config
+from study.config import Config, StudyError
 
 PACKAGES = ("torch", "transformers", "sentencepiece", "datasets", "sacrebleu", "ray", "optuna", "pandas")
 SUMMARY_COLUMNS = ["regime", "best_val_bleu", "test_bleu", "test_chrf", "test_loss", "test_ppl", "test_exact_match",
@@ -77,6 +77,12 @@ def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search
     from study.metrics import evaluate, translation_scores
     from study.train import load_trained_model, pick_device
 
+    scored = [r for r in grid if r.metrics and "val_bleu" in r.metrics]
+    if not scored:
+        first = next((r.error for r in grid if r.error), None)
+        raise StudyError(f"no trial of {regime} reported a score ({len(grid)} trial(s), "
+                         f"first error: {str(first).strip().splitlines()[-1] if first else 'none'}); "
+                         f"see {study_dir / regime} and fix the cause, then resume")
     best = grid.get_best_result(metric="val_bleu", mode="max", scope="all")
     history = best.metrics_dataframe
     best_row = history.loc[history["val_bleu"].idxmax()]

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shlex
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +39,9 @@ PRESETS: dict[str, dict] = {
         "num_samples": 8, "max_concurrent": None, "needs_data": True,
     },
 }
+
+
+PER_TRIAL_FLAGS = ("lr", "batch_size", "num_beams", "epochs", "regime", "torch_threads")
 
 
 @dataclass
@@ -73,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="NAME", help="continue the interrupted study NAME in --results")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto or host:6379); default: start a local one")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
-    add_config_flags(p, ["data", "model", "seed", "src_col", "tgt_col", "prefix", "max_train_pairs",
-                         "max_eval_pairs", "decoder_embedding", "device", "cache_dir"])
+    # Every Config field that is neither searched nor set by another flag (see search_spaces/*.yaml for those).
+    add_config_flags(p, [f for f in Config.__dataclass_fields__ if f not in PER_TRIAL_FLAGS])
     return p
 
 
@@ -125,6 +127,8 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
 def start_ray(address: str | None) -> None:
     import ray
 
+    if ray.is_initialized():  # called again in one process (a notebook, the tests): keep that Ray
+        return
     if address:
         try:
             ray.init(address=address, logging_level=logging.WARNING)
@@ -162,13 +166,13 @@ def run_regime(regime: str, config: Config, budget: Budget, space, study_dir: Pa
         {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
     )
     experiment = study_dir / regime
+    trains = regime != "upstream"
+    n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
     if resume and tune.Tuner.can_restore(str(experiment)):
         print(f"[{regime}] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
     else:
-        trains = regime != "upstream"
         max_epochs = budget.max_epochs if trains else 0
-        n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
         searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, config.seed),
                                       max_concurrent=budget.max_concurrent)
         tuner = tune.Tuner(
@@ -187,7 +191,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space, study_dir: Pa
                 verbose=1,
             ),
         )
-    return tuner.fit()
+    return tuner.fit(), n
 
 
 def _grid_size(space) -> int:
@@ -199,9 +203,21 @@ def _grid_size(space) -> int:
     return size
 
 
-def unfinished_trials(grid) -> list[str]:
-    trials = grid._experiment_analysis.trials  # ResultGrid has no public per-trial status
-    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
+def unfinished_trials(grid, expected: int) -> int:
+    """Trials of the regime's budget that neither finished nor failed (Ctrl-C leaves some pending or unstarted)."""
+    return expected - grid.num_terminated - grid.num_errors
+
+
+def check_optuna_agrees(study_dir: Path, regime: str, grid) -> None:
+    """After a restore, Tune rebuilds the searcher from its own pickle: make sure it still wrote to optuna.db."""
+    import optuna
+
+    from study.search import optuna_storage_url
+
+    trials = optuna.load_study(study_name=regime, storage=optuna_storage_url(study_dir)).trials
+    if len(trials) != len(grid):
+        print(f"warning: optuna.db holds {len(trials)} trial(s) of {regime} but Tune ran {len(grid)}; "
+              f"trust Tune's results in {study_dir / regime}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,12 +267,13 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             rows.append(json.loads(best_file.read_text()))
             continue
         started = time.time()
-        grid = run_regime(regime, config, budget, spaces[regime], study_dir, data, bool(args.resume))
-        left = unfinished_trials(grid)
+        grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, data, bool(args.resume))
+        left = unfinished_trials(grid, expected)
         if left:
-            print(f"\nstudy interrupted: {len(left)} trial(s) of {regime} unfinished; state saved.\n"
+            print(f"\nstudy interrupted: {left} trial(s) of {regime} unfinished; state saved.\n"
                   f"resume with:\n  {resume_cmd}", flush=True)
             return 130
+        check_optuna_agrees(study_dir, regime, grid)
         rows.append(evaluate_best(grid, regime, config.replace(regime=regime, **spaces[regime].fixed), data,
                                   study_dir, time.time() - started))
     summary = write_summary(study_dir, rows)

@@ -13,6 +13,7 @@ A search-space file (`search_spaces/<regime>.yaml`) has three sections:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,29 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
             raise _fail(source, f"asha.{key} must be a positive whole number, got {value!r}")
     if asha.get("reduction_factor", 2) < 2:
         raise _fail(source, "asha.reduction_factor must be at least 2")
-    try:  # the fixed values must make a valid Config too
+    try:  # the fixed values, and every value the search can draw, must make a valid Config too
         Config().replace(**fixed).validate()
+        for name, spec in search.items():
+            for value in spec.get("values", [spec.get("low"), spec.get("high")]):
+                Config().replace(**fixed, **{name: value}).validate()
     except (TypeError, StudyError) as err:
         raise _fail(source, f"fixed settings: {err}") from err
     return SearchSpace(search=search, fixed=fixed, asha=asha, source=source)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` (no dot) as a string; learning rates are written that way, so read them as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
@@ -128,7 +147,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if not path.is_file():
         raise StudyError(f"search space file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise StudyError(f"invalid search space {path}: not valid YAML ({first})") from err

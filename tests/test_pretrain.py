@@ -1,0 +1,244 @@
+"""study.pretrain: T5 span corruption, a real (tiny) pretraining run, the upstream cache and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from study import pretrain as pt
+from study.config import Config, StudyError
+
+SENTINELS = list(range(1000, 1100))  # stand-ins for the ids of <extra_id_0> ... <extra_id_99>
+EOS = 1
+
+
+def _reconstruct(inputs: list[int], targets: list[int]) -> list[int]:
+    """The original sequence: each sentinel of the input replaced by the tokens after it in the target."""
+    assert inputs[-1] == EOS and targets[-1] == EOS
+    spans: dict[int, list[int]] = {}
+    current = None
+    for token in targets[:-1]:
+        if token in SENTINELS:
+            current = token
+            spans[current] = []
+        else:
+            assert current is not None, "target tokens before the first sentinel"
+            spans[current].append(token)
+    out: list[int] = []
+    for token in inputs[:-1]:
+        out.extend(spans.pop(token) if token in SENTINELS else [token])
+    assert not spans, "a target span has no sentinel in the input"
+    return out
+
+
+@pytest.mark.parametrize("random_roll", [False, True])
+def test_span_corrupt_sentinels_in_order_and_lossless(random_roll):
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        ids = rng.integers(3, 900, size=int(rng.integers(1, 120))).tolist()
+        inputs, targets = pt.span_corrupt(ids, rng, SENTINELS, EOS, random_roll=random_roll)
+        in_sentinels = [t for t in inputs if t in SENTINELS]
+        out_sentinels = [t for t in targets if t in SENTINELS]
+        assert in_sentinels == out_sentinels == SENTINELS[:len(in_sentinels)]
+        assert inputs.count(EOS) == targets.count(EOS) == 1  # eos only at the end
+        if len(ids) >= 2:
+            assert in_sentinels, "a sequence of 2+ tokens always gets at least one noise span"
+            assert targets[0] == SENTINELS[0]
+        assert _reconstruct(inputs, targets) == ids
+
+
+def test_span_corrupt_known_example():
+    ids = list(range(10, 30))  # 20 tokens: 3 noise tokens in 1 span, at the end without a roll
+    inputs, targets = pt.span_corrupt(ids, np.random.default_rng(1), SENTINELS, EOS)
+    assert inputs == list(range(10, 27)) + [SENTINELS[0], EOS]
+    assert targets == [SENTINELS[0], 27, 28, 29, EOS]
+
+
+def _spans(mask: np.ndarray) -> list[int]:
+    lengths, run = [], 0
+    for noisy in mask:
+        if noisy:
+            run += 1
+        elif run:
+            lengths.append(run)
+            run = 0
+    return lengths + ([run] if run else [])
+
+
+def test_noise_density_and_mean_span_length():
+    rng = np.random.default_rng(0)
+    fractions, span_lengths = [], []
+    for _ in range(2000):
+        length = int(rng.integers(20, 101))
+        mask = pt.noise_mask(length, rng)
+        fractions.append(mask.mean())
+        span_lengths.extend(_spans(mask))
+    assert abs(np.mean(fractions) - 0.15) < 0.02
+    assert abs(np.mean(span_lengths) - 3.0) < 0.5
+    # the exact counts of T5's random_spans_noise_mask: round(L * 0.15) tokens, round(that / 3) spans
+    for length in (20, 37, 64, 100):
+        mask = pt.noise_mask(length, rng)
+        assert mask.sum() == round(length * 0.15)
+        assert len(_spans(mask)) == max(1, round(round(length * 0.15) / 3))
+        assert not mask[0] and mask[-1]  # non-noise first, noise last (no roll)
+
+
+def test_random_roll_spreads_the_span_over_short_sentences():
+    rng = np.random.default_rng(0)
+    plain = np.array([pt.noise_mask(10, rng) for _ in range(400)])
+    rolled = np.array([pt.noise_mask(10, rng, random_roll=True) for _ in range(400)])
+    assert plain[:, -2:].all() and not plain[:, :-2].any()  # T5 without a roll: always the last 2 tokens
+    assert (rolled.sum(axis=1) == 2).all()
+    assert rolled.mean(axis=0).min() > 0.1  # every position is dropped sometimes (0.2 expected)
+
+
+def test_span_corrupt_is_deterministic_per_seed():
+    ids = list(range(10, 70))
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        return [pt.span_corrupt(ids, rng, SENTINELS, EOS, random_roll=True) for _ in range(20)]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_span_corrupt_short_sequences():
+    rng = np.random.default_rng(0)
+    assert pt.span_corrupt([], rng, SENTINELS, EOS) == ([EOS], [EOS])
+    assert pt.span_corrupt([7], rng, SENTINELS, EOS) == ([7, EOS], [EOS])
+    assert pt.span_corrupt([7, 8], rng, SENTINELS, EOS) == ([7, SENTINELS[0], EOS], [SENTINELS[0], 8, EOS])
+    for roll in (False, True):
+        inputs, targets = pt.span_corrupt([7, 8], rng, SENTINELS, EOS, random_roll=roll)
+        assert _reconstruct(inputs, targets) == [7, 8]
+
+
+def test_monolingual_corpus_breaks_the_alignment():
+    en = [f"en {i}" for i in range(1000)]
+    fr = [f"fr {i}" for i in range(1000)]
+    texts = pt.monolingual_corpus(en, fr, seed=0)
+    assert sorted(texts) == sorted(en + fr)
+    assert texts == pt.monolingual_corpus(en, fr, seed=0)
+    assert texts != pt.monolingual_corpus(en, fr, seed=1)
+    neighbours = sum(texts[i].split()[1] == texts[i + 1].split()[1] for i in range(len(texts) - 1))
+    assert neighbours < 10  # a translation next to its sentence only by chance (~2 expected)
+
+
+# ------------------------------------------------------------------------------------ real pretraining
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 2-layer tiny config, monolingual text and the project's tokenizer trained on it (offline)."""
+    from study import models
+
+    try:
+        from study.corpus import generate_monolingual
+    except ImportError:  # pragma: no cover - the corpus module is optional here
+        from tests.conftest import tiny_sentences
+
+        en, fr = tiny_sentences(400, seed=1), tiny_sentences(400, seed=2)
+    else:
+        en, fr = generate_monolingual("en", 400, seed=1), generate_monolingual("fr", 400, seed=1)
+    config = Config(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=200,
+                    torch_threads=1, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return config, models.train_tiny_tokenizer(en, fr, config), en, fr
+
+
+def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path):
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    config, tokenizer, en, fr = tiny
+    out = tmp_path / "upstream"
+    path = pt.pretrain(config, tokenizer, pt.monolingual_corpus(en, fr, 0), out, steps=40, batch_size=32,
+                       lr=5e-3, progress=False)
+    assert path == out
+    model = T5ForConditionalGeneration.from_pretrained(out)
+    assert model.config.d_model == 32 and model.config.vocab_size == len(tokenizer)
+    loaded = AutoTokenizer.from_pretrained(out)
+    assert loaded.get_vocab() == tokenizer.get_vocab()
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((out / "pretrain.json").read_text())
+    curve = record["loss_curve"]
+    assert len(curve) == 40 and record["settings"]["steps"] == 40 and record["sentences"] == 800
+    assert np.mean(curve[-5:]) < np.mean(curve[:5]) - 0.5
+    assert [p.name for p in tmp_path.iterdir()] == ["upstream"]  # no temporary directory left behind
+
+
+def test_interrupted_pretraining_leaves_no_directory(tiny, tmp_path, monkeypatch):
+    config, tokenizer, en, fr = tiny
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "_plot", crash)  # dies while writing the output, after the weights
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(config, tokenizer, en, tmp_path / "upstream", steps=2, batch_size=8, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pretrain_refuses_a_non_empty_directory(tiny, tmp_path):
+    config, tokenizer, en, _ = tiny
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(StudyError, match="not empty"):
+        pt.pretrain(config, tokenizer, en, tmp_path, steps=2, progress=False)
+
+
+def test_ensure_upstream_reuses_the_cache(tiny, monkeypatch, capsys):
+    config, tokenizer, en, fr = tiny
+    settings = pt.PretrainSettings(steps=3, batch_size=8)
+    first = pt.ensure_upstream(config, tokenizer, en, fr, settings=settings, progress=False)
+    assert first.parent == Path(config.cache_dir) / "upstream"
+    assert (first / "config.json").exists() and "pretraining the tiny upstream" in capsys.readouterr().out
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("pretrained again instead of reusing the cache")
+
+    monkeypatch.setattr(pt, "pretrain", no_pretraining)
+    assert pt.ensure_upstream(config, tokenizer, en, fr, settings=settings) == first
+    assert f"reusing pretrained tiny upstream: {first}" in capsys.readouterr().out
+
+
+def test_upstream_key_covers_every_input(tiny):
+    config, tokenizer, en, fr = tiny
+    texts = pt.monolingual_corpus(en, fr, config.seed)
+    settings = pt.PretrainSettings()
+    key = pt.upstream_key(config, tokenizer, texts, settings)
+    assert key == pt.upstream_key(config, tokenizer, list(texts), pt.PretrainSettings())
+    variants = [
+        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(steps=settings.steps + 1)),
+        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(lr=1e-3)),
+        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(noise_density=0.3)),
+        pt.upstream_key(config, tokenizer, texts[:-1], settings),
+        pt.upstream_key(config.replace(seed=1), tokenizer, texts, settings),
+        pt.upstream_key(config.replace(tiny_d_ff=128), tokenizer, texts, settings),
+    ]
+    assert len({key, *variants}) == len(variants) + 1
+
+
+def test_cli_pretrains_into_out(tmp_path, capsys):
+    out = tmp_path / "upstream"
+    code = pt.main(["--data", "sample", "--max-train-pairs", "500", "--steps", "2", "--batch-size", "8",
+                    "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64",
+                    "--torch-threads", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert code == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    # --max-train-pairs caps labelled pairs only: pretraining reads the whole training split
+    assert json.loads((out / "pretrain.json").read_text())["sentences"] > 2 * 500
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    assert pt.main(["--data", str(tmp_path / "missing.tsv"), "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
