@@ -244,10 +244,17 @@ def split_pairs(ds: Dataset, config: Config) -> DatasetDict:
         if len(indices[name]) == 0:
             raise StudyError(f"the {name} split is empty: {len(uniques)} distinct English sentences are too few "
                              f"for split {tuple(config.split)}; use more data or larger fractions")
-    if config.max_train_pairs is not None and len(indices["train"]) > config.max_train_pairs:
-        chosen = rng.choice(len(indices["train"]), size=config.max_train_pairs, replace=False)
-        indices["train"] = indices["train"][np.sort(chosen)]
-    return DatasetDict({name: ds.select(idx) for name, idx in indices.items()})
+    splits = DatasetDict({name: ds.select(idx) for name, idx in indices.items()})
+    splits["train"] = cap_pairs(splits["train"], config.max_train_pairs, config.data_seed)
+    return splits
+
+
+def cap_pairs(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded random subset of `limit` pairs (all of them when there are fewer), rows kept in order."""
+    if limit is None or len(ds) <= limit:
+        return ds
+    chosen = np.random.default_rng([seed, 1]).choice(len(ds), size=limit, replace=False)
+    return ds.select(np.sort(chosen))
 
 
 def load_splits(config: Config) -> tuple[DatasetDict, dict[str, int]]:

@@ -147,17 +147,29 @@ def random_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForCon
     return T5ForConditionalGeneration(model_cfg)
 
 
-def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
-    """Pretrained weights of `config.model`: from the hub or a local directory, or the offline tiny upstream."""
-    spec = config.model
-    if is_tiny(spec):
-        from study import pretrain  # late import: pretraining is heavy and only some regimes need it
+def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,
+                     upstream: dict | None = None) -> T5ForConditionalGeneration:
+    """Pretrained weights of `config.model`: the hub or a local directory, or the offline tiny upstream.
 
-        spec = str(pretrain.ensure_upstream(config, tokenizer))
+    For `tiny`, `upstream` is the state_dict that `study.pretrain` produced (prepared in the driver and
+    shipped to trials); without it this fails loudly — a random init is never passed off as pretrained.
+    """
+    if is_tiny(config.model):
+        if upstream is None:
+            raise StudyError(f"regime {config.regime!r} needs a pretrained tiny upstream and none was prepared: "
+                             "run `python -m study.pretrain` (studies and trials do it automatically)")
+        model = T5ForConditionalGeneration(tiny_config(config, tokenizer))
+        model.load_state_dict(upstream)
+        return model
     try:
-        return T5ForConditionalGeneration.from_pretrained(spec)
+        return T5ForConditionalGeneration.from_pretrained(config.model)
     except Exception as err:  # noqa: BLE001
-        raise StudyError(_not_loadable(spec, "pretrained model", err)) from err
+        raise StudyError(_not_loadable(config.model, "pretrained model", err)) from err
+
+
+def load_state_dict(model_dir: str | Path) -> dict:
+    """The weights of a saved model directory, as a plain state_dict (CPU tensors)."""
+    return T5ForConditionalGeneration.from_pretrained(str(model_dir)).state_dict()
 
 
 def describe_model_dir(path: str | Path) -> dict:

@@ -86,14 +86,19 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     }
 
 
-def build_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> tuple[T5ForConditionalGeneration, dict[str, int]]:
+def build_model(config: Config, tokenizer: PreTrainedTokenizerBase, upstream: dict | None = None
+                ) -> tuple[T5ForConditionalGeneration, dict[str, int]]:
     """The model of `config.regime`: weights per the regime, parameters frozen per the regime.
 
-    Seeded with `config.seed`, so two builds of `scratch` (or of `untied`'s copy) are identical.
+    Seeded with `config.seed`, so two builds of `scratch` are identical. `upstream` is the pretrained
+    tiny model's state_dict (see `train.prepare_data`); hub and local models load their own weights.
     """
     regime = get_regime(config.regime)
     torch.manual_seed(config.seed)
-    model = models.pretrained_model(config, tokenizer) if regime.pretrained else models.random_model(config, tokenizer)
+    if regime.pretrained:
+        model = models.pretrained_model(config, tokenizer, upstream)
+    else:
+        model = models.random_model(config, tokenizer)
     if model.config.vocab_size < len(tokenizer):
         raise StudyError(
             f"{config.model}'s vocabulary ({model.config.vocab_size}) is smaller than its tokenizer's ({len(tokenizer)})"

@@ -91,10 +91,10 @@ def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search
     checkpoint = best.get_best_checkpoint("val_bleu", "max") if best.best_checkpoints else None
     device = pick_device(config.device)
     if checkpoint is None:
-        model = load_trained_model(config, data.tokenizer, None)
+        model = load_trained_model(config, data.tokenizer, None, data.upstream)
     else:
         with checkpoint.as_directory() as directory:
-            model = load_trained_model(config, data.tokenizer, directory)
+            model = load_trained_model(config, data.tokenizer, directory, data.upstream)
     model.to(device)
     metrics, hypotheses, references = evaluate(model, data.test, data.tokenizer, num_beams=config.num_beams,
                                                batch_size=config.eval_batch_size,

@@ -254,7 +254,11 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     budget = finish_budget(budget)
     from study.train import prepare_data
 
-    data = prepare_data(config)  # once, in the driver; trials get it through the object store
+    from study.regimes import REGIMES
+
+    # Once, in the driver (pretraining the tiny upstream if a regime needs it and no cache matches);
+    # trials get it all through the object store.
+    data = prepare_data(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
     study_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         write_json(study_dir / "study.json", study_record(config, budget, regimes, args.preset, spaces, name))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from study import data as data_lib
@@ -35,13 +35,16 @@ Report = Callable[[dict, "Callable[[Path], None] | None"], None]
 
 @dataclass
 class PreparedData:
-    """Tokenized splits and their tokenizer, prepared once in the driver and shared by every trial."""
+    """Tokenized splits, their tokenizer and (for `tiny`) the pretrained upstream's weights, prepared once
+    in the driver and shared by every trial through Ray's object store."""
 
     tokenizer: PreTrainedTokenizerBase
     train: Dataset
     validation: Dataset  # what every epoch is scored on (capped by max_eval_pairs)
     test: Dataset  # scored once, on each regime's best trial, after its search
     counts: dict = field(default_factory=dict)
+    upstream: dict | None = None  # state_dict of the pretrained tiny upstream, when a regime needs one
+    upstream_dir: str | None = None  # where that upstream is cached (a normal Hugging Face model directory)
 
 
 def _in_memory(ds: Dataset) -> Dataset:
@@ -50,17 +53,44 @@ def _in_memory(ds: Dataset) -> Dataset:
     return Dataset.from_dict(ds.to_dict(), features=ds.features)
 
 
-def prepare_data(config: Config) -> PreparedData:
-    """Load, clean and split the pairs, get the tokenizer (training `tiny`'s on the train split), tokenize."""
+def prepare_text(config: Config) -> tuple[DatasetDict, Dataset, PreTrainedTokenizerBase, dict]:
+    """Load, clean and split the pairs; get the tokenizer. Returns (splits with train capped, the whole
+    training split, tokenizer, counts).
+
+    The tokenizer (for `tiny`) and the pretrained upstream learn from the *whole* training split:
+    `max_train_pairs` limits the labelled pairs a quick study trains on, not what the vocabulary or
+    pre-training see. Validation and test text never reach either.
+    """
     config.validate()
-    splits, counts = data_lib.load_splits(config)
-    tokenizer = models.load_tokenizer(config, list(splits["train"]["en"]), list(splits["train"]["fr"]))
+    splits, counts = data_lib.load_splits(config.replace(max_train_pairs=None))
+    whole_train = splits["train"]
+    tokenizer = models.load_tokenizer(config, list(whole_train["en"]), list(whole_train["fr"]))
+    splits["train"] = data_lib.cap_pairs(whole_train, config.max_train_pairs, config.data_seed)
+    if len(splits["train"]) < len(whole_train):
+        print(f"training on {len(splits['train'])} of {len(whole_train)} training pairs (max_train_pairs)", flush=True)
+    counts["train"] = len(splits["train"])
+    return splits, whole_train, tokenizer, counts
+
+
+def prepare_data(config: Config, need_upstream: bool | None = None) -> PreparedData:
+    """Everything trials share. `need_upstream` (default: whether config.regime starts pretrained)
+    makes sure the tiny model's pretrained upstream exists, pretraining it once if no cache matches."""
+    splits, whole_train, tokenizer, counts = prepare_text(config)
     tokenized, token_counts = data_lib.tokenize_splits(splits, tokenizer, config)
     validation = tokenized["validation"]
     if config.max_eval_pairs and len(validation) > config.max_eval_pairs:
         validation = validation.shuffle(seed=config.data_seed).select(range(config.max_eval_pairs))
+    if need_upstream is None:
+        need_upstream = get_regime(config.regime).pretrained
+    upstream, upstream_dir = None, None
+    if need_upstream and models.is_tiny(config.model):
+        from study import pretrain  # late import: only studies with pretrained tiny regimes need it
+
+        upstream_dir = str(pretrain.ensure_upstream(config, tokenizer, list(whole_train["en"]),
+                                                    list(whole_train["fr"])))
+        upstream = models.load_state_dict(upstream_dir)
     return PreparedData(tokenizer, _in_memory(tokenized["train"]), _in_memory(validation),
-                        _in_memory(tokenized["test"]), {**counts, **token_counts})
+                        _in_memory(tokenized["test"]), {**counts, **token_counts}, upstream, upstream_dir)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -90,9 +120,10 @@ def load_checkpoint(directory: str | Path) -> dict:
     return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
 
 
-def load_trained_model(config: Config, tokenizer: PreTrainedTokenizerBase, checkpoint_dir: str | Path | None):
+def load_trained_model(config: Config, tokenizer: PreTrainedTokenizerBase, checkpoint_dir: str | Path | None,
+                       upstream: dict | None = None):
     """The regime's model with the weights of a checkpoint (or as built, for `upstream`)."""
-    model, _ = build_model(config, tokenizer)
+    model, _ = build_model(config, tokenizer, upstream)
     if checkpoint_dir is not None:
         model.load_state_dict(load_checkpoint(checkpoint_dir)["model"])
     return model
@@ -107,7 +138,7 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
     regime = get_regime(config.regime)
     random.seed(config.seed)
     np.random.seed(config.seed)
-    model, counts = build_model(config, data.tokenizer)  # seeds torch with config.seed
+    model, counts = build_model(config, data.tokenizer, data.upstream)  # seeds torch with config.seed
     model.to(device)
 
     def validate() -> dict:

@@ -22,13 +22,14 @@ from study.config import Config, StudyError, add_config_flags, config_from_flags
 from study.train import PreparedData, fit, prepare_data
 
 
-def _node() -> str:
+def _node() -> dict:
+    """Which Ray node runs this trial: its id (unique even when several nodes share one machine) and IP."""
     try:
         import ray
 
-        return ray.util.get_node_ip_address()
+        return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
     except Exception:  # noqa: BLE001 - outside Ray there is no node to name
-        return "local"
+        return {"node_id": "local", "node_ip": "local"}
 
 
 def _run_in_tune(regime: str, params: dict, base: dict, data: PreparedData) -> None:
@@ -38,7 +39,7 @@ def _run_in_tune(regime: str, params: dict, base: dict, data: PreparedData) -> N
     node = _node()
 
     def report(metrics: dict, save) -> None:
-        metrics = {**metrics, "node_ip": node}
+        metrics = {**metrics, **node}
         if save is None:
             tune.report(metrics)
             return

@@ -139,14 +139,25 @@ def test_bleu_equals_sacrebleu_command_line(tmp_path):
 
 
 def test_generation_is_capped_by_the_source_not_the_labels(small_config, small_data):
-    """An untrained model rarely stops: each output must still end within the source-derived limit."""
+    """An untrained model rarely stops: every batch's length limit must come from its sources alone."""
     model = random_model(small_config, small_data.tokenizer)
+    calls = []
+    original = model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        calls.append((kwargs["input_ids"].shape[1], kwargs["max_new_tokens"], out.shape[1], "labels" in kwargs))
+        return out
+
+    model.generate = spy
     sources = list(small_data.validation["input_ids"])[:8]
-    texts = translate(model, sources, small_data.tokenizer, num_beams=1, batch_size=4,
-                      max_target_tokens=small_config.max_target_tokens, device=torch.device("cpu"))
-    for source, text in zip(sources, texts):
-        produced = len(small_data.tokenizer(text, add_special_tokens=False).input_ids)
-        assert produced <= generation_limit(len(source), small_config.max_target_tokens) + 2
+    translate(model, sources, small_data.tokenizer, num_beams=1, batch_size=4,
+              max_target_tokens=small_config.max_target_tokens, device=torch.device("cpu"))
+    assert len(calls) == 2
+    for source_width, limit, produced, saw_labels in calls:
+        assert limit == generation_limit(source_width, small_config.max_target_tokens)
+        assert produced - 1 <= limit  # the decoder start token plus at most `limit` new tokens
+        assert not saw_labels
     assert generation_limit(5, 96) < generation_limit(20, 96) <= 96
 
 
@@ -158,17 +169,13 @@ def test_diverging_learning_rate_ends_as_diverged(small_config, small_data):
     assert math.isnan(history[-1]["train_loss"])
 
 
-def test_pretrained_regimes_never_use_random_weights_as_pretrained(small_config, small_data, monkeypatch):
+def test_pretrained_regimes_never_use_random_weights_as_pretrained(small_config, small_data):
     """Without an upstream, `decoder` must fail loudly rather than fine-tune a random init."""
     from study import models
     from study.config import StudyError
 
-    def no_upstream(*args, **kwargs):
-        raise StudyError("no pretrained tiny upstream")
-
-    monkeypatch.setattr("study.pretrain.ensure_upstream", no_upstream)
-    with pytest.raises(StudyError):
-        models.pretrained_model(small_config.replace(regime="decoder"), small_data.tokenizer)
+    with pytest.raises(StudyError, match="needs a pretrained tiny upstream"):
+        models.pretrained_model(small_config.replace(regime="decoder"), small_data.tokenizer, None)
 
 
 def test_trial_cli_prints_a_line_per_epoch(small_config, capsys):
