@@ -49,6 +49,7 @@ class Config:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / validation / test
     max_train_pairs: int | None = None  # deterministic cap on training pairs, for quick studies
     max_eval_pairs: int | None = None  # cap on validation pairs scored each epoch (generation is slow)
+    max_test_pairs: int | None = None  # cap on test pairs scored once per regime (quick studies only)
     data_seed: int = 0  # the split depends on this, never on the trial's seed
 
     # --- model and regime -----------------------------------------------------------------------
@@ -108,7 +109,7 @@ class Config:
         for f in dataclasses.fields(self):
             value, default = getattr(self, f.name), f.default
             if isinstance(default, (int, float)) and not isinstance(default, bool) or f.name in (
-                    "max_train_pairs", "max_eval_pairs", "torch_threads"):
+                    "max_train_pairs", "max_eval_pairs", "max_test_pairs", "torch_threads"):
                 if value is None and default is None:
                     continue
                 wanted = float if isinstance(default, float) else int
@@ -126,7 +127,7 @@ class Config:
                      "eval_batch_size", "epochs"):
             if getattr(self, name) <= 0:
                 raise StudyError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_train_pairs", "max_eval_pairs"):
+        for name in ("max_train_pairs", "max_eval_pairs", "max_test_pairs"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise StudyError(f"{name} must be positive (or unset), got {value}")
@@ -158,6 +159,7 @@ HELP: dict[str, str] = {
     "split": "train, validation and test fractions (three numbers adding up to 1)",
     "max_train_pairs": "deterministic cap on training pairs, for quick runs",
     "max_eval_pairs": "cap on validation pairs scored each epoch",
+    "max_test_pairs": "cap on test pairs scored once per regime (a seeded random subset)",
     "data_seed": "seed of the train/validation/test split",
     "model": "tiny (built offline), a hub id such as t5-small, or a local model directory",
     "regime": "upstream, scratch, decoder or full",

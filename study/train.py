@@ -77,9 +77,9 @@ def prepare_data(config: Config, need_upstream: bool | None = None) -> PreparedD
     makes sure the tiny model's pretrained upstream exists, pretraining it once if no cache matches."""
     splits, whole_train, tokenizer, counts = prepare_text(config)
     tokenized, token_counts = data_lib.tokenize_splits(splits, tokenizer, config)
-    validation = tokenized["validation"]
-    if config.max_eval_pairs and len(validation) > config.max_eval_pairs:
-        validation = validation.shuffle(seed=config.data_seed).select(range(config.max_eval_pairs))
+    # Seeded random subsets, not the first rows: files such as Tatoeba's are sorted by length.
+    validation = data_lib.cap_pairs(tokenized["validation"], config.max_eval_pairs, config.data_seed)
+    test = data_lib.cap_pairs(tokenized["test"], config.max_test_pairs, config.data_seed)
     if need_upstream is None:
         need_upstream = get_regime(config.regime).pretrained
     upstream, upstream_dir = None, None
@@ -90,7 +90,7 @@ def prepare_data(config: Config, need_upstream: bool | None = None) -> PreparedD
                                                     list(whole_train["fr"])))
         upstream = models.load_state_dict(upstream_dir)
     return PreparedData(tokenizer, _in_memory(tokenized["train"]), _in_memory(validation),
-                        _in_memory(tokenized["test"]), {**counts, **token_counts}, upstream, upstream_dir)
+                        _in_memory(test), {**counts, **token_counts}, upstream, upstream_dir)
 
 
 def pick_device(name: str = "auto") -> torch.device:
