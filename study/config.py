@@ -81,6 +81,7 @@ class Config:
     tiny_layers: int = 3
     tiny_heads: int = 4
     tiny_d_ff: int = 512
+    pretrain_steps: int = 1200  # span-corruption steps of the tiny upstream (~2 min on 2 cores)
 
     # --- where things go --------------------------------------------------------------------------
     cache_dir: str = field(default_factory=default_cache_dir)
@@ -124,7 +125,7 @@ class Config:
         if self.split[1] <= 0 or self.split[2] <= 0:
             raise StudyError(f"validation and test fractions must be > 0, got {self.split}")
         for name in ("max_chars", "max_source_tokens", "max_target_tokens", "batch_size", "num_beams",
-                     "eval_batch_size", "epochs"):
+                     "eval_batch_size", "epochs", "pretrain_steps"):
             if getattr(self, name) <= 0:
                 raise StudyError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("max_train_pairs", "max_eval_pairs", "max_test_pairs"):
@@ -180,6 +181,7 @@ HELP: dict[str, str] = {
     "tiny_layers": "tiny model: encoder layers (and as many decoder layers)",
     "tiny_heads": "tiny model: attention heads",
     "tiny_d_ff": "tiny model: feed-forward size",
+    "pretrain_steps": "tiny model: span-corruption pretraining steps of its upstream (cached once made)",
     "cache_dir": "where tokenized data, tokenizers and the tiny upstream are cached",
 }
 

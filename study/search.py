@@ -29,7 +29,8 @@ CONFIG_FIELDS = set(Config.__dataclass_fields__)
 # Fields a trial may not change: they define the data and the model every trial of a study shares.
 NOT_PER_TRIAL = {"data", "src_col", "tgt_col", "prefix", "max_chars", "overlong", "max_source_tokens",
                  "max_target_tokens", "split", "max_train_pairs", "max_eval_pairs", "max_test_pairs", "data_seed", "model",
-                 "regime", "cache_dir", "tiny_vocab_size"}
+                 "regime", "cache_dir", "tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads",
+                 "tiny_d_ff", "pretrain_steps"}
 
 
 @dataclass
