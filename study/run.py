@@ -252,9 +252,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
     start_ray(args.address)
     budget = finish_budget(budget)
-    from study.train import prepare_data
-
     from study.regimes import REGIMES
+    from study.train import prepare_data
 
     # Once, in the driver (pretraining the tiny upstream if a regime needs it and no cache matches);
     # trials get it all through the object store.
