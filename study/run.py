@@ -23,7 +23,14 @@ from pathlib import Path
 
 from study.config import REGIME_NAMES, Config, StudyError, add_config_flags, config_from_flags
 from study.results import evaluate_best, study_record, write_json, write_summary
-from study.search import default_search_space_path, load_search_space, make_scheduler, make_searcher
+from study.search import (
+    default_search_space_path,
+    load_search_space,
+    make_scheduler,
+    make_searcher,
+    parse_search_space,
+)
+from study.storage import StudyLocation
 
 log = logging.getLogger("study.run")
 
@@ -94,7 +101,9 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
         raise StudyError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[args.preset]
     regimes = parse_regimes(args.regime)
-    config = config_from_flags(args, Config(**preset["config"]))
+    # Only the Config flags this parser defines (its --regime is a list of regimes, not Config.regime).
+    config_flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in PER_TRIAL_FLAGS})
+    config = config_from_flags(config_flags, Config(**preset["config"]))
     if preset["needs_data"] and "data" not in vars(args) and not args.resume:
         raise StudyError(f"preset {args.preset} needs --data (a pairs file such as fra.txt); the bundled corpus is too small")
     if args.max_epochs is not None:
@@ -153,7 +162,7 @@ def finish_budget(budget: Budget) -> Budget:
     return budget
 
 
-def run_regime(regime: str, config: Config, budget: Budget, space, study_dir: Path, data, resume: bool):
+def run_regime(regime: str, config: Config, budget: Budget, space, where: StudyLocation, data, resume: bool):
     """Search one regime (or continue its search) and return Tune's ResultGrid."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -165,15 +174,15 @@ def run_regime(regime: str, config: Config, budget: Budget, space, study_dir: Pa
         tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data),
         {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
     )
-    experiment = study_dir / regime
+    experiment = f"{where.tune_storage}/{regime}"
     trains = regime != "upstream"
     n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
-    if resume and tune.Tuner.can_restore(str(experiment)):
+    if resume and tune.Tuner.can_restore(experiment):
         print(f"[{regime}] resuming {experiment}", flush=True)
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         max_epochs = budget.max_epochs if trains else 0
-        searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, config.seed),
+        searcher = ConcurrencyLimiter(make_searcher(where.local, regime, max_epochs, config.seed),
                                       max_concurrent=budget.max_concurrent)
         tuner = tune.Tuner(
             trainable,
@@ -184,7 +193,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space, study_dir: Pa
                 if trains else None,
             ),
             run_config=tune.RunConfig(
-                name=regime, storage_path=str(study_dir),
+                name=regime, storage_path=where.tune_storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_bleu",
                                                         checkpoint_score_order="max"),
                 failure_config=tune.FailureConfig(max_failures=budget.max_failures),
@@ -233,22 +242,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    results_root = Path(args.results).expanduser().resolve()
+    cache_dir = str(Path(getattr(args, "cache_dir", Config().cache_dir)).expanduser().resolve())
     if args.resume:
-        study_dir = results_root / args.resume
-        if not (study_dir / "study.json").is_file():
-            raise StudyError(f"no study named {args.resume!r} in {results_root} (nothing to resume); "
-                             f"studies there: {sorted(p.name for p in results_root.glob('*/study.json')) or 'none'}")
-        record = json.loads((study_dir / "study.json").read_text())
+        where = StudyLocation(args.results, args.resume, cache_dir)
+        if not where.exists():
+            raise StudyError(f"no study named {args.resume!r} in {args.results} (nothing to resume); "
+                             f"list the folders there and pass one of their names")
+        where.pull()
+        record = json.loads((where.local / "study.json").read_text())
         args.preset, args.regime = record["preset"], ",".join(record["regimes"])
         args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
     config, budget, regimes, spaces = resolve(args)
-    if args.resume:
+    if args.resume:  # the study's own settings, not today's files and defaults
         config = Config.from_dict(record["config"])
+        spaces = {r: parse_search_space({k: v for k, v in raw.items() if k != "source"}, raw["source"])
+                  for r, raw in record["search_spaces"].items()}
     name = args.resume or args.name or f"{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    study_dir = results_root / name
-    if not args.resume and study_dir.exists():
-        raise StudyError(f"{study_dir} exists already; pick another --name, or continue it with --resume {name}")
+    where = StudyLocation(args.results, name, config.cache_dir)
+    if not args.resume and where.exists():
+        raise StudyError(f"{where.describe()} exists already; pick another --name, or continue it with --resume {name}")
+    if not args.resume and where.remote is None and where.local.exists():
+        raise StudyError(f"{where.local} exists already; pick another --name")
 
     start_ray(args.address)
     budget = finish_budget(budget)
@@ -258,10 +272,12 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     # Once, in the driver (pretraining the tiny upstream if a regime needs it and no cache matches);
     # trials get it all through the object store.
     data = prepare_data(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
+    study_dir = where.local
     study_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         write_json(study_dir / "study.json", study_record(config, budget, regimes, args.preset, spaces, name))
-    resume_cmd = f"python -m study.run --resume {shlex.quote(name)} --results {shlex.quote(str(results_root))}"
+        where.push()
+    resume_cmd = f"python -m study.run --resume {shlex.quote(name)} --results {shlex.quote(args.results)}"
     rows = []
     for regime in regimes:
         best_file = study_dir / regime / "best.json"
@@ -270,20 +286,23 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             rows.append(json.loads(best_file.read_text()))
             continue
         started = time.time()
-        grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, data, bool(args.resume))
+        grid, expected = run_regime(regime, config, budget, spaces[regime], where, data, bool(args.resume))
         left = unfinished_trials(grid, expected)
         if left:
+            where.push()
             print(f"\nstudy interrupted: {left} trial(s) of {regime} unfinished; state saved.\n"
                   f"resume with:\n  {resume_cmd}", flush=True)
             return 130
         check_optuna_agrees(study_dir, regime, grid)
         rows.append(evaluate_best(grid, regime, config.replace(regime=regime, **spaces[regime].fixed), data,
                                   study_dir, time.time() - started))
+        where.push()
     summary = write_summary(study_dir, rows)
     print("\n" + summary.to_string(index=False), flush=True)
-    print(f"\nresults: {study_dir}", flush=True)
     if not args.no_analysis:
         _analyze(study_dir)
+    where.push()
+    print(f"\nresults: {where.describe()}", flush=True)
     return 0
 
 

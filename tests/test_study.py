@@ -152,3 +152,16 @@ def test_invalid_search_space_file_is_rejected_before_anything_runs(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and "loguniform bounds must be positive" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_default_command_resolves_to_the_quick_preset_over_all_regimes():
+    """`python -m study.run --regime all` with no other flag: the README's first command."""
+    from study.run import build_parser, resolve
+
+    config, budget, regimes, spaces = resolve(build_parser().parse_args(["--regime", "all"]))
+    assert regimes == ["upstream", "scratch", "decoder", "full"]
+    assert config.data == "sample" and config.model == "tiny" and config.regime == "full"
+    assert set(spaces) == set(regimes) and set(spaces["upstream"].search) == {"num_beams"}
+    for regime in ("scratch", "decoder", "full"):
+        assert {"lr", "batch_size", "num_beams"} <= set(spaces[regime].search)
+    assert resolve(build_parser().parse_args([]))[2] == regimes  # --regime defaults to all
