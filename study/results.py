@@ -68,8 +68,17 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
                           for r, s in spaces.items()},
         "versions": versions(), "git_commit": git_commit(),
         "bleu_signature": signatures["bleu_signature"], "chrf_signature": signatures["chrf_signature"],
-        "host": platform.node(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(), "cluster_resources": _cluster_resources(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _cluster_resources() -> dict:
+    try:
+        import ray
+
+        return dict(ray.cluster_resources()) if ray.is_initialized() else {}
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search_wall_s: float) -> dict:
@@ -103,7 +112,7 @@ def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search
     out_dir = study_dir / regime
     write_text(out_dir / "test.hyp.txt", "".join(h.replace("\n", " ") + "\n" for h in hypotheses))
     write_text(out_dir / "test.ref.txt", "".join(r.replace("\n", " ") + "\n" for r in references))
-    statuses = [r.metrics.get("epoch", 0) for r in grid]
+    epochs_per_trial = [r.metrics.get("epoch", 0) for r in grid]
     trials = len(grid)
     pruned = sum(1 for r in grid if not r.error and not r.metrics.get("diverged")
                  and 0 < r.metrics.get("epoch", 0) < base.epochs)
@@ -114,9 +123,10 @@ def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search
         "best_epoch": int(best_row["epoch"]), "epochs_run": int(history["epoch"].max()),
         "trial_wall_s": float(history["time_total_s"].max()), "search_wall_s": search_wall_s,
         "trials": trials, "pruned": pruned, "errored": sum(1 for r in grid if r.error),
+        "diverged": sum(1 for r in grid if r.metrics.get("diverged")),
         "trainable_params": int(best.metrics.get("trainable_params", 0)),
         "total_params": int(best.metrics.get("total_params", 0)),
-        "epochs_per_trial": statuses, "test_pairs": len(references),
+        "epochs_per_trial": epochs_per_trial, "test_pairs": len(references),
         "checkpoint": checkpoint.path if checkpoint is not None else None,
         "bleu_signature": translation_scores(["a"], ["a"])["bleu_signature"],
         "config": config.to_dict(),

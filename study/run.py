@@ -37,8 +37,9 @@ log = logging.getLogger("study.run")
 # Presets set the Config and the budget; any explicit flag overrides them.
 PRESETS: dict[str, dict] = {
     "quick": {
-        "config": dict(data="sample", model="tiny", max_train_pairs=4000, max_eval_pairs=300, epochs=3,
-                       eval_batch_size=100),
+        # Sized to finish pretraining + all four regimes in about 10 minutes on 2 CPU cores (see README).
+        "config": dict(data="sample", model="tiny", max_train_pairs=3000, max_eval_pairs=200, max_test_pairs=1000,
+                       epochs=3, eval_batch_size=100, pretrain_steps=800),
         "num_samples": 3, "max_concurrent": None, "needs_data": False,
     },
     "paper": {  # the original experiment's scale: t5-small, 10 epochs; meant for GPUs
@@ -300,18 +301,22 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     summary = write_summary(study_dir, rows)
     print("\n" + summary.to_string(index=False), flush=True)
     if not args.no_analysis:
-        _analyze(study_dir)
+        _analyze(where)
     where.push()
     print(f"\nresults: {where.describe()}", flush=True)
     return 0
 
 
-def _analyze(study_dir: Path) -> None:
+def _analyze(where: StudyLocation) -> None:
+    """The analysis report at the end of a study; a failure there must not hide the finished study."""
+    from study import analyze
+
+    where.pull(with_trials=True)  # a study at a URI: bring its trial results (not checkpoints) here
     try:
-        from study import analyze
-    except ImportError:
-        return
-    analyze.main([str(study_dir)])
+        analyze.main([str(where.local)])
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: the analysis failed ({type(err).__name__}: {err}); the study's results are complete; "
+              f"run `python -m study.analyze {where.local}` to retry", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,235 @@
+"""The analysis on real tiny studies: its tables agree with what Ray Tune itself reads back, the CLI writes
+every file, errored / half-finished / running studies are analysed without a traceback, bad paths fail
+with one line and write nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from study import corpus
+from study.analyze import load, main
+from study.run import main as run_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
+              "--tiny-vocab-size", "500", "--max-eval-pairs", "60"]
+MAX_EPOCHS = 3
+PLOTS = ("learning_curves.png", "hyperparameters.png", "epoch_time.png")
+slow = pytest.mark.slow  # starts a local Ray and trains tiny models
+
+
+def _space(path: Path, lrs: list[float], fixed: str) -> Path:
+    path.write_text("search:\n"
+                    f"  lr: {{distribution: choice, values: {lrs}}}\n"
+                    "  num_beams: {distribution: choice, values: [1]}\n"
+                    f"fixed: {fixed}\n"
+                    "asha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> Path:
+    """Two real studies of `scratch`: `pruned` (TPE seeded 0 draws bad, good, bad, bad lr: ASHA stops the later
+    bad ones) and `errored` (every trial asks for CUDA on a CPU-only machine and fails)."""
+    root = tmp_path_factory.mktemp("analyze")
+    pairs = root / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(1500, seed=0)), encoding="utf-8")
+
+    def argv(name: str, space: Path, samples: int, epochs: int) -> list[str]:
+        return ["--regime", "scratch", "--data", str(pairs), "--results", str(root / "results"), "--name", name,
+                "--cache-dir", str(root / "cache"), "--search-space", str(space), "--num-samples", str(samples),
+                "--max-epochs", str(epochs), "--max-concurrent", "1", "--seed", "0", "--no-analysis", *TINY_FLAGS]
+
+    assert run_main(argv("pruned", _space(root / "good.yaml", [3e-3, 1e-6], "{batch_size: 16}"), 4, MAX_EPOCHS)) == 0
+    cuda = _space(root / "cuda.yaml", [3e-3], "{batch_size: 16, device: cuda}")
+    assert run_main(argv("errored", cuda, 2, 1) + ["--max-failures", "0"]) == 2  # no trial scored
+    return root / "results"
+
+
+def _copy(studies: Path, name: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(studies / name, tmp_path / name))
+
+
+@slow
+def test_tables_agree_with_what_ray_reads_back(studies):
+    from ray.tune import ExperimentAnalysis
+
+    study = studies / "pruned"
+    a = load(study)
+    ray = ExperimentAnalysis(str(study / "scratch"))
+    trials = a.trials.set_index("trial_id")
+    assert sorted(trials.index) == sorted(t.trial_id for t in ray.trials) and len(trials) == 4
+    for trial in ray.trials:
+        history = ray.trial_dataframes[trial.trial_id].sort_values("epoch")
+        row = trials.loc[trial.trial_id]
+        assert row["reports"] == len(history) and row["epochs_run"] == history["epoch"].max()
+        assert row["best_val_bleu"] == pytest.approx(history["val_bleu"].max())
+        assert row["wall_s"] == pytest.approx(history["time_total_s"].iloc[-1])
+        assert row["lr"] == trial.config["lr"] and row["node_id"] == history["node_id"].iloc[-1]
+        expected = "errored" if trial.status == "ERROR" else "finished" if len(history) == MAX_EPOCHS else "pruned"
+        assert row["status"] == expected, (trial.trial_id, trial.status, len(history))
+        curve = a.epochs[a.epochs["trial_id"] == trial.trial_id].sort_values("epoch")
+        assert curve["epoch"].tolist() == history["epoch"].tolist()
+        assert curve["val_loss"].tolist() == pytest.approx(history["val_loss"].tolist())
+        assert curve["val_bleu"].tolist() == pytest.approx(history["val_bleu"].tolist())
+    assert set(trials["status"]) == {"finished", "pruned"}
+    assert (trials.loc[trials["status"] == "pruned", "lr"] == 1e-6).all()
+
+    best_json = json.loads((study / "scratch" / "best.json").read_text())
+    best_id = ray.get_best_trial("val_bleu", "max", scope="all").trial_id
+    assert best_json["trial_id"] == best_id and trials.loc[best_id, "is_best"] and trials["is_best"].sum() == 1
+    best = a.best.set_index("regime").loc["scratch"]
+    assert best["test_bleu"] == best_json["test_bleu"] and best["trainable_params"] == best_json["trainable_params"] > 0
+    row = a.comparison.set_index("regime").loc["scratch"]
+    assert row["state"] == "finished" and a.unfinished == []
+    assert row["test_bleu"] == best_json["test_bleu"] and row["test_chrf"] == best_json["test_chrf"]
+    assert row["lr"] == 3e-3 and row["best_epoch"] == best_json["best_epoch"]
+    assert row["trials"] == 4 and row["pruned"] == best_json["pruned"] == (trials["status"] == "pruned").sum()
+    assert row["search_wall_s"] == best_json["search_wall_s"] and "cost_usd" not in a.comparison
+
+
+@slow
+def test_errored_trials_are_reported(studies, capsys):
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    study = studies / "errored"
+    analysis = ExperimentAnalysis(str(study / "scratch"))
+    grid = ResultGrid(analysis)
+    assert grid.num_errors == len(grid) == 2
+    a = load(study)
+    assert sorted(a.trials["trial_id"]) == sorted(t.trial_id for t in analysis.trials if t.status == "ERROR")
+    assert (a.trials["status"] == "errored").all() and a.epochs.empty
+    assert all("cuda" in line.lower() for line in a.trials["error"]), a.trials["error"].tolist()
+    row = a.comparison.set_index("regime").loc["scratch"]
+    assert row["state"] == "unfinished" and row["errored"] == row["trials"] == 2 and pd.isna(row["test_bleu"])
+
+    assert main([str(study)]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "unfinished regimes (no best.json yet): scratch" in out.out
+    report = (study / "report.md").read_text()
+    assert "2 trial(s) errored (2 in `scratch`)" in report and "all 2 trial(s) errored" in report
+    assert not (study / "plots").exists() and "![" not in report  # no epoch was reported: nothing to draw
+
+
+@slow
+def test_cli_writes_every_file(studies, tmp_path, capsys):
+    study = _copy(studies, "pruned", tmp_path)
+    assert main([str(study), "--gpu-hour-cost", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {study / 'report.md'}" in out and "scratch" in out
+    csv = pd.read_csv(study / "comparison.csv")
+    parquet = pd.read_parquet(study / "comparison.parquet")
+    assert list(csv.columns) == list(parquet.columns) and csv["regime"].tolist() == parquet["regime"].tolist() == ["scratch"]
+    assert csv["test_bleu"].iloc[0] == pytest.approx(parquet["test_bleu"].iloc[0])
+    # A CPU-only study is billed as one machine at the given rate.
+    assert csv["cost_usd"].iloc[0] == pytest.approx(csv["search_wall_s"].iloc[0] / 3600 * 3)
+    assert (study / "comparison.md").read_text().startswith("| regime | state | test BLEU |")
+    report = (study / "report.md").read_text()
+    for name in PLOTS:
+        png = study / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, name
+        assert f"](plots/{name})" in report
+    best = json.loads((study / "scratch" / "best.json").read_text())
+    assert f"Only `scratch` has a test score so far ({best['test_bleu']:.2f} BLEU)" in report
+    assert "This tiny upstream" not in report  # no upstream regime in this study
+    assert "different model (`tiny`)" in report and "53.88" in report and "Total: " in report
+
+
+@slow
+def test_report_names_the_winner_and_calls_small_gaps_noise(studies, tmp_path):
+    # A second finished regime: the real `scratch` search copied as `full`, its test BLEU set by hand.
+    study = _copy(studies, "pruned", tmp_path)
+    shutil.copytree(study / "scratch", study / "full")
+    record = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**record, "regimes": ["scratch", "full"]}))
+    scratch = json.loads((study / "scratch" / "best.json").read_text())["test_bleu"]
+    for gap, words in ((5.0, "pre-training helped here"), (0.4, "within the noise of a single test set")):
+        best = json.loads((study / "full" / "best.json").read_text())
+        (study / "full" / "best.json").write_text(json.dumps({**best, "regime": "full", "test_bleu": scratch + gap}))
+        assert main([str(study), "--no-plots"]) == 0
+        report = (study / "report.md").read_text()
+        assert f"`full` won on test BLEU with {scratch + gap:.2f}, {gap:.2f} ahead of `scratch` ({scratch:.2f})" in report
+        assert words in report
+    assert "significant" not in report.lower()
+
+
+@slow
+def test_half_finished_and_running_study(studies, tmp_path, capsys):
+    study = _copy(studies, "pruned", tmp_path)
+    (study / "scratch" / "best.json").unlink()  # the search of scratch has not ended
+    record = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**record, "regimes": ["scratch", "full"]}))  # full not started
+    # One trial running at the last snapshot, with an epoch line being written ...
+    state_file = sorted((study / "scratch").glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    trial = json.loads(state["trial_data"][-1][0])
+    state["trial_data"][-1][0] = json.dumps({**trial, "status": "RUNNING"})
+    state_file.write_text(json.dumps(state))
+    with open(study / "scratch" / trial["relative_logdir"] / "result.json", "a") as f:
+        f.write('{"val_loss": 3.1, "epo')
+    # ... and one just started: a directory with params.json only, not in any snapshot yet.
+    fresh = study / "scratch" / "train_scratch_abcdef12_5_lr=0.003_2026-01-01_00-00-00"
+    fresh.mkdir()
+    (fresh / "params.json").write_text(json.dumps({"lr": 3e-3, "num_beams": 1}))
+
+    a = load(study)
+    trials = a.trials.set_index("trial_id")
+    assert trials.loc[trial["trial_id"], "status"] == "running" and trials.loc["abcdef12", "status"] == "running"
+    assert trials.loc["abcdef12", "reports"] == 0 and trials.loc["abcdef12", "lr"] == 3e-3
+    assert a.unfinished == ["scratch", "full"] and a.best.empty
+    rows = a.comparison.set_index("regime")
+    assert rows.loc["scratch", "state"] == "unfinished" and pd.isna(rows.loc["scratch", "test_bleu"])
+    assert rows.loc["scratch", "best_val_bleu"] == pytest.approx(trials["best_val_bleu"].max())
+    assert rows.loc["scratch", "trials"] == 5 and rows.loc["scratch", "running"] == 2
+    assert rows.loc["full", "state"] == "not started" and rows.loc["full", "trials"] == 0
+
+    assert main([str(study)]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "unfinished regimes (no best.json yet): scratch, full" in out.out
+    report = (study / "report.md").read_text()
+    assert "**Unfinished: `scratch`, `full`.**" in report and "`full` has not started." in report
+    assert "`scratch` is unfinished (no best.json yet): 5 trial(s) so far, 2 running or pending" in report
+    assert "No regime has finished yet" in report
+    assert all((study / "plots" / name).exists() for name in PLOTS)
+
+
+@slow
+def test_load_needs_no_ray(studies):
+    code = (f"import sys; from study.analyze import load; a = load({str(studies / 'pruned')!r}); "
+            "assert len(a.trials) == 4; assert 'ray' not in sys.modules, 'ray imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+STUDY_JSON = {"name": "empty", "preset": "quick", "regimes": ["scratch"], "seed": 0, "config": {"epochs": 3},
+              "budget": {"max_epochs": 3}}
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: d / "missing", "does not exist"),
+    (lambda d: (d / "notes.txt").write_text("hi") and d, "not a study directory (no readable study.json)"),
+    (lambda d: (d / "study.json").write_text("{not json") and d, "not a study directory"),
+    (lambda d: (d / "study.json").write_text(json.dumps(STUDY_JSON)) and d, "has no trials yet"),
+    (lambda d: (d / "study.json").write_text(json.dumps(STUDY_JSON)) and (d / "scratch").mkdir() is None
+     and (d / "scratch" / "tuner.pkl").write_bytes(b"x") and d, "has no trials yet"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(make, needle, tmp_path, capsys):
+    path = make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_negative_cost_is_rejected(tmp_path, capsys):
+    (tmp_path / "study.json").write_text(json.dumps(STUDY_JSON))
+    assert main([str(tmp_path), "--gpu-hour-cost", "-1"]) == 2
+    assert "--gpu-hour-cost must be a non-negative" in capsys.readouterr().err
