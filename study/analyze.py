@@ -1,6 +1,7 @@
 """Analysis of a study directory: tables, plots and a report, read straight from the files a study leaves.
 
     python -m study.analyze results/<study> [--gpu-hour-cost USD] [--no-plots]
+    python -m study.analyze s3://bucket/prefix/<study> [--cache-dir DIR]   # a study at a storage URI
 
     from study.analyze import load
     a = load("results/<study>")          # no Ray cluster, nothing re-run; works on a running study too
@@ -17,7 +18,10 @@ experiment_state-*.json for the trial's status. A trial's `status` is one of:
     running    running at the last state snapshot (or when the study was interrupted)
     pending    not started yet
 
-Writes into the study directory: comparison.csv / .md / .parquet, plots/*.png and report.md.
+Writes into the study directory: comparison.csv / .md / .parquet, plots/*.png and report.md (its text is
+study.report's). A study at a URI (`--results s3://...` of study.run) is first pulled, trial results but
+no checkpoints, into a local staging folder under the cache directory, analysed there, and only these
+output files are pushed back next to it: the study's own files at the URI are never rewritten.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -34,28 +39,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.config import StudyError
+from study.config import StudyError, default_cache_dir
+from study.report import comparison_markdown, write_report
 from study.results import write_text
-
-# The original notebook experiment this project generalises (t5-small, Kaggle "English-French" CSV,
-# 3x RTX 6000 Ada rented in the cloud, 8.07 USD in all): its test split, last epoch of 10. Source: the
-# notebook's own printed results, as recorded in the project's ORIGINAL.md (shared material).
-ORIGINAL_NOTEBOOK = {
-    "model": "t5-small", "hardware": "3x RTX 6000 Ada (cloud)", "cost_usd": 8.07, "split": "test, last epoch",
-    "regimes": {  # test BLEU, seconds per epoch (train + test evaluation), what the row measured
-        "upstream": {"bleu": 1.15, "epoch_s": 437, "note": "no task prefix; evaluation only"},
-        "scratch": {"bleu": 0.15, "epoch_s": 825, "note": "one untuned lr (1e-3)"},
-        "decoder": {"bleu": 50.86, "epoch_s": 456, "note": "encoder frozen"},
-        "full": {"bleu": 53.88, "epoch_s": 520, "note": "all trained"},
-    },
-    "caveats": [
-        "its loss and perplexity counted padding positions (labels padded with 0, not -100);",
-        "upstream ran without the `translate English to French: ` prefix, so its BLEU measures a missing prompt;",
-        "scratch had a single untuned learning rate (1e-3): its BLEU says that rate failed, not that scratch fails;",
-        "there was no validation split: curves and choices were made on the test set, and the same English "
-        "sentence often sat in both train and test, inflating test BLEU.",
-    ],
-}
+from study.storage import StudyLocation, is_uri
 
 STATUSES = ("finished", "pruned", "diverged", "errored", "running", "pending")
 METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_chrf", "train_loss", "lr", "epoch_time_s",
@@ -253,15 +240,74 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
     return _tidy(frame)
 
 
-def load(path: str | os.PathLike, gpu_hour_cost: float | None = None) -> StudyAnalysis:
+class _AnalysisStaging(StudyLocation):
+    """A study at a URI staged for analysis in a folder named as the study itself (plot titles and the
+    report name a study by its folder), inside StudyLocation's per-URI staging folder."""
+
+    @property
+    def local(self) -> Path:
+        return super().local / self.name
+
+
+def study_location(uri: str, cache_dir: str | os.PathLike | None = None) -> StudyLocation:
+    """The StudyLocation of the study at `uri` (its last path component is the study's name); analyses
+    are staged under <cache_dir>/analysis, never in the folder a running study.run stages its files in."""
+    scheme, _, rest = uri.partition("://")
+    parent, _, name = rest.rstrip("/").rpartition("/")
+    if not parent.strip("/") or not name:
+        raise StudyError(f"{uri} names no study; pass the study's own URI, such as s3://bucket/prefix/<study>")
+    cache = Path(cache_dir or default_cache_dir()).expanduser().resolve() / "analysis"
+    return _AnalysisStaging(f"{scheme}://{parent}", name, str(cache))
+
+
+def pull_study(where: StudyLocation) -> Path:
+    """Copy the study at a URI (its files and trial results, no checkpoints) into a fresh local staging
+    folder; returns that folder."""
+    try:
+        if not where.exists():
+            raise StudyError(f"{where.remote} is not a study (no study.json there); pass the study's own URI, "
+                             f"such as the --results of python -m study.run followed by /<study>")
+        shutil.rmtree(where.local, ignore_errors=True)  # a staging folder of our own: no stale file survives
+        where.pull(with_trials=True)
+    except (OSError, ValueError) as err:  # pyarrow's I/O errors are OSErrors, its invalid-argument ones ValueErrors
+        raise StudyError(f"cannot read {where.remote}: {str(err).splitlines()[0]}") from err
+    return where.local
+
+
+def push_outputs(where: StudyLocation, written: list[Path]) -> None:
+    """Copy the analysis' files (paths under where.local) to the same places under the study's URI."""
+    import pyarrow.fs
+
+    try:
+        fs, remote = pyarrow.fs.FileSystem.from_uri(where.remote)
+        for parent in sorted({p.parent for p in written} - {where.local}):
+            fs.create_dir(f"{remote}/{parent.relative_to(where.local).as_posix()}", recursive=True)
+        for p in written:
+            pyarrow.fs.copy_files(str(p), f"{remote}/{p.relative_to(where.local).as_posix()}",
+                                  source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+    except (OSError, ValueError) as err:
+        raise StudyError(f"cannot write the analysis to {where.remote}: {str(err).splitlines()[0]}; it is "
+                         f"complete in {where.local}") from err
+
+
+def load(path: str | os.PathLike, gpu_hour_cost: float | None = None,
+         cache_dir: str | os.PathLike | None = None) -> StudyAnalysis:
     """Read a study directory (finished, running or interrupted) into DataFrames; raises StudyError
-    when `path` is not a study or holds no trial yet."""
-    path = Path(path).expanduser()
+    when `path` is not a study or holds no trial yet. `path` may be a study's URI (s3://..., file://...):
+    it is pulled into a staging folder under `cache_dir` first, and the analysis' `path` is that folder."""
+    if is_uri(str(path)):
+        where = study_location(str(path), cache_dir)
+        return _load(pull_study(where), gpu_hour_cost, uri=where.remote)
+    return _load(Path(path).expanduser(), gpu_hour_cost)
+
+
+def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> StudyAnalysis:
+    """`uri`: where a staged study came from, to name it in errors."""
     if not path.is_dir():
         raise StudyError(f"{path} does not exist or is not a directory; pass a study directory such as results/<study>")
     record = _read_json(path / "study.json")
     if record is None:
-        raise StudyError(f"{path} is not a study directory (no readable study.json); "
+        raise StudyError(f"{uri or path} is not a study directory (no readable study.json); "
                          f"pass results/<study>, the folder `python -m study.run` wrote")
     if gpu_hour_cost is not None and not (gpu_hour_cost >= 0 and math.isfinite(gpu_hour_cost)):
         raise StudyError(f"--gpu-hour-cost must be a non-negative number of USD, got {gpu_hour_cost}")
@@ -296,176 +342,6 @@ def load(path: str | os.PathLike, gpu_hour_cost: float | None = None) -> StudyAn
                          _comparison(record, trials_df, epochs_df, best_df, gpu_hour_cost), searched)
 
 
-# --- the report -----------------------------------------------------------------------------------------
-
-def _dur(seconds) -> str:
-    if seconds is None or pd.isna(seconds):
-        return "-"
-    s = float(seconds)
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
-
-
-def _fmt(value, fmt: str) -> str:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "-"
-    if fmt == "usd":  # cents, or three significant digits for the tiny bills of small studies
-        return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
-    return _dur(value) if fmt == "dur" else f"`{value}`" if fmt == "code" else format(value, fmt)
-
-
-MD_COLUMNS = [("regime", "regime", "code"), ("state", "state", "s"), ("test BLEU", "test_bleu", ".2f"),
-              ("test chrF", "test_chrf", ".2f"), ("test loss", "test_loss", ".3f"), ("test ppl", "test_ppl", ".2f"),
-              ("exact match", "test_exact_match", ".3f"), ("best val BLEU", "best_val_bleu", ".2f"),
-              ("lr", "lr", ".2e"), ("batch", "batch_size", ".0f"), ("beams", "num_beams", ".0f"),
-              ("epochs to best", "best_epoch", ".0f"), ("best trial wall", "trial_wall_s", "dur"),
-              ("search wall", "search_wall_s", "dur"), ("trials", "trials", ".0f"), ("pruned", "pruned", ".0f"),
-              ("errored", "errored", ".0f"), ("trainable params", "trainable_params", ",.0f")]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def comparison_markdown(a: StudyAnalysis) -> str:
-    cols = MD_COLUMNS + ([("cost (USD)", "cost_usd", "usd")] if "cost_usd" in a.comparison else [])
-    rows = [[_fmt(row[c], f) for _, c, f in cols] for _, row in a.comparison.iterrows()]
-    return markdown_table([h for h, _, _ in cols], rows)
-
-
-def findings(a: StudyAnalysis) -> list[str]:
-    """Sentences read off the comparison table, claiming nothing it does not show."""
-    c = a.comparison.set_index("regime")
-    done = c[(c["state"] == "finished") & c["test_bleu"].notna()].sort_values("test_bleu", ascending=False)
-    bleu = done["test_bleu"]
-    out = []
-    if done.empty:
-        out.append("No regime has finished yet, so there is no test score to compare.")
-    elif len(done) == 1:
-        out.append(f"Only `{done.index[0]}` has a test score so far ({bleu.iloc[0]:.2f} BLEU): nothing to compare it with.")
-    else:
-        w, n = done.index[0], done.index[1]
-        gap = bleu[w] - bleu[n]
-        s = f"`{w}` won on test BLEU with {bleu[w]:.2f}, {gap:.2f} ahead of `{n}` ({bleu[n]:.2f})"
-        s += (": a gap under 1 BLEU is within the noise of a single test set, so treat the two as tied." if gap < 1
-              else ".")
-        s += (f" Its search took {_dur(c.loc[w, 'search_wall_s'])} ({c.loc[w, 'trials']:.0f} trials), its best trial "
-              f"{_dur(c.loc[w, 'trial_wall_s'])}; `{n}`'s search took {_dur(c.loc[n, 'search_wall_s'])} and its best "
-              f"trial {_dur(c.loc[n, 'trial_wall_s'])}.")
-        if "cost_usd" in c:
-            s += f" At the given rate: {_fmt(c.loc[w, 'cost_usd'], 'usd')} USD against {_fmt(c.loc[n, 'cost_usd'], 'usd')} USD."
-        out.append(s)
-    pretrained = [r for r in ("full", "decoder") if r in done.index]
-    if "scratch" in done.index:
-        for r in pretrained:
-            d = bleu[r] - bleu["scratch"]
-            verdict = ("pre-training helped here" if d >= 1 else "within 1 BLEU, so this test set cannot tell them apart"
-                       if d > -1 else "`scratch` did better: pre-training did not help on this run")
-            out.append(f"Pre-training: `{r}` scored {bleu[r]:.2f} test BLEU against {bleu['scratch']:.2f} for `scratch` "
-                       f"(random init), {d:+.2f}: {verdict}.")
-    elif pretrained:
-        out.append("Whether pre-training helped needs a finished `scratch` regime to compare with.")
-    if len(pretrained) == 2:
-        d = bleu["decoder"] - bleu["full"]
-        out.append(f"Training only the decoder (`decoder`, {c.loc['decoder', 'trainable_params']:,.0f} trainable "
-                   f"parameters) against everything (`full`, {c.loc['full', 'trainable_params']:,.0f}): "
-                   f"{bleu['decoder']:.2f} vs {bleu['full']:.2f} test BLEU ({d:+.2f}"
-                   f"{', within noise' if abs(d) < 1 else ''}), {_dur(c.loc['decoder', 'epoch_s_median'])} vs "
-                   f"{_dur(c.loc['full', 'epoch_s_median'])} per epoch (median).")
-    if "upstream" in done.index:
-        s = f"`upstream` (pretrained, never trained on the task) scored {bleu['upstream']:.2f} test BLEU zero-shot."
-        if a.record.get("config", {}).get("model") == "tiny":
-            s += (" This tiny upstream was pretrained by this project with T5's span-corruption objective on "
-                  "monolingual English and French text only; it never saw a translation, so a near-zero zero-shot "
-                  "BLEU is expected.")
-        out.append(s)
-    for r in a.unfinished:
-        row = c.loc[r]
-        out.append(f"`{r}` has not started." if row["state"] == "not started" else
-                   f"`{r}` is unfinished (no best.json) and has no result: all {row['trials']:.0f} trial(s) errored."
-                   if row["errored"] == row["trials"] else
-                   f"`{r}` is unfinished (no best.json yet): {row['trials']:.0f} trial(s) so far, "
-                   f"{row['running'] + row['pending']:.0f} running or pending, {row['errored']:.0f} errored; its row "
-                   f"shows the best validation score and search time so far, and no test score.")
-    t = a.trials
-    errored = t[t["status"] == "errored"] if len(t) else t
-    if len(errored):
-        by = ", ".join(f"{n} in `{r}`" for r, n in errored["regime"].value_counts().items())
-        out.append(f"{len(errored)} trial(s) errored ({by}); first error: `{errored['error'].iloc[0]}` "
-                   f"(full traceback in the trial directory's error.txt).")
-    if len(t) and (t["status"] == "diverged").any():
-        out.append(f"{int((t['status'] == 'diverged').sum())} trial(s) diverged (non-finite loss) and stopped.")
-    return out
-
-
-PLOT_CAPTIONS = {
-    "learning_curves.png": "Validation loss and BLEU by epoch, and BLEU against the trial's wall time: each "
-                           "regime's best trial bold, every other trial faint (x: stopped by ASHA).",
-    "hyperparameters.png": "Each trial's best validation BLEU against each searched hyperparameter.",
-    "epoch_time.png": "Wall time per epoch (training + validation) by regime, every epoch of every trial.",
-}
-
-
-def _original_section(a: StudyAnalysis) -> list[str]:
-    o, c = ORIGINAL_NOTEBOOK, a.comparison.set_index("regime")
-    rows = [[f"`{r}`", f"{v['bleu']:.2f}", f"~{v['epoch_s']} s", v["note"],
-             _fmt(c["test_bleu"].get(r), ".2f"), _dur(c["epoch_s_median"].get(r))] for r, v in o["regimes"].items()]
-    cfg = a.record.get("config", {})
-    if cfg.get("model") == "t5-small":
-        same = (f"This study runs t5-small too, but on `{cfg.get('data')}`, with a validation split grouped by "
-                "source sentence, the task prefix and a loss over real tokens only: same model, different corpus "
-                "and protocol, so compare the ordering of the regimes more than the absolute figures.")
-    else:
-        same = (f"This study's numbers come from a different model (`{cfg.get('model')}`) and corpus "
-                f"(`{cfg.get('data')}`) on other hardware: compare the ordering of the regimes, not the figures.")
-    return ["## Compared with the original notebook", "",
-            f"The original notebook experiment ({o['model']}, {o['hardware']}, {o['cost_usd']:.2f} USD in all; "
-            f"{o['split']}) against this study:", "",
-            markdown_table(["regime", "original test BLEU", "original time/epoch", "original set-up",
-                            "this study test BLEU", "this study time/epoch (median)"], rows), "", same, "",
-            "The original figures have caveats:", "", *[f"- {x}" for x in o["caveats"]], ""]
-
-
-def render_report(a: StudyAnalysis, images: list[Path]) -> str:
-    r, cfg, budget = a.record, a.record.get("config", {}), a.record.get("budget", {})
-    done = [x for x in a.comparison["regime"] if x not in a.unfinished]
-    lines = [f"# Study `{r.get('name', a.path.name)}`: T5 English→French over {len(a.comparison)} regime(s)", "",
-             f"Model `{cfg.get('model')}`, data `{cfg.get('data')}`, preset `{r.get('preset')}`, seed {r.get('seed')}; "
-             f"started {r.get('started_utc')} on `{r.get('host')}`, git commit `{r.get('git_commit')}`.", "",
-             f"Finished: {', '.join(f'`{x}`' for x in done) or 'none'}."
-             + (f" **Unfinished: {', '.join(f'`{x}`' for x in a.unfinished)}.**" if a.unfinished else ""), "",
-             "## Results", "",
-             "Each regime's best trial is the one with the highest validation BLEU at any epoch; only that trial is "
-             "scored on the test split. lr, batch and beams are its hyperparameters; search wall is the regime's "
-             "whole search.", "", comparison_markdown(a), ""]
-    if "cost_usd" in a.comparison:
-        held = float(budget.get("gpus_per_trial") or 0) * int(budget.get("max_concurrent") or 1)
-        lines += [("Cost = each regime's search wall hours × the given hourly rate × " +
-                   (f"{held:g} GPU(s) held (gpus_per_trial {budget.get('gpus_per_trial')} × max_concurrent "
-                    f"{budget.get('max_concurrent')})" if held > 0 else
-                    "1: this study used no GPU, so the rate is read as one machine's hourly price") +
-                   f". It leaves out data preparation, pretraining and test scoring. Total: "
-                   f"{_fmt(a.comparison['cost_usd'].sum(), 'usd')} USD."), ""]
-    lines += ["## What the numbers say", "", *[f"- {s}" for s in findings(a)], ""]
-    if images:
-        lines += ["## Plots", ""]
-        for p in images:
-            lines += [f"{PLOT_CAPTIONS.get(p.name, p.stem)}", "", f"![{p.stem}](plots/{p.name})", ""]
-    lines += _original_section(a)
-    lines += ["## Set-up", "",
-              f"Budget: {budget.get('num_samples')} trials per trained regime (upstream: one per beam choice), at most "
-              f"{budget.get('max_epochs')} epochs, {budget.get('max_concurrent')} at once, "
-              f"{budget.get('cpus_per_trial')} CPU and {budget.get('gpus_per_trial')} GPU per trial, "
-              f"max_failures {budget.get('max_failures')}; ASHA on validation BLEU per epoch.", ""]
-    for regime, space in r.get("search_spaces", {}).items():
-        lines.append(f"- `{regime}` searches {json.dumps(space.get('search'))}; fixed {json.dumps(space.get('fixed'))}"
-                     f"; asha {json.dumps(space.get('asha'))}")
-    lines += ["", f"BLEU: `{r.get('bleu_signature')}`; chrF: `{r.get('chrf_signature')}`.", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()) + ".", "",
-              "Config:", "", "```json", json.dumps(cfg, indent=2), "```", ""]
-    return "\n".join(lines)
-
-
 # --- writing ----------------------------------------------------------------------------------------------
 
 def _atomic(path: Path, write) -> None:
@@ -492,8 +368,7 @@ def write_outputs(analysis: StudyAnalysis, plots: bool = True) -> list[Path]:
         from study.plots import make_plots
 
         images = make_plots(analysis, out / "plots", _atomic)
-    write_text(out / "report.md", render_report(analysis, images))
-    return written + images + [out / "report.md"]
+    return written + images + [write_report(analysis, out, images)]
 
 
 SHOWN = ["regime", "state", "test_bleu", "test_chrf", "test_loss", "best_val_bleu", "lr", "batch_size", "num_beams",
@@ -502,26 +377,36 @@ SHOWN = ["regime", "state", "test_bleu", "test_chrf", "test_loss", "best_val_ble
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.analyze", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study_dir", type=Path, help="a study directory written by python -m study.run")
+    parser.add_argument("study_dir", help="a study directory written by python -m study.run, or its URI "
+                                          "(the run's --results URI followed by /<study>)")
     parser.add_argument("--gpu-hour-cost", type=float, metavar="USD",
                         help="price of one GPU-hour: adds cost_usd = search wall hours x GPUs held x USD "
                              "(GPUs held = gpus_per_trial x max_concurrent; a CPU-only study counts as one machine)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--cache-dir", metavar="DIR", help="for a study at a URI: it is staged for the analysis "
+                        "under DIR/analysis (default: the study's cache, $T5STUDY_CACHE or ~/.cache/t5-regime-study)")
     args = parser.parse_args(argv)
+    at_uri = is_uri(args.study_dir)
+    study = args.study_dir if at_uri else Path(args.study_dir)
+    where = None
     try:
-        analysis = load(args.study_dir, gpu_hour_cost=args.gpu_hour_cost)
+        where = study_location(args.study_dir, args.cache_dir) if at_uri else None
+        analysis = load(study, gpu_hour_cost=args.gpu_hour_cost, cache_dir=args.cache_dir)
         written = write_outputs(analysis, plots=not args.no_plots)
+        if where is not None:
+            push_outputs(where, written)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"error: cannot write the analysis into {args.study_dir}: {err}", file=sys.stderr)
+        print(f"error: cannot write the analysis into {where.local if where else study}: {err}", file=sys.stderr)
         return 2
     shown = analysis.comparison[[c for c in SHOWN + ["cost_usd"] if c in analysis.comparison]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if analysis.unfinished:
         print(f"unfinished regimes (no best.json yet): {', '.join(analysis.unfinished)}")
-    print(f"{len(written)} files written; report: {analysis.path / 'report.md'}")
+    report = f"{where.remote}/report.md" if where else analysis.path / "report.md"
+    print(f"{len(written)} files written; report: {report}")
     return 0
 
 

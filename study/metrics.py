@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from study.config import Config
 from study.data import make_loader
 
 
@@ -44,8 +45,14 @@ def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
 
 
 def generation_limit(source_len: int, max_target_tokens: int) -> int:
-    """New tokens allowed for a source of `source_len` tokens: French runs ~1.2x English, plus slack."""
+    """New tokens allowed for a source of `source_len` content tokens (task prefix excluded): French runs
+    ~1.2x English, plus slack for short sentences."""
     return min(max_target_tokens, int(1.5 * source_len) + 10)
+
+
+def prefix_length(tokenizer: PreTrainedTokenizerBase, prefix: str) -> int:
+    """Tokens the task prefix adds to every source; they say nothing about the translation's length."""
+    return len(tokenizer(prefix, add_special_tokens=False).input_ids) if prefix else 0
 
 
 def autocast(device: torch.device):
@@ -75,15 +82,16 @@ def token_nll(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch
 
 @torch.no_grad()
 def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBase, *, num_beams: int,
-              batch_size: int, max_target_tokens: int, device: torch.device) -> list[str]:
-    """Translate tokenized sources (prefix included), batched by length; returns text in the input order."""
+              batch_size: int, max_target_tokens: int, device: torch.device, prefix_tokens: int = 0) -> list[str]:
+    """Translate tokenized sources (each starting with `prefix_tokens` of task prefix), batched by length;
+    returns text in the input order."""
     model.eval()
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
     out: list[str] = [""] * len(sources)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [sources[i] for i in idx]}, return_tensors="pt").to(device)
-        limit = generation_limit(max(len(sources[i]) for i in idx), max_target_tokens)
+        limit = generation_limit(max(len(sources[i]) for i in idx) - prefix_tokens, max_target_tokens)
         with autocast(device):
             generated = model.generate(**batch, num_beams=num_beams, max_new_tokens=limit, do_sample=False,
                                        early_stopping=num_beams > 1)
@@ -93,28 +101,30 @@ def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBas
     return out
 
 
-def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, *, num_beams: int, batch_size: int,
-             max_target_tokens: int, device: torch.device, prefix: str = "val") -> tuple[dict, list[str], list[str]]:
-    """Loss, perplexity, exact match, BLEU and chrF of `model` on a tokenized split.
+def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config, device: torch.device,
+             split: str = "val") -> tuple[dict, list[str], list[str]]:
+    """Loss, perplexity, exact match, BLEU and chrF of `model` on a tokenized split, decoding with
+    `config.num_beams` in batches of `config.eval_batch_size`.
 
-    Returns (metrics named `<prefix>_...`, hypotheses, references). Each distinct source is translated
+    Returns (metrics named `<split>_...`, hypotheses, references). Each distinct source is translated
     once, however many references it has in the split.
     """
-    nll, tokens = token_nll(model, dataset, tokenizer, batch_size, device)
+    nll, tokens = token_nll(model, dataset, tokenizer, config.eval_batch_size, device)
     mean_nll = nll / max(tokens, 1)
     distinct: dict[tuple[int, ...], int] = {}
     for ids in dataset["input_ids"]:
         distinct.setdefault(tuple(ids), len(distinct))
-    translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=num_beams,
-                             batch_size=batch_size, max_target_tokens=max_target_tokens, device=device)
+    translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=config.num_beams,
+                             batch_size=config.eval_batch_size, max_target_tokens=config.max_target_tokens,
+                             device=device, prefix_tokens=prefix_length(tokenizer, config.prefix))
     hypotheses = [translations[distinct[tuple(ids)]] for ids in dataset["input_ids"]]
     references = list(dataset["fr"])
     scores = translation_scores(hypotheses, references)
     metrics = {
-        f"{prefix}_loss": mean_nll,
-        f"{prefix}_ppl": math.exp(min(mean_nll, 50.0)),  # capped: exp(50) already says "useless"
-        f"{prefix}_exact_match": scores["exact_match"],
-        f"{prefix}_bleu": scores["bleu"],
-        f"{prefix}_chrf": scores["chrf"],
+        f"{split}_loss": mean_nll,
+        f"{split}_ppl": math.exp(min(mean_nll, 50.0)),  # capped: exp(50) already says "useless"
+        f"{split}_exact_match": scores["exact_match"],
+        f"{split}_bleu": scores["bleu"],
+        f"{split}_chrf": scores["chrf"],
     }
     return metrics, hypotheses, references

@@ -105,10 +105,7 @@ def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search
         with checkpoint.as_directory() as directory:
             model = load_trained_model(config, data.tokenizer, directory, data.upstream)
     model.to(device)
-    metrics, hypotheses, references = evaluate(model, data.test, data.tokenizer, num_beams=config.num_beams,
-                                               batch_size=config.eval_batch_size,
-                                               max_target_tokens=config.max_target_tokens, device=device,
-                                               prefix="test")
+    metrics, hypotheses, references = evaluate(model, data.test, data.tokenizer, config, device, split="test")
     out_dir = study_dir / regime
     write_text(out_dir / "test.hyp.txt", "".join(h.replace("\n", " ") + "\n" for h in hypotheses))
     write_text(out_dir / "test.ref.txt", "".join(r.replace("\n", " ") + "\n" for r in references))

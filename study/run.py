@@ -62,6 +62,8 @@ class Budget:
     grace_period: int | None
     reduction_factor: int | None
     max_failures: int
+    searcher: str = "tpe"  # tpe | random (both record every trial in optuna.db)
+    scheduler: str = "asha"  # asha | none (no early stopping)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped (default: YAML, else 1)")
     p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N of trials at each rung (default: YAML, else 2)")
+    p.add_argument("--searcher", default="tpe", choices=["tpe", "random"], help="Optuna sampler: TPE, or random as a baseline")
+    p.add_argument("--scheduler", default="asha", choices=["asha", "none"], help="asha stops weak trials early; none runs all to the end")
     p.add_argument("--max-failures", type=int, default=2, help="times a failed trial is retried from its checkpoint")
     p.add_argument("--search-space", type=Path, help="a YAML search space used instead of search_spaces/<regime>.yaml")
     p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
@@ -130,7 +134,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
                     max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-                    max_failures=args.max_failures)
+                    max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler)
     return config, budget, regimes, spaces
 
 
@@ -183,7 +187,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space, where: StudyL
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         max_epochs = budget.max_epochs if trains else 0
-        searcher = ConcurrencyLimiter(make_searcher(where.local, regime, max_epochs, config.seed),
+        searcher = ConcurrencyLimiter(make_searcher(where.local, regime, max_epochs, config.seed, budget.searcher),
                                       max_concurrent=budget.max_concurrent)
         tuner = tune.Tuner(
             trainable,
@@ -191,7 +195,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space, where: StudyL
             tune_config=tune.TuneConfig(
                 search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
                 scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
-                if trains else None,
+                if trains and budget.scheduler == "asha" else None,
             ),
             run_config=tune.RunConfig(
                 name=regime, storage_path=where.tune_storage,

@@ -202,14 +202,17 @@ def optuna_storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(Path(study_dir) / 'optuna.db').resolve()}"
 
 
-def make_searcher(study_dir: Path, regime: str, max_epochs: int, seed: int) -> AshaAwareOptunaSearch:
-    """TPE (seeded), its study `<regime>` stored in `<study_dir>/optuna.db` for optuna.load_study/dashboard."""
+def make_searcher(study_dir: Path, regime: str, max_epochs: int, seed: int,
+                  sampler: str = "tpe") -> AshaAwareOptunaSearch:
+    """Seeded TPE (or random sampling, as a baseline), its study `<regime>` stored in
+    `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard."""
     import optuna
 
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
     return AshaAwareOptunaSearch(
         metric="val_bleu", mode="max", max_epochs=max_epochs, study_name=regime,
         storage=optuna.storages.RDBStorage(optuna_storage_url(study_dir)),
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=samplers[sampler](seed=seed),
     )
 
 

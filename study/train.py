@@ -9,6 +9,7 @@ call `tune.report`, the single-trial CLI prints a line. Regimes never get a loop
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -129,6 +130,30 @@ def load_trained_model(config: Config, tokenizer: PreTrainedTokenizerBase, check
     return model
 
 
+def make_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
+    """AdamW over the parameters the regime leaves trainable, with linear warm-up then linear decay."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def training_step(model, batch: dict, optimizer, scheduler, config: Config, device: torch.device) -> tuple[float, int]:
+    """One optimizer step on one batch; returns (loss, real target tokens). A non-finite loss is returned
+    without stepping, for the caller to end the trial as diverged."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with autocast(device):
+        loss = model(**batch).loss  # mean over real target tokens: labels of -100 are ignored
+    if not torch.isfinite(loss):
+        return float("nan"), 0
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), int((batch["labels"] != -100).sum())
+
+
 def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None) -> dict:
     """Train and evaluate one trial of `config.regime`; returns the last reported metrics."""
     config.validate()
@@ -142,10 +167,7 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
     model.to(device)
 
     def validate() -> dict:
-        metrics, _, _ = evaluate(model, data.validation, data.tokenizer, num_beams=config.num_beams,
-                                 batch_size=config.eval_batch_size, max_target_tokens=config.max_target_tokens,
-                                 device=device)
-        return metrics
+        return evaluate(model, data.validation, data.tokenizer, config, device)[0]
 
     if not regime.trains:  # upstream: one zero-shot evaluation, nothing to resume
         start = time.perf_counter()
@@ -155,12 +177,9 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
         report(metrics, None)
         return metrics
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
     steps_per_epoch = len(data_lib.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
                                                seed=config.seed))
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    optimizer, scheduler = make_optimizer(model, config, steps_per_epoch * config.epochs)
     first_epoch = 1
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -179,10 +198,8 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
         # The batch order depends only on (seed, epoch): a resumed trial sees the batches it would have seen.
         for batch in data_lib.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
                                           seed=config.seed, epoch=epoch):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device):
-                loss = model(**batch).loss  # mean over real target tokens: labels of -100 are ignored
-            if not torch.isfinite(loss):
+            loss, n = training_step(model, batch, optimizer, scheduler, config, device)
+            if not math.isfinite(loss):
                 log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)
                 metrics = {"epoch": epoch, "diverged": True, "train_loss": float("nan"), "val_loss": float("nan"),
                            "val_ppl": float("nan"), "val_bleu": 0.0, "val_chrf": 0.0, "val_exact_match": 0.0,
@@ -190,13 +207,7 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
                            "train_tokens_per_s": 0.0, **counts}
                 report(metrics, None)
                 return metrics
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            n = int((batch["labels"] != -100).sum())
-            loss_sum += loss.item() * n
+            loss_sum += loss * n
             tokens += n
         train_time = time.perf_counter() - start
         metrics = {**validate(), "epoch": epoch, "train_loss": loss_sum / max(tokens, 1),

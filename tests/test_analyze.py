@@ -201,6 +201,42 @@ def test_half_finished_and_running_study(studies, tmp_path, capsys):
 
 
 @slow
+def test_cli_analyses_a_study_at_a_uri(studies, tmp_path, capsys):
+    # The study at a file:// URI (as at s3://): pulled into a staging folder, analysed, and only the
+    # analysis pushed back next to it; the same files as for the study analysed in place.
+    study = _copy(studies, "pruned", tmp_path / "bucket")
+    before = {p: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()}
+    cache = tmp_path / "cache"
+    uri = study.as_uri()
+    assert uri.startswith("file:///") and main([uri, "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and f"report: {uri}/report.md" in out.out
+    outputs = {"report.md", "comparison.csv", "comparison.md", "comparison.parquet", *(f"plots/{n}" for n in PLOTS)}
+    after = {p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()}
+    assert after - {p.relative_to(study).as_posix() for p in before} == outputs
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in before.items())  # the study's own files untouched
+    in_place = _copy(studies, "pruned", tmp_path / "local")
+    assert main([str(in_place)]) == 0
+    for name in outputs - {"comparison.parquet"}:
+        assert (study / name).read_bytes() == (in_place / name).read_bytes(), name
+    pd.testing.assert_frame_equal(pd.read_parquet(study / "comparison.parquet"),
+                                  pd.read_parquet(in_place / "comparison.parquet"))
+
+    a = load(uri, cache_dir=cache)
+    assert len(a.trials) == 4 and a.path.is_relative_to(cache / "analysis") and a.path.name == "pruned"
+    assert not list(a.path.rglob("checkpoint_*"))
+
+
+def test_bad_uri_is_one_line_and_writes_nothing(tmp_path, capsys):
+    for uri, needle in (((tmp_path / "missing").as_uri(), "is not a study (no study.json there)"),
+                        ("file:///", "names no study"), ("nosuch://bucket/prefix/study", "cannot open")):
+        assert main([uri, "--cache-dir", str(tmp_path / "cache")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+@slow
 def test_load_needs_no_ray(studies):
     code = (f"import sys; from study.analyze import load; a = load({str(studies / 'pruned')!r}); "
             "assert len(a.trials) == 4; assert 'ray' not in sys.modules, 'ray imported'")

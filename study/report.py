@@ -1,0 +1,218 @@
+"""report.md: a study's results written up in Markdown, from a `study.analyze.StudyAnalysis`.
+
+    from study.analyze import load
+    from study.report import write_report
+    a = load("results/<study>")
+    write_report(a, a.path, plots=[])    # -> results/<study>/report.md
+
+The report holds the comparison table (also written alone as comparison.md), sentences read off it
+("What the numbers say"), the plots' captions, the original notebook's figures for comparison, and the
+study's set-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from study.results import write_text
+
+if TYPE_CHECKING:
+    from study.analyze import StudyAnalysis
+
+# The original notebook experiment this project generalises (t5-small, Kaggle "English-French" CSV,
+# 3x RTX 6000 Ada rented in the cloud, 8.07 USD in all): its test split, last epoch of 10. Source: the
+# notebook's own printed results, as recorded in the project's ORIGINAL.md (shared material).
+ORIGINAL_NOTEBOOK = {
+    "model": "t5-small", "hardware": "3x RTX 6000 Ada (cloud)", "cost_usd": 8.07, "split": "test, last epoch",
+    "regimes": {  # test BLEU, seconds per epoch (train + test evaluation), what the row measured
+        "upstream": {"bleu": 1.15, "epoch_s": 437, "note": "no task prefix; evaluation only"},
+        "scratch": {"bleu": 0.15, "epoch_s": 825, "note": "one untuned lr (1e-3)"},
+        "decoder": {"bleu": 50.86, "epoch_s": 456, "note": "encoder frozen"},
+        "full": {"bleu": 53.88, "epoch_s": 520, "note": "all trained"},
+    },
+    "caveats": [
+        "its loss and perplexity counted padding positions (labels padded with 0, not -100);",
+        "upstream ran without the `translate English to French: ` prefix, so its BLEU measures a missing prompt;",
+        "scratch had a single untuned learning rate (1e-3): its BLEU says that rate failed, not that scratch fails;",
+        "there was no validation split: curves and choices were made on the test set, and the same English "
+        "sentence often sat in both train and test, inflating test BLEU.",
+    ],
+}
+
+
+def _dur(seconds) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "-"
+    s = float(seconds)
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "-"
+    if fmt == "usd":  # cents, or three significant digits for the tiny bills of small studies
+        return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+    return _dur(value) if fmt == "dur" else f"`{value}`" if fmt == "code" else format(value, fmt)
+
+
+MD_COLUMNS = [("regime", "regime", "code"), ("state", "state", "s"), ("test BLEU", "test_bleu", ".2f"),
+              ("test chrF", "test_chrf", ".2f"), ("test loss", "test_loss", ".3f"), ("test ppl", "test_ppl", ".2f"),
+              ("exact match", "test_exact_match", ".3f"), ("best val BLEU", "best_val_bleu", ".2f"),
+              ("lr", "lr", ".2e"), ("batch", "batch_size", ".0f"), ("beams", "num_beams", ".0f"),
+              ("epochs to best", "best_epoch", ".0f"), ("best trial wall", "trial_wall_s", "dur"),
+              ("search wall", "search_wall_s", "dur"), ("trials", "trials", ".0f"), ("pruned", "pruned", ".0f"),
+              ("errored", "errored", ".0f"), ("trainable params", "trainable_params", ",.0f")]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def comparison_markdown(a: StudyAnalysis) -> str:
+    cols = MD_COLUMNS + ([("cost (USD)", "cost_usd", "usd")] if "cost_usd" in a.comparison else [])
+    rows = [[_fmt(row[c], f) for _, c, f in cols] for _, row in a.comparison.iterrows()]
+    return markdown_table([h for h, _, _ in cols], rows)
+
+
+def findings(a: StudyAnalysis) -> list[str]:
+    """Sentences read off the comparison table, claiming nothing it does not show."""
+    c = a.comparison.set_index("regime")
+    done = c[(c["state"] == "finished") & c["test_bleu"].notna()].sort_values("test_bleu", ascending=False)
+    bleu = done["test_bleu"]
+    out = []
+    if done.empty:
+        out.append("No regime has finished yet, so there is no test score to compare.")
+    elif len(done) == 1:
+        out.append(f"Only `{done.index[0]}` has a test score so far ({bleu.iloc[0]:.2f} BLEU): nothing to compare it with.")
+    else:
+        w, n = done.index[0], done.index[1]
+        gap = bleu[w] - bleu[n]
+        s = f"`{w}` won on test BLEU with {bleu[w]:.2f}, {gap:.2f} ahead of `{n}` ({bleu[n]:.2f})"
+        s += (": a gap under 1 BLEU is within the noise of a single test set, so treat the two as tied." if gap < 1
+              else ".")
+        s += (f" Its search took {_dur(c.loc[w, 'search_wall_s'])} ({c.loc[w, 'trials']:.0f} trials), its best trial "
+              f"{_dur(c.loc[w, 'trial_wall_s'])}; `{n}`'s search took {_dur(c.loc[n, 'search_wall_s'])} and its best "
+              f"trial {_dur(c.loc[n, 'trial_wall_s'])}.")
+        if "cost_usd" in c:
+            s += f" At the given rate: {_fmt(c.loc[w, 'cost_usd'], 'usd')} USD against {_fmt(c.loc[n, 'cost_usd'], 'usd')} USD."
+        out.append(s)
+    pretrained = [r for r in ("full", "decoder") if r in done.index]
+    if "scratch" in done.index:
+        for r in pretrained:
+            d = bleu[r] - bleu["scratch"]
+            verdict = ("pre-training helped here" if d >= 1 else "within 1 BLEU, so this test set cannot tell them apart"
+                       if d > -1 else "`scratch` did better: pre-training did not help on this run")
+            out.append(f"Pre-training: `{r}` scored {bleu[r]:.2f} test BLEU against {bleu['scratch']:.2f} for `scratch` "
+                       f"(random init), {d:+.2f}: {verdict}.")
+    elif pretrained:
+        out.append("Whether pre-training helped needs a finished `scratch` regime to compare with.")
+    if len(pretrained) == 2:
+        d = bleu["decoder"] - bleu["full"]
+        out.append(f"Training only the decoder (`decoder`, {c.loc['decoder', 'trainable_params']:,.0f} trainable "
+                   f"parameters) against everything (`full`, {c.loc['full', 'trainable_params']:,.0f}): "
+                   f"{bleu['decoder']:.2f} vs {bleu['full']:.2f} test BLEU ({d:+.2f}"
+                   f"{', within noise' if abs(d) < 1 else ''}), {_dur(c.loc['decoder', 'epoch_s_median'])} vs "
+                   f"{_dur(c.loc['full', 'epoch_s_median'])} per epoch (median).")
+    if "upstream" in done.index:
+        s = f"`upstream` (pretrained, never trained on the task) scored {bleu['upstream']:.2f} test BLEU zero-shot."
+        if a.record.get("config", {}).get("model") == "tiny":
+            s += (" This tiny upstream was pretrained by this project with T5's span-corruption objective on "
+                  "monolingual English and French text only; it never saw a translation, so a near-zero zero-shot "
+                  "BLEU is expected.")
+        out.append(s)
+    for r in a.unfinished:
+        row = c.loc[r]
+        out.append(f"`{r}` has not started." if row["state"] == "not started" else
+                   f"`{r}` is unfinished (no best.json) and has no result: all {row['trials']:.0f} trial(s) errored."
+                   if row["errored"] == row["trials"] else
+                   f"`{r}` is unfinished (no best.json yet): {row['trials']:.0f} trial(s) so far, "
+                   f"{row['running'] + row['pending']:.0f} running or pending, {row['errored']:.0f} errored; its row "
+                   f"shows the best validation score and search time so far, and no test score.")
+    t = a.trials
+    errored = t[t["status"] == "errored"] if len(t) else t
+    if len(errored):
+        by = ", ".join(f"{n} in `{r}`" for r, n in errored["regime"].value_counts().items())
+        out.append(f"{len(errored)} trial(s) errored ({by}); first error: `{errored['error'].iloc[0]}` "
+                   f"(full traceback in the trial directory's error.txt).")
+    if len(t) and (t["status"] == "diverged").any():
+        out.append(f"{int((t['status'] == 'diverged').sum())} trial(s) diverged (non-finite loss) and stopped.")
+    return out
+
+
+PLOT_CAPTIONS = {
+    "learning_curves.png": "Validation loss and BLEU by epoch, and BLEU against the trial's wall time: each "
+                           "regime's best trial bold, every other trial faint (x: stopped by ASHA).",
+    "hyperparameters.png": "Each trial's best validation BLEU against each searched hyperparameter.",
+    "epoch_time.png": "Wall time per epoch (training + validation) by regime, every epoch of every trial.",
+}
+
+
+def _original_section(a: StudyAnalysis) -> list[str]:
+    o, c = ORIGINAL_NOTEBOOK, a.comparison.set_index("regime")
+    rows = [[f"`{r}`", f"{v['bleu']:.2f}", f"~{v['epoch_s']} s", v["note"],
+             _fmt(c["test_bleu"].get(r), ".2f"), _dur(c["epoch_s_median"].get(r))] for r, v in o["regimes"].items()]
+    cfg = a.record.get("config", {})
+    if cfg.get("model") == "t5-small":
+        same = (f"This study runs t5-small too, but on `{cfg.get('data')}`, with a validation split grouped by "
+                "source sentence, the task prefix and a loss over real tokens only: same model, different corpus "
+                "and protocol, so compare the ordering of the regimes more than the absolute figures.")
+    else:
+        same = (f"This study's numbers come from a different model (`{cfg.get('model')}`) and corpus "
+                f"(`{cfg.get('data')}`) on other hardware: compare the ordering of the regimes, not the figures.")
+    return ["## Compared with the original notebook", "",
+            f"The original notebook experiment ({o['model']}, {o['hardware']}, {o['cost_usd']:.2f} USD in all; "
+            f"{o['split']}) against this study:", "",
+            markdown_table(["regime", "original test BLEU", "original time/epoch", "original set-up",
+                            "this study test BLEU", "this study time/epoch (median)"], rows), "", same, "",
+            "The original figures have caveats:", "", *[f"- {x}" for x in o["caveats"]], ""]
+
+
+def render_report(a: StudyAnalysis, images: list[Path]) -> str:
+    r, cfg, budget = a.record, a.record.get("config", {}), a.record.get("budget", {})
+    done = [x for x in a.comparison["regime"] if x not in a.unfinished]
+    lines = [f"# Study `{r.get('name', a.path.name)}`: T5 English→French over {len(a.comparison)} regime(s)", "",
+             f"Model `{cfg.get('model')}`, data `{cfg.get('data')}`, preset `{r.get('preset')}`, seed {r.get('seed')}; "
+             f"started {r.get('started_utc')} on `{r.get('host')}`, git commit `{r.get('git_commit')}`.", "",
+             f"Finished: {', '.join(f'`{x}`' for x in done) or 'none'}."
+             + (f" **Unfinished: {', '.join(f'`{x}`' for x in a.unfinished)}.**" if a.unfinished else ""), "",
+             "## Results", "",
+             "Each regime's best trial is the one with the highest validation BLEU at any epoch; only that trial is "
+             "scored on the test split. lr, batch and beams are its hyperparameters; search wall is the regime's "
+             "whole search.", "", comparison_markdown(a), ""]
+    if "cost_usd" in a.comparison:
+        held = float(budget.get("gpus_per_trial") or 0) * int(budget.get("max_concurrent") or 1)
+        lines += [("Cost = each regime's search wall hours × the given hourly rate × " +
+                   (f"{held:g} GPU(s) held (gpus_per_trial {budget.get('gpus_per_trial')} × max_concurrent "
+                    f"{budget.get('max_concurrent')})" if held > 0 else
+                    "1: this study used no GPU, so the rate is read as one machine's hourly price") +
+                   f". It leaves out data preparation, pretraining and test scoring. Total: "
+                   f"{_fmt(a.comparison['cost_usd'].sum(), 'usd')} USD."), ""]
+    lines += ["## What the numbers say", "", *[f"- {s}" for s in findings(a)], ""]
+    if images:
+        lines += ["## Plots", ""]
+        for p in images:
+            lines += [f"{PLOT_CAPTIONS.get(p.name, p.stem)}", "", f"![{p.stem}](plots/{p.name})", ""]
+    lines += _original_section(a)
+    lines += ["## Set-up", "",
+              f"Budget: {budget.get('num_samples')} trials per trained regime (upstream: one per beam choice), at most "
+              f"{budget.get('max_epochs')} epochs, {budget.get('max_concurrent')} at once, "
+              f"{budget.get('cpus_per_trial')} CPU and {budget.get('gpus_per_trial')} GPU per trial, "
+              f"max_failures {budget.get('max_failures')}; ASHA on validation BLEU per epoch.", ""]
+    for regime, space in r.get("search_spaces", {}).items():
+        lines.append(f"- `{regime}` searches {json.dumps(space.get('search'))}; fixed {json.dumps(space.get('fixed'))}"
+                     f"; asha {json.dumps(space.get('asha'))}")
+    lines += ["", f"BLEU: `{r.get('bleu_signature')}`; chrF: `{r.get('chrf_signature')}`.", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()) + ".", "",
+              "Config:", "", "```json", json.dumps(cfg, indent=2), "```", ""]
+    return "\n".join(lines)
+
+def write_report(analysis: StudyAnalysis, study_dir: Path, plots: list[Path]) -> Path:
+    """Write study_dir/report.md, linking `plots` (PNGs under study_dir/plots); returns its path."""
+    path = Path(study_dir) / "report.md"
+    write_text(path, render_report(analysis, plots))
+    return path
