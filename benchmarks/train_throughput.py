@@ -1,0 +1,310 @@
+"""Training throughput: the original notebook's loop vs Hugging Face's Seq2SeqTrainer vs this project's loop.
+
+    python benchmarks/train_throughput.py --data ../shared/data/eng-fra.tsv --steps 6 --batch-size 64 --repeats 3
+    python benchmarks/train_throughput.py --model tiny --steps 30            # the tiny model, bundled corpus
+    python benchmarks/train_throughput.py --ways project --profile --repeats 1   # profile (c) before optimising
+
+The same model (a random init of `--config`'s architecture, one seed, copied for every run), the same
+`steps * batch_size` training pairs (a seeded random sample of the training split, tokenized once by the
+project: task prefix + English + eos, French + eos) and the same number of optimizer steps, three ways:
+
+(a) original  - the notebook: every row padded to the longest sentence of the *whole corpus* (all splits, at
+                most 512 tokens), labels padded with the pad id 0 (so the loss trains on padding), shuffled
+                fixed-size batches, plain AdamW(lr=1e-3), no schedule, no clipping, no autocast. The task
+                prefix is kept by default so that (a) sees the same token ids as (b) and (c) and only the loop
+                differs (the notebook had none: `--original-no-prefix` drops it from (a), which makes its
+                sources shorter and so (a) faster - the comparison stays conservative either way).
+(b) trainer   - transformers' Seq2SeqTrainer with length-grouped sampling (`group_by_length`; in
+                transformers 5 `train_sampling_strategy="group_by_length"`, which groups by *source*
+                length) and DataCollatorForSeq2Seq (labels padded with -100); the project's lr, weight decay,
+                warm-up ratio and clipping; no evaluation, saving or logging; bf16 only where (c) autocasts.
+(c) project   - `study.train.fit`'s training step rebuilt from the project's own building blocks
+                (`study.data.make_loader`, `study.metrics.autocast`, AdamW + `get_linear_schedule_with_warmup`
+                + clipping exactly as `fit`; see `benchmarks.common.ProjectLoop`). `fit` itself is not timed
+                because it evaluates after every epoch and its timer includes the first (warm-up) step; a test
+                checks that this loop reproduces `fit`'s training loss bit for bit.
+
+Each way takes one untimed warm-up step, then `--steps` timed steps: for (a) and (c) one full pass over the
+sample; for (b) Trainer steps 2..steps+1 (timed between `on_step_end` callbacks; its last step opens its
+next epoch). Throughput is pairs/s and *real* target tokens/s (label tokens that are not padding); the
+figure is the median over `--repeats`, the three ways interleaved within every repeat. JSON goes to
+benchmarks/out/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as `python benchmarks/train_throughput.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from study.config import StudyError  # noqa: E402
+from study.regimes import build_model  # noqa: E402
+
+NAME = "train_throughput"
+WAYS = {"original": "(a) original notebook loop", "trainer": "(b) HF Seq2SeqTrainer, group_by_length",
+        "project": "(c) this project (fit's loop)"}
+ALIASES = {"a": "original", "b": "trainer", "c": "project"}
+TARGETS = {"project_vs_original": 4.0, "project_vs_trainer": 1.2}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python benchmarks/train_throughput.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    common.add_common_args(p)
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per way and repeat (default 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="pairs per step, all three ways (default 64, the notebook's)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default 3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of (b) and (c); (a) always uses 1e-3")
+    p.add_argument("--ways", default="original,trainer,project",
+                   help="comma list of original,trainer,project (or a,b,c)")
+    p.add_argument("--original-no-prefix", action="store_true",
+                   help="(a) without the task prefix, as in the notebook (default: same token ids as (b) and (c))")
+    p.add_argument("--profile", action="store_true",
+                   help="afterwards, run torch.profiler over --profile-steps steps of (c) and print the top ops")
+    p.add_argument("--profile-steps", type=int, default=5, help="steps profiled (after one warm-up step)")
+    p.add_argument("--profile-rows", type=int, default=25, help="rows of the top-ops table")
+    return p
+
+
+def parse_ways(text: str) -> list[str]:
+    ways = [ALIASES.get(w.strip(), w.strip()) for w in text.split(",") if w.strip()]
+    unknown = [w for w in ways if w not in WAYS]
+    if unknown or not ways:
+        raise StudyError(f"--ways: unknown {unknown or [text]}; use a comma list of original,trainer,project (or a,b,c)")
+    return [w for w in WAYS if w in ways]
+
+
+# ------------------------------------------------------------------------------------------ (b) Trainer
+
+
+def trainer_unavailable() -> str | None:
+    """Why (b) cannot run here, or None: transformers' Trainer needs `accelerate`."""
+    from transformers.utils import is_accelerate_available
+
+    if is_accelerate_available():
+        return None
+    return "transformers' Trainer needs accelerate>=1.1.0, which is not installed (pip install 'accelerate>=1.1.0')"
+
+
+def trainer_arguments(output_dir: str, *, steps: int, batch_size: int, config, device: torch.device):
+    """Seq2SeqTrainingArguments for (b): length grouping under whichever name this transformers uses."""
+    from transformers import Seq2SeqTrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+    grouping = ({"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in fields
+                else {"group_by_length": True})
+    warmup = ({"warmup_steps": config.warmup_ratio} if "warmup_ratio" not in fields
+              else {"warmup_ratio": config.warmup_ratio})  # transformers 5 takes a float ratio in warmup_steps
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # where the project autocasts to bf16
+    return Seq2SeqTrainingArguments(
+        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=config.lr,
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, lr_scheduler_type="linear",
+        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
+        dataloader_num_workers=0, dataloader_pin_memory=False, use_cpu=device.type == "cpu", bf16=bf16,
+        seed=config.seed, **grouping, **warmup)
+
+
+def time_trainer(model, train, tokenizer, config, device: torch.device, steps: int) -> dict:
+    """(b): steps+1 Trainer steps; the first is the warm-up, the time runs from its end to the last step's end."""
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            common.sync(device)
+            self.ends.append(time.perf_counter())
+
+    class CountingTrainer(Seq2SeqTrainer):
+        counts: list[common.StepStats]
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.counts.append(common.StepStats.of(inputs, -100))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    timer = Timer()
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as output_dir:
+        args = trainer_arguments(output_dir, steps=steps + 1, batch_size=config.batch_size, config=config,
+                                 device=device)
+        trainer = CountingTrainer(
+            model=model, args=args, train_dataset=train.select_columns(["input_ids", "labels"]),
+            data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+            processing_class=tokenizer, callbacks=[timer])
+        trainer.counts = []
+        for quiet in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(quiet)
+        trainer.train()
+    if len(timer.ends) != steps + 1 or len(trainer.counts) != steps + 1:
+        raise common.BenchmarkError(f"the Trainer ran {len(timer.ends)} steps, expected {steps + 1}")
+    return common.throughput(timer.ends[-1] - timer.ends[0], trainer.counts[1:])
+
+
+# ------------------------------------------------------------------------------------------- profiling
+
+
+def profile_project(model, train, tokenizer, config, device: torch.device, steps: int, rows: int) -> dict:
+    """torch.profiler over `steps` steps of (c) after one warm-up step: the phases and the top ops."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    loop = common.ProjectLoop(model, train, tokenizer, config, device, total_steps=steps + 1, regions=True)
+    batches = iter(loop.batches())
+    loop.step(next(batches))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    done = 0
+    with profile(activities=activities) as prof:
+        while done < steps:
+            with record_function("bench/data"):
+                batch = next(batches, None)
+            if batch is None:  # the sample is shorter than the profile: start another pass
+                batches = iter(loop.batches(epoch=2 + done))
+                continue
+            loop.step(batch)
+            done += 1
+        common.sync(device)
+    averages = prof.key_averages()
+    time_key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    phases = {e.key.split("/", 1)[1]: getattr(e, time_key) / 1e3 / steps
+              for e in averages if e.key.startswith("bench/")}
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = averages.table(sort_by=sort_by, row_limit=rows)
+    return {"steps": steps, "phase_ms_per_step": phases, "sort_by": sort_by, "table": table}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    try:
+        return run(args)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    ways = parse_ways(args.ways)
+    skipped = {}
+    if "trainer" in ways and (reason := trainer_unavailable()):
+        skipped["trainer"] = reason
+        ways.remove("trainer")
+        print(f"skipping (b): {reason}", file=sys.stderr, flush=True)
+    for name in ("steps", "batch_size", "repeats", "profile_steps"):
+        common.positive(name.replace("_", "-"), getattr(args, name))
+    device = common.setup_torch(args)
+    bench = common.load_data(args, batch_size=args.batch_size, lr=args.lr, regime="scratch")
+    tokenizer, config = bench.tokenizer, bench.config
+    sample = common.take_pairs(bench.tokenized["train"], args.steps * args.batch_size, args.seed)
+
+    prefix = "" if args.original_no_prefix else config.prefix
+    if args.original_no_prefix:
+        sources = tokenizer(list(sample["en"]))["input_ids"]
+        source_len, target_len = common.corpus_max_lengths(bench.splits, tokenizer, "")
+    else:
+        sources, source_len, target_len = list(sample["input_ids"]), bench.corpus_source_max, bench.corpus_target_max
+    original = common.original_tensors(sources, list(sample["labels"]), source_len, target_len, tokenizer.pad_token_id)
+
+    base_model, counts = build_model(config, tokenizer)  # seeded with --seed: every run starts from these weights
+    results: dict[str, list[dict]] = {w: [] for w in ways}
+    for repeat in range(args.repeats):
+        for way in ways:
+            model = copy.deepcopy(base_model).to(device)
+            if way == "original":
+                loop = common.OriginalLoop(model, original, args.batch_size, args.seed, device, tokenizer.pad_token_id)
+                result = common.time_pass(loop, device)
+            elif way == "trainer":
+                result = time_trainer(model, sample, tokenizer, config, device, args.steps)
+            else:
+                loop = common.ProjectLoop(model, sample, tokenizer, config, device, total_steps=args.steps + 1)
+                result = common.time_pass(loop, device)
+            results[way].append(result)
+            print(f"repeat {repeat + 1}/{args.repeats}  {WAYS[way]:<40} {result['pairs_per_s']:10.1f} pairs/s "
+                  f"{result['tokens_per_s']:10.1f} tokens/s  ({result['seconds']:.2f} s)", flush=True)
+            del model
+            gc.collect()
+
+    summary = {w: {"label": WAYS[w], "pairs_per_s": common.median(r["pairs_per_s"] for r in results[w]),
+                   "tokens_per_s": common.median(r["tokens_per_s"] for r in results[w]),
+                   "padding": results[w][0]["padding"],
+                   "positions_per_step": results[w][0]["positions"] / results[w][0]["steps"],
+                   "repeats": results[w]} for w in ways}
+    ratios = {}
+    for key, other in (("project_vs_original", "original"), ("project_vs_trainer", "trainer")):
+        if "project" in summary and other in summary:
+            ratios[key] = {unit: common.ratio(summary["project"][unit], summary[other][unit])
+                           for unit in ("pairs_per_s", "tokens_per_s")}
+    record = {
+        "benchmark": NAME,
+        "settings": {"model": config.model, "model_label": bench.model_label, "data": config.data,
+                     "total_params": counts["total_params"], "steps": args.steps, "batch_size": args.batch_size,
+                     "sample_pairs": len(sample), "repeats": args.repeats, "lr": args.lr, "seed": args.seed,
+                     "ways": ways, "original_prefix": prefix, "project_prefix": config.prefix,
+                     "corpus_pairs": bench.counts.get("kept"), "train_pairs": len(bench.tokenized["train"]),
+                     "original_source_len": source_len, "original_target_len": target_len,
+                     "sample_mean_source_tokens": common.mean_length(sources),
+                     "sample_mean_target_tokens": common.mean_length(sample["labels"])},
+        "run": common.run_info(args, device),
+        "ways": summary,
+        "skipped": {w: {"label": WAYS[w], "reason": r} for w, r in skipped.items()},
+        "ratios": ratios,
+        "targets": {k: {"target": t, "unit": "tokens_per_s", "met": common.target_met(ratios[k]["tokens_per_s"], t)}
+                    for k, t in TARGETS.items() if k in ratios},
+    }
+    if args.profile:
+        model = copy.deepcopy(base_model).to(device)
+        record["profile"] = profile_project(model, sample, tokenizer, config, device, args.profile_steps,
+                                            args.profile_rows)
+        del model
+    path = common.write_json(common.out_path(args, NAME), record)
+    print_report(record)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def print_report(record: dict) -> None:
+    s = record["settings"]
+    print(f"\ntraining throughput: {s['model_label']} ({s['total_params'] / 1e6:.1f} M parameters, random init), "
+          f"data {s['data']}, {s['steps']} steps x {s['batch_size']} pairs, median of {s['repeats']}, "
+          f"{record['run']['threads']} threads on {record['run']['device']}")
+    print(f"(a) pads every row to the corpus maximum: {s['original_source_len']} source / "
+          f"{s['original_target_len']} target tokens (sample mean {s['sample_mean_source_tokens']:.1f} / "
+          f"{s['sample_mean_target_tokens']:.1f})\n")
+    rows = []
+    for name, label in WAYS.items():
+        if name in record["ways"]:
+            way = record["ways"][name]
+            rows.append([label, way["pairs_per_s"], way["tokens_per_s"], way["positions_per_step"],
+                         f"{100 * way['padding']:.0f}%"])
+        elif name in record["skipped"]:
+            rows.append([label, None, None, None, "skipped"])
+    print(common.format_table(["way", "pairs/s", "real target tokens/s", "positions/step", "padding"], rows))
+    for way in record["skipped"].values():
+        print(f"{way['label']} skipped: {way['reason']}")
+    for key, label in (("project_vs_original", "c/a"), ("project_vs_trainer", "c/b")):
+        if key in record["ratios"]:
+            r, t = record["ratios"][key], record["targets"][key]
+            print(f"{label}: {common.fmt_ratio(r['pairs_per_s'])} pairs/s, {common.fmt_ratio(r['tokens_per_s'])} "
+                  f"tokens/s (target >= {t['target']}x: {'met' if t['met'] else 'not met'})")
+    if "profile" in record:
+        p = record["profile"]
+        print(f"\nprofile of (c), {p['steps']} steps: ms per step by phase: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in p["phase_ms_per_step"].items()))
+        print(p["table"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

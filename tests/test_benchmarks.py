@@ -1,0 +1,287 @@
+"""benchmarks/: every script runs end to end at toy scale and writes its JSON; the original notebook's batches
+really are padded to the corpus maximum with pad-id labels; the project's loop as rebuilt for timing is `fit`'s."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SHARED_PAIRS, SHARED_T5
+from datasets import Dataset, DatasetDict
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import common, eval_throughput, padding, search_efficiency, train_throughput  # noqa: E402
+from study import corpus  # noqa: E402
+from study import data as data_lib  # noqa: E402
+from study.config import Config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "pairs.tsv"
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=0)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(pairs, tmp_path_factory) -> list[str]:
+    """Flags of a toy run: the tiny model on 300 generated pairs, a private cache, one thread."""
+    cache = tmp_path_factory.mktemp("bench-cache")
+    return ["--data", str(pairs), "--model", "tiny", "--cache-dir", str(cache), "--threads", "1"]
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------- smoke: each script
+
+
+def test_train_throughput_runs_and_writes_json(toy, tmp_path, capsys):
+    out = tmp_path / "train.json"
+    argv = [*toy, "--steps", "3", "--batch-size", "8", "--repeats", "1", "--out", str(out),
+            "--profile", "--profile-steps", "2", "--profile-rows", "5"]
+    assert train_throughput.main(argv) == 0
+    record = read(out)
+    assert {"benchmark", "settings", "run", "ways", "skipped", "ratios", "targets", "profile"} <= set(record)
+    expected_trainer = train_throughput.trainer_unavailable() is None
+    assert ("trainer" in record["ways"]) == expected_trainer and ("trainer" in record["skipped"]) != expected_trainer
+    for name, way in record["ways"].items():
+        assert way["pairs_per_s"] > 0 and way["tokens_per_s"] > 0, name
+        assert len(way["repeats"]) == 1
+        run = way["repeats"][0]
+        assert run["steps"] == 3 and run["pairs"] == 24, name  # the same pairs, the same number of steps
+    assert record["ratios"]["project_vs_original"]["tokens_per_s"] > 0
+    assert record["settings"]["sample_pairs"] == 24
+    # (a) computes every row at the corpus maximum: more positions per step than (c)'s own-length batches.
+    assert record["ways"]["original"]["positions_per_step"] >= record["ways"]["project"]["positions_per_step"]
+    assert record["ways"]["original"]["padding"] > record["ways"]["project"]["padding"]
+    assert "aten::" in record["profile"]["table"] and record["profile"]["phase_ms_per_step"]["step"] > 0
+    printed = capsys.readouterr().out
+    assert "c/a:" in printed and "(a) original notebook loop" in printed
+
+
+def test_eval_throughput_runs_and_writes_json(toy, tmp_path):
+    out = tmp_path / "eval.json"
+    argv = [*toy, "--pairs", "8", "--batch-size", "4", "--beams", "1", "2", "--repeats", "1",
+            "--train-steps", "2", "--train-batch-size", "8", "--out", str(out)]
+    assert eval_throughput.main(argv) == 0
+    record = read(out)
+    assert {"benchmark", "settings", "run", "results"} <= set(record)
+    assert [(r["model"], r["num_beams"]) for r in record["results"]] == [
+        ("random init", 1), ("random init", 2), ("trained 2 steps", 1), ("trained 2 steps", 2)]
+    for r in record["results"]:
+        assert r["original"]["sentences_per_s"] > 0 and r["project"]["sentences_per_s"] > 0
+        assert r["ratio"] > 0 and 0 <= r["no_eos_fraction_original"] <= 1
+        # the original's limit is the padded label length, the corpus's longest target
+        assert r["original"]["new_token_limit_per_batch"] == record["settings"]["original_max_length"] - 1
+
+
+def test_padding_script_runs_as_a_file(toy, tmp_path, monkeypatch, capsys):
+    # `python benchmarks/padding.py ...`, in this process (a new interpreter would spend seconds importing torch)
+    out = tmp_path / "padding.json"
+    monkeypatch.setattr(sys, "argv", ["padding.py", *toy, "--batch-size", "16", "--out", str(out)])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "benchmarks" / "padding.py"), run_name="__main__")
+    assert exit_.value.code == 0
+    assert "this project: make_loader" in capsys.readouterr().out
+    record = read(out)
+    p = record["padding"]
+    assert set(p) == {"original", "split_max", "random", "hf_grouped", "project"}
+    # padding to the corpus max >= to the split max >= to each batch's own longest row
+    assert p["original"]["padding"] >= p["split_max"]["padding"] >= p["project"]["padding"] >= 0
+    assert p["project"]["positions_per_real_token"] >= 1
+
+
+def test_search_efficiency_with_a_fake_study(tmp_path, monkeypatch):
+    """The whole flow minus Ray: commands, reading result.json/best.json, the comparison, reuse of finished studies."""
+    monkeypatch.setattr(search_efficiency, "study_run_has", lambda *flags: False)
+    epochs = {"asha": [3, 1, 1, 2], "random": [3, 3, 3, 3]}
+    bleu = {"asha": 10.0, "random": 10.4}
+    commands = []
+
+    def fake_runner(cmd, log):
+        commands.append(cmd)
+        name = cmd[cmd.index("--name") + 1]
+        arm = name.rsplit("-", 1)[1]
+        study = Path(cmd[cmd.index("--results") + 1]) / name / "scratch"
+        for i, n in enumerate(epochs[arm]):
+            trial = study / f"train_scratch_{i:05d}"
+            trial.mkdir(parents=True)
+            lines = [{"epoch": e, "val_bleu": bleu[arm] * e / 3 - i, "time_total_s": 2.0 * e,
+                      "config": {"lr": 1e-3, "batch_size": 32, "num_beams": 1}} for e in range(1, n + 1)]
+            (trial / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (study / "best.json").write_text(json.dumps({"best_val_bleu": bleu[arm], "test_bleu": bleu[arm] - 1,
+                                                     "search_wall_s": sum(epochs[arm]), "pruned": 2}))
+        log.write_text("ok\n")
+        return 0
+
+    argv = ["--num-samples", "4", "--max-epochs", "3", "--results", str(tmp_path / "studies"), "--name", "t",
+            "--out", str(tmp_path / "search.json"), "--data", "pairs.tsv", "--tiny-d-model", "64"]
+    assert search_efficiency.main(argv, runner=fake_runner) == 0
+    asha_cmd, random_cmd = commands
+    assert asha_cmd[1:3] == ["-m", "study.run"] and "--grace-period" not in asha_cmd
+    assert random_cmd[random_cmd.index("--grace-period") + 1] == "3"  # the fallback: ASHA that never prunes
+    for cmd in commands:  # same budget, seed and data; unknown flags passed through
+        assert cmd[cmd.index("--num-samples") + 1] == "4" and cmd[cmd.index("--regime") + 1] == "scratch"
+        assert cmd[-2:] == ["--tiny-d-model", "64"] and "--no-analysis" in cmd and "--data" in cmd
+    record = read(tmp_path / "search.json")
+    arms = record["arms"]
+    assert arms["asha"]["epochs"] == 7 and arms["random"]["epochs"] == 12
+    assert arms["asha"]["best_val_bleu"] == pytest.approx(10.0) and arms["random"]["trials"] == 4
+    assert arms["random"]["label"] == search_efficiency.FALLBACK_LABEL
+    c = record["comparison"]
+    assert c["epoch_ratio"] == pytest.approx(7 / 12) and c["bleu_ratio"] == pytest.approx(10.0 / 10.4)
+    assert c["targets"]["met"] is False  # 58 % of the epochs is more than half
+
+    commands.clear()  # a rerun under the same name reuses the finished studies
+    assert search_efficiency.main(argv, runner=fake_runner) == 0
+    assert commands == []
+
+
+def test_search_random_arm_uses_the_flags_when_study_run_has_them(monkeypatch):
+    monkeypatch.setattr(search_efficiency, "study_run_has", lambda *flags: True)
+    flags, label = search_efficiency.random_arm("auto", 4)
+    assert flags == ["--searcher", "random", "--scheduler", "none"] and "RandomSampler" in label
+    monkeypatch.setattr(search_efficiency, "study_run_has", lambda *flags: False)
+    assert search_efficiency.random_arm("auto", 4)[0] == ["--grace-period", "4"]
+    assert search_efficiency.main(["--random-mode", "flags", "--arms", "random"], runner=lambda cmd, log: 0) == 2
+
+
+def test_bad_config_directory_is_one_clear_error(tmp_path, capsys):
+    assert train_throughput.main(["--config", str(tmp_path), "--steps", "1"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the original notebook's defining flaw
+
+
+def _tokenized(tokenizer) -> tuple[DatasetDict, Dataset]:
+    """Short training pairs, and a test split holding the corpus's longest sentence."""
+    en = ["A cat.", "The small dog sees a red car today.", "I am here.", "We eat.", "She reads a very old book.",
+          "He is happy.", "You have a friend.", "They like the blue house."]
+    fr = ["Un chat.", "Le petit chien voit une voiture rouge aujourd'hui.", "Je suis ici.", "Nous mangeons.",
+          "Elle lit un très vieux livre.", "Il est heureux.", "Tu as un ami.", "Ils aiment la maison bleue."]
+    long_en = "The old teacher and the happy child will quickly find the small green book under the tree near the river."
+    long_fr = "Le vieux professeur et l'enfant heureux trouveront vite le petit livre vert sous l'arbre près de la rivière."
+    splits = DatasetDict({"train": Dataset.from_dict({"en": en, "fr": fr}),
+                          "validation": Dataset.from_dict({"en": ["Hello."], "fr": ["Bonjour."]}),
+                          "test": Dataset.from_dict({"en": [long_en], "fr": [long_fr]})})
+    prefix = Config().prefix
+    train = Dataset.from_dict({
+        "input_ids": tokenizer([prefix + s for s in en])["input_ids"],
+        "labels": tokenizer(text_target=fr)["input_ids"]})
+    return splits, train
+
+
+def test_original_batches_pad_to_the_corpus_max_with_pad_id_labels(spm_tokenizer):
+    splits, train = _tokenized(spm_tokenizer)
+    source_max, target_max = common.corpus_max_lengths(splits, spm_tokenizer, Config().prefix)
+    sources, targets = list(train["input_ids"]), list(train["labels"])
+    # The corpus max comes from the long test sentence, not from the training rows being batched.
+    assert source_max > max(map(len, sources)) and target_max > max(map(len, targets))
+    pad = spm_tokenizer.pad_token_id
+    assert pad == 0
+    tensors = common.original_tensors(sources, targets, source_max, target_max, pad)
+    original = list(common.original_batches(tensors, 4, seed=0))
+    project = list(data_lib.make_loader(train, spm_tokenizer, 4, shuffle=True, seed=0))
+    assert len(original) == len(project) == 2
+    for batch in original:
+        # every batch at the corpus maximum, whatever its own rows' lengths
+        assert batch["input_ids"].shape == (4, source_max) and batch["labels"].shape == (4, target_max)
+        assert (batch["labels"] == -100).sum() == 0 and (batch["labels"] == pad).sum() > 0
+        # so the loss is averaged over every label position, padding included
+        assert (batch["labels"] != -100).sum() == batch["labels"].numel()
+    for batch in project:
+        longest = int(batch["attention_mask"].sum(1).max())
+        assert batch["input_ids"].shape[1] == longest < source_max
+        assert batch["labels"].shape[1] < target_max
+        assert (batch["labels"] == pad).sum() == 0 and (batch["labels"] == -100).sum() > 0
+    # Row by row, the same real tokens: (a) pads labels with 0 exactly where (c) has -100.
+    by_source = {tuple(row[m.bool()].tolist()): lab for b in project
+                 for row, m, lab in zip(b["input_ids"], b["attention_mask"], b["labels"])}
+    for b in original:
+        for row, mask, labels in zip(b["input_ids"], b["attention_mask"], b["labels"]):
+            theirs = by_source[tuple(row[mask.bool()].tolist())]
+            n = int((theirs != -100).sum())
+            assert torch.equal(labels[:n], theirs[:n]) and (labels[n:] == pad).all()
+            assert (theirs[n:] == -100).all()
+
+
+def test_original_padding_costs_real_loss_positions(spm_tokenizer):
+    """With pad-id labels a T5 loss trains on padding: it differs from the loss over real tokens only."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    _, train = _tokenized(spm_tokenizer)
+    sources, targets = list(train["input_ids"])[:2], list(train["labels"])[:2]
+    tensors = common.original_tensors(sources, targets, 40, 40, 0)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(spm_tokenizer), d_model=32, d_kv=8, d_ff=64,
+                                                num_layers=1, num_heads=4, decoder_start_token_id=0)).eval()
+    with torch.no_grad():
+        padded = model(**tensors).loss
+        ignored = tensors["labels"].masked_fill(tensors["labels"] == 0, -100)
+        real = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"], labels=ignored).loss
+    assert not torch.isclose(padded, real)
+
+
+# ---------------------------------------------------------------- (c) as timed is fit's training, exactly
+
+
+def test_project_loop_reproduces_fit_training_loss(toy, tmp_path):
+    from study.regimes import build_model
+    from study.train import PreparedData, fit, prepare_data
+
+    cache = toy[toy.index("--cache-dir") + 1]
+    config = Config(data=toy[1], model="tiny", regime="scratch", cache_dir=cache, batch_size=8, epochs=1,
+                    tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, max_train_pairs=40, max_eval_pairs=2,
+                    eval_batch_size=2, max_target_tokens=24, torch_threads=1)
+    prepared = prepare_data(config)
+    data = PreparedData(prepared.tokenizer, prepared.train, prepared.validation, prepared.validation)
+    reported = []
+    fit(config, data, lambda metrics, save: reported.append(metrics))
+    steps = len(data_lib.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True, seed=config.seed))
+
+    model, _ = build_model(config, data.tokenizer)
+    loop = common.ProjectLoop(model, data.train, data.tokenizer, config, torch.device("cpu"), total_steps=steps)
+    stats = [loop.step(batch) for batch in loop.batches(epoch=1)]
+    assert len(stats) == steps and sum(s.pairs for s in stats) == len(data.train)
+    assert loop.loss_sum / loop.tokens == pytest.approx(reported[-1]["train_loss"], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------ with ../shared
+
+
+@pytest.mark.skipif(not (SHARED_T5 / "config.json").exists() or not SHARED_PAIRS.exists(),
+                    reason="../shared/t5-small or ../shared/data/eng-fra.tsv not present")
+def test_padding_on_real_pairs_with_t5_small_tokenizer(tmp_path):
+    lines = SHARED_PAIRS.read_text(encoding="utf-8").splitlines()
+    subset = tmp_path / "real.tsv"
+    subset.write_text("\n".join(lines[::len(lines) // 1500 or 1]) + "\n", encoding="utf-8")  # short to long
+    out = tmp_path / "padding.json"
+    assert padding.main(["--data", str(subset), "--config", str(SHARED_T5), "--cache-dir", str(tmp_path / "cache"),
+                         "--threads", "1", "--out", str(out)]) == 0
+    p = read(out)["padding"]
+    assert p["project"]["padding"] < 0.5 * p["original"]["padding"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BENCH_SLOW"), reason="starts Ray twice (about a minute); set BENCH_SLOW=1")
+def test_search_efficiency_real_studies(pairs, tmp_path):
+    argv = ["--num-samples", "2", "--max-epochs", "2", "--max-train-pairs", "100", "--data", str(pairs),
+            "--results", str(tmp_path / "studies"), "--name", "toy", "--out", str(tmp_path / "search.json"),
+            "--cache-dir", str(tmp_path / "cache"), "--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-d-ff", "128",
+            "--tiny-vocab-size", "500", "--max-eval-pairs", "20"]
+    assert search_efficiency.main(argv) == 0
+    arms = read(tmp_path / "search.json")["arms"]
+    assert arms["random"]["trials"] == arms["asha"]["trials"] == 2
+    assert arms["random"]["epochs"] == 4 and 2 <= arms["asha"]["epochs"] <= 4
