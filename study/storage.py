@@ -68,6 +68,7 @@ class StudyLocation:
         import pyarrow.fs
 
         fs, path = self._fs()
+        fs.create_dir(path, recursive=True)  # some filesystems (file://) need the folder to exist first
         pyarrow.fs.copy_files(str(self.local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
                               destination_filesystem=fs)
 

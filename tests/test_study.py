@@ -97,7 +97,8 @@ def _completed(db: Path) -> int:
 
 def test_interrupted_study_resumes_without_rerunning_finished_trials(pairs, tmp_path):
     space = write_space(tmp_path / "space.yaml", [3e-3, 2e-3])
-    argv = study_argv(pairs, tmp_path, "resumable", space, samples=3, epochs=2)
+    # No ASHA here: this test is about resuming, and every trial must run its full budget.
+    argv = study_argv(pairs, tmp_path, "resumable", space, samples=3, epochs=2) + ["--scheduler", "none"]
     study_dir = tmp_path / "results" / "resumable"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
