@@ -153,13 +153,17 @@ def start_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
 
 
-def finish_budget(budget: Budget) -> Budget:
+def finish_budget(budget: Budget, address: str | None = None) -> Budget:
     """Fill in the defaults that depend on the cluster: GPUs per trial and concurrency."""
     import ray
 
     resources = ray.cluster_resources()
     if budget.gpus_per_trial < 0:
         budget.gpus_per_trial = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        if address and not budget.gpus_per_trial:
+            # An autoscaling cluster starts with no GPU worker: without this flag trials would run on CPUs.
+            print("warning: the cluster has no GPU yet, so trials get none; pass --gpus-per-trial 1 "
+                  "(and --max-concurrent N) to make it scale up GPU workers", file=sys.stderr, flush=True)
     if not budget.max_concurrent:
         by_cpu = int(resources.get("CPU", 1) // budget.cpus_per_trial)
         by_gpu = int(resources.get("GPU", 0) // budget.gpus_per_trial) if budget.gpus_per_trial else by_cpu
@@ -270,7 +274,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         raise StudyError(f"{where.local} exists already; pick another --name")
 
     start_ray(args.address)
-    budget = finish_budget(budget)
+    budget = finish_budget(budget, args.address)
     from study.regimes import REGIMES
     from study.train import prepare_data
 
