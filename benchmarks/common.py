@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -346,3 +347,22 @@ def fmt_ratio(value: float | None) -> str:
 
 def target_met(value: float | None, target: float) -> bool | None:
     return None if value is None else value >= target
+
+
+def cli(build_parser, run, argv: list[str] | None) -> int:
+    """A benchmark's entry point: parse, run, and turn a StudyError into one line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    try:
+        return run(args)
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def finish(args, name: str, record: dict, print_report) -> int:
+    """Write the benchmark's JSON, print its table and where the JSON went."""
+    path = write_json(out_path(args, name), record)
+    print_report(record)
+    print(f"\nwrote {path}")
+    return 0

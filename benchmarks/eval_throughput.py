@@ -125,13 +125,7 @@ def timed(fn):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
-    try:
-        return run(args)
-    except StudyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return common.cli(build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,10 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "run": common.run_info(args, device),
         "results": results,
     }
-    path = common.write_json(common.out_path(args, NAME), record)
-    print_report(record)
-    print(f"\nwrote {path}")
-    return 0
+    return common.finish(args, NAME, record, print_report)
 
 
 def print_report(record: dict) -> None:

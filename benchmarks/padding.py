@@ -66,13 +66,7 @@ def chunks(order: list[int] | np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
-    try:
-        return run(args)
-    except StudyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return common.cli(build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "project_vs_original_positions": summary["original"]["positions_per_real_token"]
         / summary["project"]["positions_per_real_token"],
     }
-    path = common.write_json(common.out_path(args, NAME), record)
-    print_report(record)
-    print(f"\nwrote {path}")
-    return 0
+    return common.finish(args, NAME, record, print_report)
 
 
 def print_report(record: dict) -> None:

@@ -187,13 +187,7 @@ def profile_project(model, train, tokenizer, config, device: torch.device, steps
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
-    try:
-        return run(args)
-    except StudyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return common.cli(build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -269,10 +263,7 @@ def run(args: argparse.Namespace) -> int:
         record["profile"] = profile_project(model, sample, tokenizer, config, device, args.profile_steps,
                                             args.profile_rows)
         del model
-    path = common.write_json(common.out_path(args, NAME), record)
-    print_report(record)
-    print(f"\nwrote {path}")
-    return 0
+    return common.finish(args, NAME, record, print_report)
 
 
 def print_report(record: dict) -> None:
