@@ -138,9 +138,26 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     return config, budget, regimes, spaces
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a host:port nobody answers at: ray.init would retry for minutes."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and friends: Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise StudyError(f"cannot reach a Ray cluster at {address} ({err.strerror or err}); "
+                         f"start one with `ray start --head` or drop --address to run locally") from err
+
+
 def start_ray(address: str | None) -> None:
     import ray
 
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():  # called again in one process (a notebook, the tests): keep that Ray
         return
     if address:

@@ -138,6 +138,7 @@ def test_interrupted_study_resumes_without_rerunning_finished_trials(pairs, tmp_
     (["--cpus-per-trial", "-1"], "--cpus-per-trial"),
     (["--resume", "no-such-study"], "no study named"),
     (["--preset", "paper"], "needs --data"),
+    (["--address", "127.0.0.1:1", "--regime", "scratch"], "cannot reach a Ray cluster"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, needle, tmp_path, capsys):
     code = run_main(argv + ["--results", str(tmp_path / "results")])
