@@ -44,6 +44,15 @@ def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+def signatures() -> dict[str, str]:
+    """The sacrebleu signatures of the BLEU and chrF this module reports (recorded with every result).
+
+    sacrebleu only knows the signature (it includes the number of references) after scoring something.
+    """
+    scores = translation_scores(["a"], ["a"])
+    return {"bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"]}
+
+
 def generation_limit(source_len: int, max_target_tokens: int) -> int:
     """New tokens allowed for a source of `source_len` content tokens (task prefix excluded): French runs
     ~1.2x English, plus slack for short sentences."""

@@ -9,7 +9,6 @@ span-corruption objective on monolingual text); a random initialisation is never
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -141,10 +140,7 @@ def model_config(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5Config
 
 def random_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
     """The architecture of `config.model` with a fresh random initialisation (seeded by the caller)."""
-    model_cfg = model_config(config, tokenizer)
-    if model_cfg.vocab_size < len(tokenizer):
-        raise StudyError(f"model vocabulary ({model_cfg.vocab_size}) is smaller than the tokenizer's ({len(tokenizer)})")
-    return T5ForConditionalGeneration(model_cfg)
+    return T5ForConditionalGeneration(model_config(config, tokenizer))
 
 
 def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,
@@ -170,9 +166,3 @@ def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,
 def load_state_dict(model_dir: str | Path) -> dict:
     """The weights of a saved model directory, as a plain state_dict (CPU tensors)."""
     return T5ForConditionalGeneration.from_pretrained(str(model_dir)).state_dict()
-
-
-def describe_model_dir(path: str | Path) -> dict:
-    """A model directory's config as a dict (for the study record)."""
-    cfg = Path(path) / "config.json"
-    return json.loads(cfg.read_text()) if cfg.exists() else {}

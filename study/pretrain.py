@@ -35,6 +35,7 @@ from transformers import DataCollatorForSeq2Seq, T5ForConditionalGeneration, get
 
 from study import models
 from study.config import Config, StudyError, add_config_flags, config_from_flags
+from study.data import tokenizer_fingerprint
 from study.metrics import autocast
 from study.train import pick_device, prepare_text
 
@@ -301,15 +302,6 @@ def monolingual_corpus(en_texts: list[str], fr_texts: list[str], seed: int) -> l
     return [t for pair in zip(en[:n], fr[:n], strict=True) for t in pair] + en[n:] + fr[n:]
 
 
-def _tokenizer_hash(tokenizer) -> str:
-    h = hashlib.sha256(f"{len(tokenizer)}\0{tokenizer.pad_token_id}\0{tokenizer.eos_token_id}".encode())
-    h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # the unigram scores and normalizer, which decide how text splits into pieces
-        h.update(backend.to_str().encode())
-    return h.hexdigest()
-
-
 def upstream_key(config: Config, tokenizer, texts: list[str], settings: PretrainSettings) -> str:
     """Cache key of an upstream: the corpus (`texts`, both languages), tokenizer, model sizes, seed, settings."""
     h = hashlib.sha256()
@@ -318,7 +310,7 @@ def upstream_key(config: Config, tokenizer, texts: list[str], settings: Pretrain
     description = {
         "version": PRETRAIN_VERSION,
         "texts": h.hexdigest(),
-        "tokenizer": _tokenizer_hash(tokenizer),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
         "model": {name: getattr(config, name) for name in _TINY_FIELDS},
         "seed": config.seed,
         "settings": dataclasses.asdict(settings),

@@ -58,16 +58,16 @@ def versions() -> dict[str, str | None]:
 
 
 def study_record(config: Config, budget, regimes: list[str], preset: str, spaces: dict, name: str) -> dict:
-    from study.metrics import translation_scores
+    from study.metrics import signatures
 
-    signatures = translation_scores(["a"], ["a"])
+    signature = signatures()
     return {
         "name": name, "preset": preset, "regimes": regimes, "seed": config.seed,
         "config": config.to_dict(), "budget": asdict(budget),
         "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha}
                           for r, s in spaces.items()},
         "versions": versions(), "git_commit": git_commit(),
-        "bleu_signature": signatures["bleu_signature"], "chrf_signature": signatures["chrf_signature"],
+        **signature,
         "host": platform.node(), "cluster_resources": _cluster_resources(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -83,7 +83,7 @@ def _cluster_resources() -> dict:
 
 def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search_wall_s: float) -> dict:
     """Restore the regime's best trial (ranked by its best epoch's val_bleu) and score it once on test."""
-    from study.metrics import evaluate, translation_scores
+    from study.metrics import evaluate, signatures
     from study.train import load_trained_model, pick_device
 
     scored = [r for r in grid if r.metrics and "val_bleu" in r.metrics]
@@ -125,7 +125,7 @@ def evaluate_best(grid, regime: str, base: Config, data, study_dir: Path, search
         "total_params": int(best.metrics.get("total_params", 0)),
         "epochs_per_trial": epochs_per_trial, "test_pairs": len(references),
         "checkpoint": checkpoint.path if checkpoint is not None else None,
-        "bleu_signature": translation_scores(["a"], ["a"])["bleu_signature"],
+        "bleu_signature": signatures()["bleu_signature"],
         "config": config.to_dict(),
     }
     if regime == "upstream":
