@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from transformers import (
+    AddedToken,
     AutoConfig,
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -61,10 +62,17 @@ def train_tiny_tokenizer(en: list[str], fr: list[str], config: Config) -> PreTra
 
     The ids follow T5's convention — pad 0, eos 1, unk 2, no bos — and transformers' T5Tokenizer adds
     the 100 sentinels at the top of the vocabulary, exactly like t5-small's `spiece.model`.
+
+    The task prefix becomes one token of its own, added after the sentinels. The training text never
+    contains it, so otherwise it is spelled piece by piece, with `<unk>` for "F" and ":" (22 tokens on the
+    bundled corpus, more than the sentence): noise every model must first learn to ignore. It cost scratch
+    training over two thirds of its validation BLEU after 3 epochs on 8,000 pairs (11.6 against 38.3).
     """
     import sentencepiece as spm
 
-    key = f"{_hash_texts(en, fr)}-v{config.tiny_vocab_size}"
+    prefix = config.prefix.strip()
+    key = f"{_hash_texts(en, fr)}-v{config.tiny_vocab_size}" + (
+        f"-p{hashlib.sha256(prefix.encode()).hexdigest()[:8]}" if prefix else "")
     final = Path(config.cache_dir) / "tokenizers" / key
     if not (final / "tokenizer_config.json").exists():
         tmp = _atomic_dir(final)
@@ -81,7 +89,10 @@ def train_tiny_tokenizer(en: list[str], fr: list[str], config: Config) -> PreTra
                 num_threads=1, minloglevel=2,
             )
             (tmp / "spiece.vocab").unlink(missing_ok=True)
-            T5Tokenizer.from_pretrained(str(tmp)).save_pretrained(str(tmp))
+            tokenizer = T5Tokenizer.from_pretrained(str(tmp))
+            if prefix:  # matched in the raw text, before SentencePiece splits it at spaces
+                tokenizer.add_tokens([AddedToken(prefix, normalized=False)])
+            tokenizer.save_pretrained(str(tmp))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

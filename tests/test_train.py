@@ -12,7 +12,7 @@ import torch
 
 from study import corpus
 from study.config import Config
-from study.metrics import generation_limit, token_nll, translate, translation_scores
+from study.metrics import generation_limit, prefix_length, token_nll, translate, translation_scores
 from study.models import random_model
 from study.regimes import REGIMES, parameter_counts
 from study.train import PreparedData, fit, prepare_data
@@ -37,6 +37,21 @@ def small_config(tmp_path_factory) -> Config:
 @pytest.fixture(scope="module")
 def small_data(small_config) -> PreparedData:
     return prepare_data(small_config)
+
+
+def test_tiny_tokenizer_gives_the_task_prefix_one_token(small_config, small_data, tmp_path):
+    """The corpus never contains the prefix: spelled by the corpus's pieces it was 22 tokens, two of them
+    <unk>, longer than the sentence. It must be a single known token, before and after a save/load."""
+    from transformers import AutoTokenizer
+
+    tok = small_data.tokenizer
+    source = small_data.train[0]["input_ids"]
+    assert tok.convert_ids_to_tokens(source[0]) == small_config.prefix.strip()
+    assert tok.unk_token_id not in source
+    assert tok.decode(source, skip_special_tokens=True) == small_config.prefix + small_data.train[0]["en"]
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)(small_config.prefix + "Hello.").input_ids[0] == source[0]
+    assert prefix_length(tok, small_config.prefix) == 1
 
 
 def test_loss_ignores_padding(small_config, small_data):
