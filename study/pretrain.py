@@ -39,7 +39,7 @@ from study.data import tokenizer_fingerprint
 from study.metrics import autocast
 from study.train import pick_device, prepare_text
 
-PRETRAIN_VERSION = "1"  # bump whenever this module changes what the pretrained weights would be
+PRETRAIN_VERSION = "2"  # bump whenever this module changes what the pretrained weights would be
 MAX_TOKENS = 128  # longer sentences are cut: bounds memory and keeps the spans under T5's 100 sentinels
 WARMUP_FRACTION = 0.05
 WEIGHT_DECAY = 0.01
@@ -50,17 +50,22 @@ _TINY_FIELDS = ("tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads", 
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    # ~2 minutes for the default tiny model on 2 otherwise idle CPU cores: measured ~105 ms a step on the
-    # bundled corpus with 2 torch threads, i.e. ~1.6 passes over its 48,000 training sentences. The loss
-    # has left its steep part by step ~200 and then falls slowly (about 2.3 -> 1.8 over steps 100-800).
+    # Chosen by measurement (benchmarks/pretraining_gain.py and the README's "What pre-training buys"):
+    # - packing (as T5 packs C4 into 512-token sequences): 64-token examples of ~6 sentences carry ~3 noise
+    #   spans each instead of one, and gave fine-tuning a lower validation loss than single sentences;
+    # - lr 5e-4, not 2e-3: at 2e-3 every encoder head of layer 2 put 80-100 % of its attention on one
+    #   position ('.' or '</s>') and the encoder's outputs collapsed onto one direction (mean cosine
+    #   0.99 between tokens); fine-tuned, that model ignored the source (3 BLEU where scratch had 12).
+    # About 1 min 30 s for 800 steps of the default tiny model on 2 CPU cores.
     steps: int = 1200
-    batch_size: int = 64
-    lr: float = 2e-3
+    batch_size: int = 16  # examples (packed sequences) per step: ~1,000 tokens
+    lr: float = 5e-4
     noise_density: float = 0.15  # T5's defaults
     mean_span_length: float = 3.0
-    # Our examples are single sentences of ~10 tokens, i.e. one noise span each; unrolled, T5's mask puts
-    # it on the last tokens every time (T5 packs 512-token sequences, where this bias does not matter).
+    # Unrolled, T5's mask always ends in noise; on short examples that would always hide the last tokens
+    # (on T5's 512-token sequences this bias does not matter). A random roll moves the spans anywhere.
     random_roll: bool = True
+    pack_tokens: int = 64  # 0: one sentence per example
 
 
 # ------------------------------------------------------------------------------------ span corruption
@@ -142,6 +147,32 @@ def sentinel_ids_of(tokenizer) -> list[int]:
     return ids
 
 
+def pack(sequences: list[list[int]], pack_tokens: int, order) -> list[list[int]]:
+    """The sentences in `order`, concatenated greedily into examples of at most `pack_tokens` tokens.
+    Whole sentences only: a sentence longer than `pack_tokens` is an example of its own."""
+    examples: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and len(current) + len(sequences[i]) > pack_tokens:
+            examples.append(current)
+            current = []
+        current = current + sequences[i]
+    if current:
+        examples.append(current)
+    return examples
+
+
+def _packed_batches(sequences: list[list[int]], pack_tokens: int, batch_size: int, rng: np.random.Generator):
+    """Batches of packed examples forever; each pass over the corpus packs a fresh permutation."""
+    batch: list[list[int]] = []
+    while True:
+        for example in pack(sequences, pack_tokens, rng.permutation(len(sequences))):
+            batch.append(example)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+
+
 def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator):
     """Index batches forever: per epoch a fresh permutation, sorted by length within pools (little padding,
     yet each batch mixes sentences from all over the corpus), the pool's batches in random order."""
@@ -164,9 +195,9 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, steps: int, batch_size: int = 64,
-             lr: float = 2e-3, noise_density: float = 0.15, mean_span_length: float = 3.0,
-             random_roll: bool = True, progress: bool = True) -> Path:
+def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, steps: int, batch_size: int = 16,
+             lr: float = 5e-4, noise_density: float = 0.15, mean_span_length: float = 3.0,
+             random_roll: bool = True, pack_tokens: int = 64, progress: bool = True) -> Path:
     """Pretrain the tiny T5 of `config` on `texts` with span corruption; save it to `out_dir` and return it.
 
     `out_dir` becomes a normal Hugging Face model directory (model, tokenizer) plus `pretrain.json`
@@ -176,6 +207,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     out_dir = Path(out_dir)
     if steps <= 0 or batch_size <= 0 or not lr > 0:
         raise StudyError(f"steps, batch size and lr must be positive, got {steps}, {batch_size}, {lr}")
+    if not 0 <= pack_tokens <= MAX_TOKENS:
+        raise StudyError(f"pack tokens must be between 0 (no packing) and {MAX_TOKENS}, got {pack_tokens}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise StudyError(f"{out_dir} already exists and is not empty; delete it or choose another output directory")
     if config.torch_threads:
@@ -200,17 +233,21 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * steps), steps)
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
+        unit = f"examples packed to {pack_tokens} tokens" if pack_tokens else "sentences"
         print(f"pretraining tiny T5 ({n_params / 1e6:.2f} M parameters) for {steps} steps of {batch_size} "
-              f"sentences on {len(sequences)} sentences ({device})", flush=True)
+              f"{unit}, from {len(sequences)} sentences ({device})", flush=True)
 
     losses: list[float] = []
-    batches = _batches(lengths, batch_size, rng)
+    if pack_tokens:
+        batches = _packed_batches(sequences, pack_tokens, batch_size, rng)
+    else:
+        batches = ([sequences[i] for i in batch] for batch in _batches(lengths, batch_size, rng))
     report_every = max(1, steps // 20)
     start = time.perf_counter()
     for step in range(1, steps + 1):
         examples = []
-        for i in next(batches):
-            source, target = span_corrupt(sequences[i], rng, sentinels, eos, noise_density, mean_span_length,
+        for ids in next(batches):
+            source, target = span_corrupt(ids, rng, sentinels, eos, noise_density, mean_span_length,
                                           random_roll)
             examples.append({"input_ids": source, "labels": target})
         batch = {k: v.to(device) for k, v in collator(examples).items()}  # padded per batch; labels with -100
@@ -235,7 +272,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     record = {
         "version": PRETRAIN_VERSION, "seed": config.seed,
         "settings": {"steps": steps, "batch_size": batch_size, "lr": lr, "noise_density": noise_density,
-                     "mean_span_length": mean_span_length, "random_roll": random_roll},
+                     "mean_span_length": mean_span_length, "random_roll": random_roll,
+                     "pack_tokens": pack_tokens},
         "fixed": {"warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY,
                   "max_grad_norm": MAX_GRAD_NORM, "max_tokens": MAX_TOKENS},
         "model": {name: getattr(config, name) for name in _TINY_FIELDS} | {"parameters": n_params},
@@ -347,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     defaults = PretrainSettings(steps=Config().pretrain_steps)
     parser = argparse.ArgumentParser(prog="python -m study.pretrain", description=__doc__.split("\n\n")[0])
     # dests carry a pt_ prefix: Config has its own batch_size and lr, which config_from_flags would pick up
-    for flag, kind, what in [("steps", int, "optimizer steps"), ("batch_size", int, "sentences per step"),
+    for flag, kind, what in [("steps", int, "optimizer steps"), ("batch_size", int, "examples per step"),
                              ("lr", float, "peak AdamW learning rate"),
                              ("noise_density", float, "fraction of tokens dropped"),
-                             ("mean_span_length", float, "mean length of a dropped span")]:
+                             ("mean_span_length", float, "mean length of a dropped span"),
+                             ("pack_tokens", int, "pack sentences into examples of up to this many tokens (0: no)")]:
         parser.add_argument("--" + flag.replace("_", "-"), dest="pt_" + flag, type=kind, metavar=flag.upper(),
                             default=getattr(defaults, flag), help=f"{what} (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="pretrain into this new directory, not the cache")

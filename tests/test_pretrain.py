@@ -128,6 +128,23 @@ def test_monolingual_corpus_breaks_the_alignment():
     assert neighbours < 10  # a translation next to its sentence only by chance (~2 expected)
 
 
+def test_pack_keeps_every_sentence_whole_and_in_order():
+    rng = np.random.default_rng(0)
+    sentences = [[int(k)] * int(n) for k, n in enumerate(rng.integers(1, 20, size=300))] + [[999] * 90]
+    order = rng.permutation(len(sentences))
+    examples = pt.pack(sentences, 64, order)
+    assert [t for ex in examples for t in ex] == [t for i in order for t in sentences[i]]  # nothing lost or moved
+    assert all(len(ex) <= 64 for ex in examples if ex != [999] * 90)  # only the overlong sentence is alone
+    lengths = [len(ex) for ex in examples]
+    firsts = [len(sentences[i]) for i in order]
+    # greedy: an example ends only where the next sentence would not fit
+    starts = np.cumsum([0] + lengths)[:-1]
+    sentence_starts = dict(zip(np.cumsum([0] + firsts)[:-1].tolist(), firsts, strict=True))
+    for start, length in zip(starts[1:], lengths[:-1], strict=True):
+        assert length + sentence_starts[int(start)] > 64
+    assert 3 < np.mean(lengths) / np.mean(firsts) < 7  # several sentences per example
+
+
 # ------------------------------------------------------------------------------------ real pretraining
 
 
@@ -156,13 +173,14 @@ def tiny(tmp_path_factory):
     return config, models.train_tiny_tokenizer(en, fr, config), en, fr
 
 
-def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path):
+@pytest.mark.parametrize("pack_tokens", [0, 64])
+def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path, pack_tokens):
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
     config, tokenizer, en, fr = tiny
     out = tmp_path / "upstream"
     path = pt.pretrain(config, tokenizer, pt.monolingual_corpus(en, fr, 0), out, steps=40, batch_size=32,
-                       lr=5e-3, progress=False)
+                       lr=5e-3, pack_tokens=pack_tokens, progress=False)
     assert path == out
     model = T5ForConditionalGeneration.from_pretrained(out)
     assert model.config.d_model == 32 and model.config.vocab_size == len(tokenizer)
@@ -220,6 +238,7 @@ def test_upstream_key_covers_every_input(tiny):
         pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(steps=settings.steps + 1)),
         pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(lr=1e-3)),
         pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(noise_density=0.3)),
+        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(pack_tokens=0)),
         pt.upstream_key(config, tokenizer, texts[:-1], settings),
         pt.upstream_key(config.replace(seed=1), tokenizer, texts, settings),
         pt.upstream_key(config.replace(tiny_d_ff=128), tokenizer, texts, settings),
