@@ -10,7 +10,9 @@ section 3.1.4): drop ~15% of the tokens in spans of mean length 3, replace each 
     target: "<extra_id_0> for inviting <extra_id_1> last</s>"
 
 The text is the training split only (validation and test never reach pretraining), English and French
-shuffled independently, so the model never sees a sentence next to its translation. Results are cached
+shuffled independently, so the model never sees a sentence next to its translation. As T5 packs C4 text
+into 512-token sequences, consecutive sentences (in a fresh random order each pass) are packed into
+64-token examples before corruption, so an example holds several noise spans. Results are cached
 under `<cache_dir>/upstream/<key>`, the key hashing everything that changes the weights.
 
     python -m study.pretrain                   # pretrain (or reuse) the upstream of `--data sample`

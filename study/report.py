@@ -107,8 +107,14 @@ def findings(a: StudyAnalysis) -> list[str]:
             d = bleu[r] - bleu["scratch"]
             verdict = ("pre-training helped here" if d >= 1 else "within 1 BLEU, so this test set cannot tell them apart"
                        if d > -1 else "`scratch` did better: pre-training did not help on this run")
-            out.append(f"Pre-training: `{r}` scored {bleu[r]:.2f} test BLEU against {bleu['scratch']:.2f} for `scratch` "
-                       f"(random init), {d:+.2f}: {verdict}.")
+            s = (f"Pre-training: `{r}` scored {bleu[r]:.2f} test BLEU against {bleu['scratch']:.2f} for `scratch` "
+                 f"(random init), {d:+.2f}: {verdict}.")
+            loss_r, loss_s = done.loc[r, "test_loss"], done.loc["scratch", "test_loss"]
+            if pd.notna(loss_r) and pd.notna(loss_s) and (loss_r < loss_s) != (d > 0):
+                s += (f" Test loss says the opposite ({loss_r:.3f} vs {loss_s:.3f}): `{'scratch' if d > 0 else r}` "
+                      "gives the references more probability yet translates worse by BLEU, which scores the one "
+                      "output decoding picks.")
+            out.append(s)
     elif pretrained:
         out.append("Whether pre-training helped needs a finished `scratch` regime to compare with.")
     if len(pretrained) == 2:

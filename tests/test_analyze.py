@@ -149,14 +149,19 @@ def test_report_names_the_winner_and_calls_small_gaps_noise(studies, tmp_path):
     shutil.copytree(study / "scratch", study / "full")
     record = json.loads((study / "study.json").read_text())
     (study / "study.json").write_text(json.dumps({**record, "regimes": ["scratch", "full"]}))
-    scratch = json.loads((study / "scratch" / "best.json").read_text())["test_bleu"]
-    for gap, words in ((5.0, "pre-training helped here"), (0.4, "within the noise of a single test set")):
+    scratch_best = json.loads((study / "scratch" / "best.json").read_text())
+    scratch, scratch_loss = scratch_best["test_bleu"], scratch_best["test_loss"]
+    # (BLEU gap, loss gap): when loss and BLEU disagree, the report says so instead of picking one
+    for gap, loss_gap, words in ((5.0, 0.1, "pre-training helped here"),
+                                 (0.4, -0.1, "within the noise of a single test set")):
         best = json.loads((study / "full" / "best.json").read_text())
-        (study / "full" / "best.json").write_text(json.dumps({**best, "regime": "full", "test_bleu": scratch + gap}))
+        (study / "full" / "best.json").write_text(json.dumps({**best, "regime": "full", "test_bleu": scratch + gap,
+                                                              "test_loss": scratch_loss + loss_gap}))
         assert main([str(study), "--no-plots"]) == 0
         report = (study / "report.md").read_text()
         assert f"`full` won on test BLEU with {scratch + gap:.2f}, {gap:.2f} ahead of `scratch` ({scratch:.2f})" in report
         assert words in report
+        assert ("Test loss says the opposite" in report) == (loss_gap > 0)
     assert "significant" not in report.lower()
 
 
