@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/pretraining_gain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from study.config import Config, StudyError, add_config_flags, config_from_flags  # noqa: E402
+from study.config import Config, add_config_flags, config_from_flags  # noqa: E402
 from study.run import PRESETS  # noqa: E402
 from study.train import fit, prepare_data  # noqa: E402
 
@@ -68,16 +68,19 @@ def print_report(record: dict) -> None:
     curves = record["curves"]
     regimes = list(curves)
     epochs = max(len(c) for c in curves.values())
+    both = "full" in curves and "scratch" in curves
     headers = ["epoch"] + [f"{r} BLEU" for r in regimes] + [f"{r} loss" for r in regimes]
-    if "full" in curves and "scratch" in curves:
-        headers.append("full - scratch BLEU")
+    headers += ["full - scratch BLEU"] if both else []
+
+    def at(regime: str, i: int, key: str) -> float | None:  # None past a regime's last epoch (a diverged trial)
+        return curves[regime][i][key] if i < len(curves[regime]) else None
+
     rows = []
     for i in range(epochs):
-        row: list = [i + 1]
-        row += [curves[r][i]["val_bleu"] if i < len(curves[r]) else None for r in regimes]
-        row += [curves[r][i]["val_loss"] if i < len(curves[r]) else None for r in regimes]
-        if "full" in curves and "scratch" in curves:
-            row.append(curves["full"][i]["val_bleu"] - curves["scratch"][i]["val_bleu"])
+        row: list = [i + 1] + [at(r, i, "val_bleu") for r in regimes] + [at(r, i, "val_loss") for r in regimes]
+        if both:
+            full, scratch = at("full", i, "val_bleu"), at("scratch", i, "val_bleu")
+            row.append(None if full is None or scratch is None else full - scratch)
         rows.append(row)
     c = record["config"]
     print(f"\nvalidation after each epoch: {c['data']}, {c['model']}, {record['counts'].get('train')} training pairs, "
@@ -90,8 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except StudyError as err:  # raised before cli() could catch it (argument parsing)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

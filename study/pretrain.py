@@ -197,9 +197,12 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, steps: int, batch_size: int = 16,
-             lr: float = 5e-4, noise_density: float = 0.15, mean_span_length: float = 3.0,
-             random_roll: bool = True, pack_tokens: int = 64, progress: bool = True) -> Path:
+def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, steps: int,
+             batch_size: int = PretrainSettings.batch_size, lr: float = PretrainSettings.lr,
+             noise_density: float = PretrainSettings.noise_density,
+             mean_span_length: float = PretrainSettings.mean_span_length,
+             random_roll: bool = PretrainSettings.random_roll, pack_tokens: int = PretrainSettings.pack_tokens,
+             progress: bool = True) -> Path:
     """Pretrain the tiny T5 of `config` on `texts` with span corruption; save it to `out_dir` and return it.
 
     `out_dir` becomes a normal Hugging Face model directory (model, tokenizer) plus `pretrain.json`
