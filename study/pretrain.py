@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import DataCollatorForSeq2Seq, T5ForConditionalGeneration, get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
 
 from study import models
 from study.config import Config, StudyError, add_config_flags, config_from_flags
@@ -41,10 +42,9 @@ from study.data import tokenizer_fingerprint
 from study.metrics import autocast
 from study.train import pick_device, prepare_text
 
-PRETRAIN_VERSION = "2"  # bump whenever this module changes what the pretrained weights would be
+PRETRAIN_VERSION = "3"  # bump whenever this module changes what the pretrained weights would be
 MAX_TOKENS = 128  # longer sentences are cut: bounds memory and keeps the spans under T5's 100 sentinels
 WARMUP_FRACTION = 0.05
-WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 POOL_BATCHES = 50  # length grouping: sort by length within pools of this many batches (as LengthGroupedSampler)
 _TINY_FIELDS = ("tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads", "tiny_d_ff")
@@ -55,19 +55,24 @@ class PretrainSettings:
     # Chosen by measurement (benchmarks/pretraining_gain.py and the README's "What pre-training buys"):
     # - packing (as T5 packs C4 into 512-token sequences): 64-token examples of ~6 sentences carry ~3 noise
     #   spans each instead of one, and gave fine-tuning a lower validation loss than single sentences;
-    # - lr 5e-4, not 2e-3: at 2e-3 every encoder head of layer 2 put 80-100 % of its attention on one
-    #   position ('.' or '</s>') and the encoder's outputs collapsed onto one direction (mean cosine
-    #   0.99 between tokens); fine-tuned, that model ignored the source (3 BLEU where scratch had 12).
+    # - Adafactor, T5's own pretraining optimizer, with its update scaled to each weight's size
+    #   (`scale_parameter`), at lr 1e-2: AdamW moves every weight by about lr a step whatever its scale,
+    #   so T5's embeddings (initialised at std 1) hardly moved while the attention queries (std 0.016)
+    #   moved most; fine-tuned, that upstream reached 8.4 val BLEU where scratch reached 15.0. With
+    #   Adafactor the same upstream budget gives 18.3 (README, "What pre-training buys, offline").
     # About 1 min 30 s for 800 steps of the default tiny model on 2 CPU cores.
     steps: int = 1200
     batch_size: int = 16  # examples (packed sequences) per step: ~1,000 tokens
-    lr: float = 5e-4
+    lr: float = 1e-2  # Adafactor's relative step: each update is about lr x the weight's RMS
     noise_density: float = 0.15  # T5's defaults
     mean_span_length: float = 3.0
     # Unrolled, T5's mask always ends in noise; on short examples that would always hide the last tokens
     # (on T5's 512-token sequences this bias does not matter). A random roll moves the spans anywhere.
     random_roll: bool = True
     pack_tokens: int = 64  # 0: one sentence per example
+    # As T5 v1.1: no dropout while pretraining (one pass over plentiful text has nothing to overfit, and
+    # each step costs less); the saved model carries the tiny model's usual dropout for fine-tuning.
+    dropout_rate: float = 0.0
 
 
 # ------------------------------------------------------------------------------------ span corruption
@@ -202,7 +207,7 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
              noise_density: float = PretrainSettings.noise_density,
              mean_span_length: float = PretrainSettings.mean_span_length,
              random_roll: bool = PretrainSettings.random_roll, pack_tokens: int = PretrainSettings.pack_tokens,
-             progress: bool = True) -> Path:
+             dropout_rate: float = PretrainSettings.dropout_rate, progress: bool = True) -> Path:
     """Pretrain the tiny T5 of `config` on `texts` with span corruption; save it to `out_dir` and return it.
 
     `out_dir` becomes a normal Hugging Face model directory (model, tokenizer) plus `pretrain.json`
@@ -212,6 +217,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     out_dir = Path(out_dir)
     if steps <= 0 or batch_size <= 0 or not lr > 0:
         raise StudyError(f"steps, batch size and lr must be positive, got {steps}, {batch_size}, {lr}")
+    if not 0 <= dropout_rate < 1:
+        raise StudyError(f"dropout rate must be in [0, 1), got {dropout_rate}")
     if not 0 <= pack_tokens <= MAX_TOKENS:
         raise StudyError(f"pack tokens must be between 0 (no packing) and {MAX_TOKENS}, got {pack_tokens}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -232,9 +239,13 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
 
     torch.manual_seed(config.seed)  # the initialisation and dropout
     rng = np.random.default_rng(config.seed)  # batch order and corruption
-    model = T5ForConditionalGeneration(models.tiny_config(config, tokenizer)).to(device)
+    model_config = models.tiny_config(config, tokenizer)
+    fine_tuning_dropout, model_config.dropout_rate = model_config.dropout_rate, dropout_rate
+    model = T5ForConditionalGeneration(model_config).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+    # As T5: Adafactor, updates scaled by each weight's RMS, no weight decay; our own warm-up and decay.
+    optimizer = Adafactor(model.parameters(), lr=lr, scale_parameter=True, relative_step=False,
+                          warmup_init=False)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * steps), steps)
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
@@ -278,8 +289,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
         "version": PRETRAIN_VERSION, "seed": config.seed,
         "settings": {"steps": steps, "batch_size": batch_size, "lr": lr, "noise_density": noise_density,
                      "mean_span_length": mean_span_length, "random_roll": random_roll,
-                     "pack_tokens": pack_tokens},
-        "fixed": {"warmup_fraction": WARMUP_FRACTION, "weight_decay": WEIGHT_DECAY,
+                     "pack_tokens": pack_tokens, "dropout_rate": dropout_rate},
+        "fixed": {"optimizer": "Adafactor(scale_parameter=True)", "warmup_fraction": WARMUP_FRACTION,
                   "max_grad_norm": MAX_GRAD_NORM, "max_tokens": MAX_TOKENS},
         "model": {name: getattr(config, name) for name in _TINY_FIELDS} | {"parameters": n_params},
         "sentences": len(sequences),
@@ -291,6 +302,7 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     # so a killed run leaves nothing the cache would trust.
     tmp = models._atomic_dir(out_dir)
     try:
+        model.config.dropout_rate = fine_tuning_dropout  # what from_pretrained builds for fine-tuning
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -357,7 +369,7 @@ def upstream_key(config: Config, tokenizer, texts: list[str], settings: Pretrain
         "model": {name: getattr(config, name) for name in _TINY_FIELDS},
         "seed": config.seed,
         "settings": dataclasses.asdict(settings),
-        "fixed": [MAX_TOKENS, WARMUP_FRACTION, WEIGHT_DECAY, MAX_GRAD_NORM, POOL_BATCHES],
+        "fixed": [MAX_TOKENS, WARMUP_FRACTION, MAX_GRAD_NORM, POOL_BATCHES],
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -391,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.pretrain", description=__doc__.split("\n\n")[0])
     # dests carry a pt_ prefix: Config has its own batch_size and lr, which config_from_flags would pick up
     for flag, kind, what in [("steps", int, "optimizer steps"), ("batch_size", int, "examples per step"),
-                             ("lr", float, "peak AdamW learning rate"),
+                             ("lr", float, "peak Adafactor learning rate (relative to each weight's scale)"),
                              ("noise_density", float, "fraction of tokens dropped"),
                              ("mean_span_length", float, "mean length of a dropped span"),
-                             ("pack_tokens", int, "pack sentences into examples of up to this many tokens (0: no)")]:
+                             ("pack_tokens", int, "pack sentences into examples of up to this many tokens (0: no)"),
+                             ("dropout_rate", float, "dropout while pretraining (the saved model fine-tunes with 0.1)")]:
         parser.add_argument("--" + flag.replace("_", "-"), dest="pt_" + flag, type=kind, metavar=flag.upper(),
                             default=getattr(defaults, flag), help=f"{what} (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="pretrain into this new directory, not the cache")

@@ -184,14 +184,41 @@ def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path, pac
     assert path == out
     model = T5ForConditionalGeneration.from_pretrained(out)
     assert model.config.d_model == 32 and model.config.vocab_size == len(tokenizer)
+    # pretrained without dropout (as T5 v1.1), saved with the tiny model's dropout for fine-tuning
+    assert model.config.dropout_rate == 0.1
     loaded = AutoTokenizer.from_pretrained(out)
     assert loaded.get_vocab() == tokenizer.get_vocab()
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((out / "pretrain.json").read_text())
     curve = record["loss_curve"]
     assert len(curve) == 40 and record["settings"]["steps"] == 40 and record["sentences"] == 800
+    assert record["settings"]["dropout_rate"] == 0.0
     assert np.mean(curve[-5:]) < np.mean(curve[:5]) - 0.5
     assert [p.name for p in tmp_path.iterdir()] == ["upstream"]  # no temporary directory left behind
+
+
+def test_pretraining_moves_each_weight_relative_to_its_scale(tiny, tmp_path):
+    """T5 initialises its embeddings at std 1 and its attention queries at std ~(d_model * d_kv)^-1/2. An
+    optimizer whose step ignores that scale (AdamW) left the embeddings all but untouched while the queries
+    moved most, and that upstream fine-tuned worse than a random one. Adafactor's steps are relative: the
+    embeddings must move about as much, for their size, as the queries."""
+    from transformers import T5ForConditionalGeneration
+
+    from study import models
+
+    config, tokenizer, en, fr = tiny
+    torch.manual_seed(config.seed)  # pretrain() initialises exactly so
+    start = T5ForConditionalGeneration(models.tiny_config(config, tokenizer)).state_dict()
+    out = pt.pretrain(config, tokenizer, pt.monolingual_corpus(en, fr, 0), tmp_path / "up", steps=30,
+                      batch_size=16, progress=False)
+    end = models.load_state_dict(out)
+
+    def moved(name: str) -> float:
+        return float((end[name] - start[name]).norm() / start[name].norm())
+
+    query = moved("encoder.block.0.layer.0.SelfAttention.q.weight")
+    assert query > 0.05
+    assert moved("shared.weight") > query / 4  # AdamW at its lr: embeddings moved ~1/20 of the queries
 
 
 def test_interrupted_pretraining_leaves_no_directory(tiny, tmp_path, monkeypatch):
@@ -239,6 +266,7 @@ def test_upstream_key_covers_every_input(tiny):
         pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(lr=1e-3)),
         pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(noise_density=0.3)),
         pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(pack_tokens=0)),
+        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(dropout_rate=0.1)),
         pt.upstream_key(config, tokenizer, texts[:-1], settings),
         pt.upstream_key(config.replace(seed=1), tokenizer, texts, settings),
         pt.upstream_key(config.replace(tiny_d_ff=128), tokenizer, texts, settings),
