@@ -46,6 +46,8 @@ PRETRAIN_VERSION = "3"  # bump whenever this module changes what the pretrained 
 MAX_TOKENS = 128  # longer sentences are cut: bounds memory and keeps the spans under T5's 100 sentinels
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
+OPTIMIZERS = ("adafactor", "adamw")
+ADAMW_WEIGHT_DECAY = 0.01  # only with --optimizer adamw (Adafactor, as in T5, has none)
 POOL_BATCHES = 50  # length grouping: sort by length within pools of this many batches (as LengthGroupedSampler)
 _TINY_FIELDS = ("tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads", "tiny_d_ff")
 
@@ -73,6 +75,9 @@ class PretrainSettings:
     # As T5 v1.1: no dropout while pretraining (one pass over plentiful text has nothing to overfit, and
     # each step costs less); the saved model carries the tiny model's usual dropout for fine-tuning.
     dropout_rate: float = 0.0
+    # "adamw" (lr 5e-4, weight decay 0.01) is kept to reproduce the comparison above:
+    # `python -m study.pretrain --optimizer adamw --lr 5e-4 --out DIR`, then fine-tune with `--model DIR`.
+    optimizer: str = "adafactor"
 
 
 # ------------------------------------------------------------------------------------ span corruption
@@ -197,6 +202,21 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator):
 # ----------------------------------------------------------------------------------------- pretraining
 
 
+def check_settings(s: PretrainSettings) -> None:
+    """One clear StudyError for a setting pretraining cannot use (checked before any text is read)."""
+    if s.steps <= 0 or s.batch_size <= 0 or not s.lr > 0:
+        raise StudyError(f"steps, batch size and lr must be positive, got {s.steps}, {s.batch_size}, {s.lr}")
+    if s.optimizer not in OPTIMIZERS:
+        raise StudyError(f"unknown pretraining optimizer {s.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if not 0 < s.noise_density < 1 or not s.mean_span_length >= 1:
+        raise StudyError(f"noise density must be in (0, 1) and mean span length at least 1, got "
+                         f"{s.noise_density} and {s.mean_span_length}")
+    if not 0 <= s.dropout_rate < 1:
+        raise StudyError(f"dropout rate must be in [0, 1), got {s.dropout_rate}")
+    if not 0 <= s.pack_tokens <= MAX_TOKENS:
+        raise StudyError(f"pack tokens must be between 0 (no packing) and {MAX_TOKENS}, got {s.pack_tokens}")
+
+
 def _fmt(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
@@ -207,7 +227,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
              noise_density: float = PretrainSettings.noise_density,
              mean_span_length: float = PretrainSettings.mean_span_length,
              random_roll: bool = PretrainSettings.random_roll, pack_tokens: int = PretrainSettings.pack_tokens,
-             dropout_rate: float = PretrainSettings.dropout_rate, progress: bool = True) -> Path:
+             dropout_rate: float = PretrainSettings.dropout_rate, optimizer: str = PretrainSettings.optimizer,
+             progress: bool = True) -> Path:
     """Pretrain the tiny T5 of `config` on `texts` with span corruption; save it to `out_dir` and return it.
 
     `out_dir` becomes a normal Hugging Face model directory (model, tokenizer) plus `pretrain.json`
@@ -215,12 +236,9 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     temporary directory beside it, renamed into place at the end.
     """
     out_dir = Path(out_dir)
-    if steps <= 0 or batch_size <= 0 or not lr > 0:
-        raise StudyError(f"steps, batch size and lr must be positive, got {steps}, {batch_size}, {lr}")
-    if not 0 <= dropout_rate < 1:
-        raise StudyError(f"dropout rate must be in [0, 1), got {dropout_rate}")
-    if not 0 <= pack_tokens <= MAX_TOKENS:
-        raise StudyError(f"pack tokens must be between 0 (no packing) and {MAX_TOKENS}, got {pack_tokens}")
+    check_settings(PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, noise_density=noise_density,
+                                    mean_span_length=mean_span_length, random_roll=random_roll,
+                                    pack_tokens=pack_tokens, dropout_rate=dropout_rate, optimizer=optimizer))
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise StudyError(f"{out_dir} already exists and is not empty; delete it or choose another output directory")
     if config.torch_threads:
@@ -243,10 +261,11 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     fine_tuning_dropout, model_config.dropout_rate = model_config.dropout_rate, dropout_rate
     model = T5ForConditionalGeneration(model_config).to(device)
     model.train()
-    # As T5: Adafactor, updates scaled by each weight's RMS, no weight decay; our own warm-up and decay.
-    optimizer = Adafactor(model.parameters(), lr=lr, scale_parameter=True, relative_step=False,
-                          warmup_init=False)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * steps), steps)
+    if optimizer == "adafactor":  # as T5: updates scaled by each weight's RMS, no weight decay
+        opt = Adafactor(model.parameters(), lr=lr, scale_parameter=True, relative_step=False, warmup_init=False)
+    else:  # every weight moves by about lr a step, whatever its scale
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
+    scheduler = get_linear_schedule_with_warmup(opt, int(WARMUP_FRACTION * steps), steps)  # ours, not Adafactor's
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
         unit = f"examples packed to {pack_tokens} tokens" if pack_tokens else "sentences"
@@ -273,9 +292,9 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
             raise StudyError(f"pretraining diverged (non-finite loss) at step {step} with lr {lr:g}; lower --lr")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-        optimizer.step()
+        opt.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if progress and (step % report_every == 0 or step == steps):
             elapsed = time.perf_counter() - start
@@ -289,8 +308,9 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
         "version": PRETRAIN_VERSION, "seed": config.seed,
         "settings": {"steps": steps, "batch_size": batch_size, "lr": lr, "noise_density": noise_density,
                      "mean_span_length": mean_span_length, "random_roll": random_roll,
-                     "pack_tokens": pack_tokens, "dropout_rate": dropout_rate},
-        "fixed": {"optimizer": "Adafactor(scale_parameter=True)", "warmup_fraction": WARMUP_FRACTION,
+                     "pack_tokens": pack_tokens, "dropout_rate": dropout_rate, "optimizer": optimizer},
+        "fixed": {"adafactor": "scale_parameter=True", "adamw_weight_decay": ADAMW_WEIGHT_DECAY,
+                  "warmup_fraction": WARMUP_FRACTION,
                   "max_grad_norm": MAX_GRAD_NORM, "max_tokens": MAX_TOKENS},
         "model": {name: getattr(config, name) for name in _TINY_FIELDS} | {"parameters": n_params},
         "sentences": len(sequences),
@@ -369,7 +389,7 @@ def upstream_key(config: Config, tokenizer, texts: list[str], settings: Pretrain
         "model": {name: getattr(config, name) for name in _TINY_FIELDS},
         "seed": config.seed,
         "settings": dataclasses.asdict(settings),
-        "fixed": [MAX_TOKENS, WARMUP_FRACTION, MAX_GRAD_NORM, POOL_BATCHES],
+        "fixed": [MAX_TOKENS, WARMUP_FRACTION, MAX_GRAD_NORM, POOL_BATCHES, ADAMW_WEIGHT_DECAY],
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -403,11 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.pretrain", description=__doc__.split("\n\n")[0])
     # dests carry a pt_ prefix: Config has its own batch_size and lr, which config_from_flags would pick up
     for flag, kind, what in [("steps", int, "optimizer steps"), ("batch_size", int, "examples per step"),
-                             ("lr", float, "peak Adafactor learning rate (relative to each weight's scale)"),
+                             ("lr", float, "peak learning rate; Adafactor's is relative to each weight's scale "
+                                           "(use about 5e-4 with --optimizer adamw)"),
                              ("noise_density", float, "fraction of tokens dropped"),
                              ("mean_span_length", float, "mean length of a dropped span"),
                              ("pack_tokens", int, "pack sentences into examples of up to this many tokens (0: no)"),
-                             ("dropout_rate", float, "dropout while pretraining (the saved model fine-tunes with 0.1)")]:
+                             ("dropout_rate", float, "dropout while pretraining (the saved model fine-tunes with 0.1)"),
+                             ("optimizer", str, f"one of {', '.join(OPTIMIZERS)}")]:
         parser.add_argument("--" + flag.replace("_", "-"), dest="pt_" + flag, type=kind, metavar=flag.upper(),
                             default=getattr(defaults, flag), help=f"{what} (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="pretrain into this new directory, not the cache")
@@ -416,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_flags(args, Config(model="tiny")).validate()
         settings = dataclasses.replace(defaults, **{k[3:]: v for k, v in vars(args).items() if k.startswith("pt_")})
+        check_settings(settings)
         # The study's own preparation, so the tokenizer and the corpus, hence the cache key, are the study's:
         # both see the whole training split (max_train_pairs caps labelled pairs only; unlabelled text is
         # plentiful), never validation or test.
