@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
+from study import batching
 from study import data as data_lib
 from study.config import Config, StudyError
 from study.train import make_optimizer, pick_device, prepare_text, training_step
@@ -246,7 +247,7 @@ class ProjectLoop:
         model.train()
 
     def batches(self, epoch: int = 1) -> Iterable[dict[str, torch.Tensor]]:
-        return data_lib.make_loader(self.train, self.tokenizer, self.config.batch_size, shuffle=True,
+        return batching.make_loader(self.train, self.tokenizer, self.config.batch_size, shuffle=True,
                                     seed=self.config.seed, epoch=epoch)
 
     def step(self, batch: dict[str, torch.Tensor]) -> StepStats:

@@ -8,12 +8,13 @@ On the training split (the project's tokenization: prefix + English + eos, Frenc
 
   original       every row is padded to the longest source / target of the whole corpus (all splits, no token
                  limit, at most 512): the notebook's `padding="max_length"` over the corpus;
-  split max      every row is padded to the longest row of the training split (`study.data.max_length_padding_stats`);
+  split max      every row is padded to the longest row of the training split
+                 (`study.batching.max_length_padding_stats`);
   random         shuffled batches, each padded to its own longest row (a DataCollator without grouping);
   HF grouped     transformers' LengthGroupedSampler over the *source* lengths (what Seq2SeqTrainer's
                  group_by_length does), each batch padded to its own longest row;
-  project        `study.data.make_loader(shuffle=True)`: grouped by source + target length, labels padded with
-                 -100 (`study.data.padding_stats` over every batch of one epoch).
+  project        `study.batching.make_loader(shuffle=True)`: grouped by source + target length, labels padded
+                 with -100 (`study.batching.padding_stats` over every batch of one epoch).
 
 "positions per real token" is what padding costs in compute: positions computed / real tokens.
 JSON goes to benchmarks/out/padding.json.
@@ -32,7 +33,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/padding.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from study import data as data_lib  # noqa: E402
+from study import batching  # noqa: E402
 from study.config import StudyError  # noqa: E402
 
 NAME = "padding"
@@ -88,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
         "original": ("original: every row padded to the corpus max",
                      stats_from_lengths(source, target, None, bench.corpus_source_max, bench.corpus_target_max)),
         "split_max": ("every row padded to the split's longest (max_length_padding_stats)",
-                      data_lib.max_length_padding_stats(ds)),
+                      batching.max_length_padding_stats(ds)),
         "random": ("random batches, each padded to its longest", stats_from_lengths(
             source, target, chunks(rng.permutation(len(ds)), bs))),
         "hf_grouped": ("HF LengthGroupedSampler (by source length)", stats_from_lengths(
             source, target, chunks(hf_order, bs))),
-        "project": ("this project: make_loader length-grouped batches", data_lib.padding_stats(
-            data_lib.make_loader(ds, bench.tokenizer, bs, shuffle=True, seed=args.seed, epoch=1))),
+        "project": ("this project: make_loader length-grouped batches", batching.padding_stats(
+            batching.make_loader(ds, bench.tokenizer, bs, shuffle=True, seed=args.seed, epoch=1))),
     }
     summary = {key: {"label": label, **stats, "positions_per_real_token": 1 / (1 - stats["padding"])}
                for key, (label, stats) in rows.items()}

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from study.batching import make_loader
 from study.config import Config
-from study.data import make_loader
 
 
 def normalize_whitespace(text: str) -> str:

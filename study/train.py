@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 
 from study import data as data_lib
 from study import models
+from study.batching import make_loader
 from study.config import Config
 from study.metrics import autocast, evaluate
 from study.regimes import build_model, get_regime
@@ -177,8 +178,8 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
         report(metrics, None)
         return metrics
 
-    steps_per_epoch = len(data_lib.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
-                                               seed=config.seed))
+    steps_per_epoch = len(make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
+                                      seed=config.seed))
     optimizer, scheduler = make_optimizer(model, config, steps_per_epoch * config.epochs)
     first_epoch = 1
     if resume_from is not None:
@@ -196,8 +197,8 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
         start = time.perf_counter()
         loss_sum, tokens = 0.0, 0
         # The batch order depends only on (seed, epoch): a resumed trial sees the batches it would have seen.
-        for batch in data_lib.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
-                                          seed=config.seed, epoch=epoch):
+        for batch in make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
+                                 seed=config.seed, epoch=epoch):
             loss, n = training_step(model, batch, optimizer, scheduler, config, device)
             if not math.isfinite(loss):
                 log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)

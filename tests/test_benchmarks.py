@@ -19,8 +19,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the checkout, not an
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import common, eval_throughput, padding, search_efficiency, train_throughput  # noqa: E402
-from study import corpus  # noqa: E402
-from study import data as data_lib  # noqa: E402
+from study import batching, corpus  # noqa: E402
 from study.config import Config  # noqa: E402
 
 
@@ -193,7 +192,7 @@ def test_original_batches_pad_to_the_corpus_max_with_pad_id_labels(spm_tokenizer
     assert pad == 0
     tensors = common.original_tensors(sources, targets, source_max, target_max, pad)
     original = list(common.original_batches(tensors, 4, seed=0))
-    project = list(data_lib.make_loader(train, spm_tokenizer, 4, shuffle=True, seed=0))
+    project = list(batching.make_loader(train, spm_tokenizer, 4, shuffle=True, seed=0))
     assert len(original) == len(project) == 2
     for batch in original:
         # every batch at the corpus maximum, whatever its own rows' lengths
@@ -249,7 +248,7 @@ def test_project_loop_reproduces_fit_training_loss(toy, tmp_path):
     data = PreparedData(prepared.tokenizer, prepared.train, prepared.validation, prepared.validation)
     reported = []
     fit(config, data, lambda metrics, save: reported.append(metrics))
-    steps = len(data_lib.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True, seed=config.seed))
+    steps = len(batching.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True, seed=config.seed))
 
     model, _ = build_model(config, data.tokenizer)
     loop = common.ProjectLoop(model, data.train, data.tokenizer, config, torch.device("cpu"), total_steps=steps)

@@ -1,4 +1,5 @@
-"""study.data: loading every format, cleaning, grouped splits, cached tokenization, length-grouped batches."""
+"""study.data and study.batching: loading every format, cleaning, grouped splits, cached tokenization,
+length-grouped batches."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from transformers import DataCollatorForSeq2Seq
 
-from study import data
+from study import batching, data
 from study.config import Config, StudyError
 
 HAS_CORPUS = importlib.util.find_spec("study.corpus") is not None
@@ -358,7 +359,7 @@ def test_cache_is_atomic(tmp_path, spm_tokenizer, monkeypatch):
 def test_loader_pads_per_batch_and_labels_with_minus_100(tmp_path, spm_tokenizer):
     tokenized, _ = tokenized_fixture(tmp_path, spm_tokenizer)
     train = tokenized["train"]
-    loader = data.make_loader(train, spm_tokenizer, 16, shuffle=True, seed=0)
+    loader = batching.make_loader(train, spm_tokenizer, 16, shuffle=True, seed=0)
     pad = spm_tokenizer.pad_token_id
     corpus_max = max(len(ids) for ids in train["input_ids"])
     narrower = 0
@@ -382,13 +383,13 @@ def test_loader_pads_per_batch_and_labels_with_minus_100(tmp_path, spm_tokenizer
 def test_length_grouping_reduces_padding(tmp_path, spm_tokenizer):
     tokenized, _ = tokenized_fixture(tmp_path, spm_tokenizer, n_sources=1500)
     train = tokenized["train"]
-    grouped = data.padding_stats(data.make_loader(train, spm_tokenizer, 16, shuffle=True, seed=0))
+    grouped = batching.padding_stats(batching.make_loader(train, spm_tokenizer, 16, shuffle=True, seed=0))
     collator = DataCollatorForSeq2Seq(spm_tokenizer, label_pad_token_id=-100)
     plain = train.select_columns(["input_ids", "labels"])
     random_batches = DataLoader(plain, batch_sampler=BatchSampler(
         RandomSampler(plain, generator=torch.Generator().manual_seed(0)), 16, False), collate_fn=collator)
-    random = data.padding_stats(random_batches)
-    at_max = data.max_length_padding_stats(train)
+    random = batching.padding_stats(random_batches)
+    at_max = batching.max_length_padding_stats(train)
     assert grouped["padding"] < 0.7 * random["padding"] and random["padding"] < at_max["padding"]
     assert grouped["input_padding"] < random["input_padding"] and grouped["label_padding"] < random["label_padding"]
 
@@ -397,29 +398,29 @@ def test_sampler_seed_epoch_determinism():
     lengths = [(i * 7919) % 50 for i in range(1000)]
 
     def batches(seed, epoch):
-        sampler = data.LengthGroupedBatchSampler(lengths, 32, seed=seed)
+        sampler = batching.LengthGroupedBatchSampler(lengths, 32, seed=seed)
         sampler.set_epoch(epoch)
         return list(sampler)
 
     first = batches(0, 1)
-    assert len(first) == len(data.LengthGroupedBatchSampler(lengths, 32, seed=0)) == 32
+    assert len(first) == len(batching.LengthGroupedBatchSampler(lengths, 32, seed=0)) == 32
     assert sorted(i for b in first for i in b) == list(range(1000))
     assert first == batches(0, 1)
     assert first != batches(0, 2) and first != batches(1, 1)
-    resumed = data.LengthGroupedBatchSampler(lengths, 32, seed=0)
+    resumed = batching.LengthGroupedBatchSampler(lengths, 32, seed=0)
     list(resumed)  # an epoch 0 that a resumed run never saw
     resumed.set_epoch(1)
     assert list(resumed) == first
     spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first[:-1]]
     assert sum(spreads) / len(spreads) < 10  # grouped (pools of 7 batches); a random batch spans ~0..49
-    assert [len(b) for b in data.LengthGroupedBatchSampler(lengths, 300, 0, drop_last=True)] == [300] * 3
-    assert list(data.LengthGroupedBatchSampler([], 8, 0)) == []
+    assert [len(b) for b in batching.LengthGroupedBatchSampler(lengths, 300, 0, drop_last=True)] == [300] * 3
+    assert list(batching.LengthGroupedBatchSampler([], 8, 0)) == []
 
 
 def test_make_loader_epoch_matches_set_epoch(tmp_path, spm_tokenizer):
     tokenized, _ = tokenized_fixture(tmp_path, spm_tokenizer)
-    loader = data.make_loader(tokenized["train"], spm_tokenizer, 8, shuffle=True, seed=3, epoch=2)
-    other = data.make_loader(tokenized["train"], spm_tokenizer, 8, shuffle=True, seed=3)
+    loader = batching.make_loader(tokenized["train"], spm_tokenizer, 8, shuffle=True, seed=3, epoch=2)
+    other = batching.make_loader(tokenized["train"], spm_tokenizer, 8, shuffle=True, seed=3)
     other.batch_sampler.set_epoch(2)
     assert list(loader.batch_sampler) == list(other.batch_sampler)
     first, second = next(iter(loader)), next(iter(other))
@@ -429,7 +430,7 @@ def test_make_loader_epoch_matches_set_epoch(tmp_path, spm_tokenizer):
 def test_eval_loader_sorted_longest_first(tmp_path, spm_tokenizer):
     tokenized, _ = tokenized_fixture(tmp_path, spm_tokenizer)
     validation = tokenized["validation"]
-    loader = data.make_loader(validation, spm_tokenizer, 8, shuffle=False)
+    loader = batching.make_loader(validation, spm_tokenizer, 8, shuffle=False)
     order = [i for batch in loader.batch_sampler for i in batch]
     assert sorted(order) == list(range(len(validation)))
     totals = [len(validation[i]["input_ids"]) + len(validation[i]["labels"]) for i in order]
@@ -440,9 +441,9 @@ def test_eval_loader_sorted_longest_first(tmp_path, spm_tokenizer):
 def test_padding_stats_counts_exactly():
     batch = {"attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
              "labels": torch.tensor([[5, 1, -100, -100], [5, 6, 7, 1]])}
-    assert data.padding_stats([batch]) == {"input_padding": 1 / 8, "label_padding": 2 / 8, "padding": 3 / 16}
+    assert batching.padding_stats([batch]) == {"input_padding": 1 / 8, "label_padding": 2 / 8, "padding": 3 / 16}
     ds = Dataset.from_dict({"input_ids": [[1, 2, 3], [1]], "labels": [[1], [1, 2]]})
-    assert data.max_length_padding_stats(ds) == {"input_padding": 1 - 4 / 6, "label_padding": 1 - 3 / 4,
+    assert batching.max_length_padding_stats(ds) == {"input_padding": 1 - 4 / 6, "label_padding": 1 - 3 / 4,
                                                  "padding": 1 - 7 / 10}
 
 
@@ -463,5 +464,5 @@ def test_real_data_padding_under_15_percent(tmp_path, t5_small_tokenizer):
     config = cfg(tmp_path, data=str(SHARED_PAIRS), max_train_pairs=12000)
     splits, _ = data.load_splits(config)
     tokenized, _ = data.tokenize_splits(splits, t5_small_tokenizer, config)
-    stats = data.padding_stats(data.make_loader(tokenized["train"], t5_small_tokenizer, 64, shuffle=True))
-    assert stats["padding"] <= 0.15 < data.max_length_padding_stats(tokenized["train"])["padding"]
+    stats = batching.padding_stats(batching.make_loader(tokenized["train"], t5_small_tokenizer, 64, shuffle=True))
+    assert stats["padding"] <= 0.15 < batching.max_length_padding_stats(tokenized["train"])["padding"]

@@ -74,7 +74,7 @@ def test_tiny_tokenizer_keeps_frequent_words_whole(tmp_path):
 def test_loss_ignores_padding(small_config, small_data):
     """Extra padding (pad ids in inputs, -100 in labels) must not change the loss or the NLL sums."""
     model = random_model(small_config, small_data.tokenizer).eval()
-    batch = next(iter(__import__("study.data", fromlist=["make_loader"]).make_loader(
+    batch = next(iter(__import__("study.batching", fromlist=["make_loader"]).make_loader(
         small_data.train, small_data.tokenizer, 8, shuffle=False)))
     extra = 7
     padded = {
@@ -121,7 +121,7 @@ def test_untied_decoder_leaves_the_encoder_embedding_unchanged(small_config, sma
     REGIMES["decoder"].set_trainable(model, config)
     before = model.shared.weight.detach().clone()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = next(iter(__import__("study.data", fromlist=["make_loader"]).make_loader(
+    batch = next(iter(__import__("study.batching", fromlist=["make_loader"]).make_loader(
         small_data.train, small_data.tokenizer, 8, shuffle=False)))
     model(**batch).loss.backward()
     optimizer.step()
