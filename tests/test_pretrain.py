@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from study import pretrain as pt
+from study import span_corruption as sc
 from study.config import Config, StudyError
 
 SENTINELS = list(range(1000, 1100))  # stand-ins for the ids of <extra_id_0> ... <extra_id_99>
@@ -40,7 +41,7 @@ def test_span_corrupt_sentinels_in_order_and_lossless(random_roll):
     rng = np.random.default_rng(0)
     for _ in range(500):
         ids = rng.integers(3, 900, size=int(rng.integers(1, 120))).tolist()
-        inputs, targets = pt.span_corrupt(ids, rng, SENTINELS, EOS, random_roll=random_roll)
+        inputs, targets = sc.span_corrupt(ids, rng, SENTINELS, EOS, random_roll=random_roll)
         in_sentinels = [t for t in inputs if t in SENTINELS]
         out_sentinels = [t for t in targets if t in SENTINELS]
         assert in_sentinels == out_sentinels == SENTINELS[:len(in_sentinels)]
@@ -53,7 +54,7 @@ def test_span_corrupt_sentinels_in_order_and_lossless(random_roll):
 
 def test_span_corrupt_known_example():
     ids = list(range(10, 30))  # 20 tokens: 3 noise tokens in 1 span, at the end without a roll
-    inputs, targets = pt.span_corrupt(ids, np.random.default_rng(1), SENTINELS, EOS)
+    inputs, targets = sc.span_corrupt(ids, np.random.default_rng(1), SENTINELS, EOS)
     assert inputs == list(range(10, 27)) + [SENTINELS[0], EOS]
     assert targets == [SENTINELS[0], 27, 28, 29, EOS]
 
@@ -74,14 +75,14 @@ def test_noise_density_and_mean_span_length():
     fractions, span_lengths = [], []
     for _ in range(2000):
         length = int(rng.integers(20, 101))
-        mask = pt.noise_mask(length, rng)
+        mask = sc.noise_mask(length, rng)
         fractions.append(mask.mean())
         span_lengths.extend(_spans(mask))
     assert abs(np.mean(fractions) - 0.15) < 0.02
     assert abs(np.mean(span_lengths) - 3.0) < 0.5
     # the exact counts of T5's random_spans_noise_mask: round(L * 0.15) tokens, round(that / 3) spans
     for length in (20, 37, 64, 100):
-        mask = pt.noise_mask(length, rng)
+        mask = sc.noise_mask(length, rng)
         assert mask.sum() == round(length * 0.15)
         assert len(_spans(mask)) == max(1, round(round(length * 0.15) / 3))
         assert not mask[0] and mask[-1]  # non-noise first, noise last (no roll)
@@ -89,8 +90,8 @@ def test_noise_density_and_mean_span_length():
 
 def test_random_roll_spreads_the_span_over_short_sentences():
     rng = np.random.default_rng(0)
-    plain = np.array([pt.noise_mask(10, rng) for _ in range(400)])
-    rolled = np.array([pt.noise_mask(10, rng, random_roll=True) for _ in range(400)])
+    plain = np.array([sc.noise_mask(10, rng) for _ in range(400)])
+    rolled = np.array([sc.noise_mask(10, rng, random_roll=True) for _ in range(400)])
     assert plain[:, -2:].all() and not plain[:, :-2].any()  # T5 without a roll: always the last 2 tokens
     assert (rolled.sum(axis=1) == 2).all()
     assert rolled.mean(axis=0).min() > 0.1  # every position is dropped sometimes (0.2 expected)
@@ -101,7 +102,7 @@ def test_span_corrupt_is_deterministic_per_seed():
 
     def run(seed):
         rng = np.random.default_rng(seed)
-        return [pt.span_corrupt(ids, rng, SENTINELS, EOS, random_roll=True) for _ in range(20)]
+        return [sc.span_corrupt(ids, rng, SENTINELS, EOS, random_roll=True) for _ in range(20)]
 
     assert run(3) == run(3)
     assert run(3) != run(4)
@@ -109,11 +110,11 @@ def test_span_corrupt_is_deterministic_per_seed():
 
 def test_span_corrupt_short_sequences():
     rng = np.random.default_rng(0)
-    assert pt.span_corrupt([], rng, SENTINELS, EOS) == ([EOS], [EOS])
-    assert pt.span_corrupt([7], rng, SENTINELS, EOS) == ([7, EOS], [EOS])
-    assert pt.span_corrupt([7, 8], rng, SENTINELS, EOS) == ([7, SENTINELS[0], EOS], [SENTINELS[0], 8, EOS])
+    assert sc.span_corrupt([], rng, SENTINELS, EOS) == ([EOS], [EOS])
+    assert sc.span_corrupt([7], rng, SENTINELS, EOS) == ([7, EOS], [EOS])
+    assert sc.span_corrupt([7, 8], rng, SENTINELS, EOS) == ([7, SENTINELS[0], EOS], [SENTINELS[0], 8, EOS])
     for roll in (False, True):
-        inputs, targets = pt.span_corrupt([7, 8], rng, SENTINELS, EOS, random_roll=roll)
+        inputs, targets = sc.span_corrupt([7, 8], rng, SENTINELS, EOS, random_roll=roll)
         assert _reconstruct(inputs, targets) == [7, 8]
 
 
