@@ -150,12 +150,7 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, steps: int,
-             batch_size: int = PretrainSettings.batch_size, lr: float = PretrainSettings.lr,
-             noise_density: float = PretrainSettings.noise_density,
-             mean_span_length: float = PretrainSettings.mean_span_length,
-             random_roll: bool = PretrainSettings.random_roll, pack_tokens: int = PretrainSettings.pack_tokens,
-             dropout_rate: float = PretrainSettings.dropout_rate, optimizer: str = PretrainSettings.optimizer,
+def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, settings: PretrainSettings, *,
              progress: bool = True) -> Path:
     """Pretrain the tiny T5 of `config` on `texts` with span corruption; save it to `out_dir` and return it.
 
@@ -164,9 +159,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     temporary directory beside it, renamed into place at the end.
     """
     out_dir = Path(out_dir)
-    check_settings(PretrainSettings(steps=steps, batch_size=batch_size, lr=lr, noise_density=noise_density,
-                                    mean_span_length=mean_span_length, random_roll=random_roll,
-                                    pack_tokens=pack_tokens, dropout_rate=dropout_rate, optimizer=optimizer))
+    check_settings(settings)
+    steps, batch_size, lr, pack_tokens = settings.steps, settings.batch_size, settings.lr, settings.pack_tokens
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise StudyError(f"{out_dir} already exists and is not empty; delete it or choose another output directory")
     if config.torch_threads:
@@ -186,10 +180,10 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     torch.manual_seed(config.seed)  # the initialisation and dropout
     rng = np.random.default_rng(config.seed)  # batch order and corruption
     model_config = models.tiny_config(config, tokenizer)
-    fine_tuning_dropout, model_config.dropout_rate = model_config.dropout_rate, dropout_rate
+    fine_tuning_dropout, model_config.dropout_rate = model_config.dropout_rate, settings.dropout_rate
     model = T5ForConditionalGeneration(model_config).to(device)
     model.train()
-    if optimizer == "adafactor":  # as T5: updates scaled by each weight's RMS, no weight decay
+    if settings.optimizer == "adafactor":  # as T5: updates scaled by each weight's RMS, no weight decay
         opt = Adafactor(model.parameters(), lr=lr, scale_parameter=True, relative_step=False, warmup_init=False)
     else:  # every weight moves by about lr a step, whatever its scale
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
@@ -210,8 +204,8 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     for step in range(1, steps + 1):
         examples = []
         for ids in next(batches):
-            source, target = span_corrupt(ids, rng, sentinels, eos, noise_density, mean_span_length,
-                                          random_roll)
+            source, target = span_corrupt(ids, rng, sentinels, eos, settings.noise_density,
+                                          settings.mean_span_length, settings.random_roll)
             examples.append({"input_ids": source, "labels": target})
         batch = {k: v.to(device) for k, v in collator(examples).items()}  # padded per batch; labels with -100
         with autocast(device):
@@ -234,9 +228,7 @@ def pretrain(config: Config, tokenizer, texts: list[str], out_dir: Path, *, step
     tail = max(1, steps // 20)
     record = {
         "version": PRETRAIN_VERSION, "seed": config.seed,
-        "settings": {"steps": steps, "batch_size": batch_size, "lr": lr, "noise_density": noise_density,
-                     "mean_span_length": mean_span_length, "random_roll": random_roll,
-                     "pack_tokens": pack_tokens, "dropout_rate": dropout_rate, "optimizer": optimizer},
+        "settings": dataclasses.asdict(settings),
         "fixed": {"adafactor": "scale_parameter=True", "adamw_weight_decay": ADAMW_WEIGHT_DECAY,
                   "warmup_fraction": WARMUP_FRACTION,
                   "max_grad_norm": MAX_GRAD_NORM, "max_tokens": MAX_TOKENS},
@@ -336,7 +328,7 @@ def ensure_upstream(config: Config, tokenizer, en_texts: list[str], fr_texts: li
         print(f"reusing pretrained tiny upstream: {path}", flush=True)
         return path
     print(f"pretraining the tiny upstream (once; cached in {path})", flush=True)
-    return pretrain(config, tokenizer, texts, path, **dataclasses.asdict(settings), progress=progress)
+    return pretrain(config, tokenizer, texts, path, settings, progress=progress)
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -373,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         _, whole_train, tokenizer, _ = prepare_text(config)
         en, fr = list(whole_train["en"]), list(whole_train["fr"])
         if args.out is not None:
-            path = pretrain(config, tokenizer, monolingual_corpus(en, fr, config.seed), args.out,
-                            **dataclasses.asdict(settings))
+            path = pretrain(config, tokenizer, monolingual_corpus(en, fr, config.seed), args.out, settings)
         else:
             path = ensure_upstream(config, tokenizer, en, fr, settings)
     except StudyError as err:

@@ -180,8 +180,9 @@ def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path, pac
 
     config, tokenizer, en, fr = tiny
     out = tmp_path / "upstream"
-    path = pt.pretrain(config, tokenizer, pt.monolingual_corpus(en, fr, 0), out, steps=40, batch_size=32,
-                       lr=5e-3, pack_tokens=pack_tokens, progress=False)
+    path = pt.pretrain(config, tokenizer, pt.monolingual_corpus(en, fr, 0), out,
+                       pt.PretrainSettings(steps=40, batch_size=32, lr=5e-3, pack_tokens=pack_tokens),
+                       progress=False)
     assert path == out
     model = T5ForConditionalGeneration.from_pretrained(out)
     assert model.config.d_model == 32 and model.config.vocab_size == len(tokenizer)
@@ -214,8 +215,8 @@ def test_pretraining_moves_each_weight_relative_to_its_scale(tiny, tmp_path):
     texts = pt.monolingual_corpus(en, fr, 0)
 
     def embedding_over_query_movement(**settings) -> float:
-        out = pt.pretrain(config, tokenizer, texts, tmp_path / settings.get("optimizer", "default"), steps=30,
-                          batch_size=16, progress=False, **settings)
+        out = pt.pretrain(config, tokenizer, texts, tmp_path / settings.get("optimizer", "default"),
+                          pt.PretrainSettings(steps=30, batch_size=16, **settings), progress=False)
         end = models.load_state_dict(out)
 
         def moved(name: str) -> float:
@@ -237,7 +238,8 @@ def test_interrupted_pretraining_leaves_no_directory(tiny, tmp_path, monkeypatch
 
     monkeypatch.setattr(pt, "_plot", crash)  # dies while writing the output, after the weights
     with pytest.raises(KeyboardInterrupt):
-        pt.pretrain(config, tokenizer, en, tmp_path / "upstream", steps=2, batch_size=8, progress=False)
+        pt.pretrain(config, tokenizer, en, tmp_path / "upstream", pt.PretrainSettings(steps=2, batch_size=8),
+                    progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -245,7 +247,7 @@ def test_pretrain_refuses_a_non_empty_directory(tiny, tmp_path):
     config, tokenizer, en, _ = tiny
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(StudyError, match="not empty"):
-        pt.pretrain(config, tokenizer, en, tmp_path, steps=2, progress=False)
+        pt.pretrain(config, tokenizer, en, tmp_path, pt.PretrainSettings(steps=2), progress=False)
 
 
 def test_ensure_upstream_reuses_the_cache(tiny, monkeypatch, capsys):
