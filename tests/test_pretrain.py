@@ -313,3 +313,35 @@ def test_cli_refuses_bad_settings_at_once_and_writes_nothing(tmp_path, capsys, f
     assert pt.main(["--data", "sample", "--cache-dir", str(cache), "--out", str(out), *flags]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     assert not out.exists() and not cache.exists()  # refused before the data or a tokenizer was prepared
+
+
+def test_the_study_pretrains_on_its_whole_training_split_only(tmp_path, monkeypatch):
+    """What a study hands to pretraining: every training sentence, English and French (even under
+    max_train_pairs, which caps labelled pairs only), and no validation or test sentence."""
+    from study import corpus
+    from study.train import prepare_data, prepare_text
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=3)), encoding="utf-8")
+    config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), regime="full", max_train_pairs=50,
+                    tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
+                    torch_threads=1)
+    seen: list[str] = []
+
+    class Captured(Exception):
+        pass
+
+    def capture(config, tokenizer, texts, out_dir, settings, **kwargs):
+        seen.extend(texts)
+        raise Captured
+
+    monkeypatch.setattr(pt, "pretrain", capture)
+    with pytest.raises(Captured):
+        prepare_data(config)
+    splits, whole_train, _, _ = prepare_text(config)
+    train_text = set(whole_train["en"]) | set(whole_train["fr"])
+    held_out = {s for name in ("validation", "test") for col in ("en", "fr") for s in splits[name][col]}
+    assert len(whole_train) > 50 and len(seen) == 2 * len(whole_train)
+    assert set(seen) == train_text
+    assert not set(seen) & (held_out - train_text)
+    assert set(splits["validation"]["en"]) & set(seen) == set()  # split by English sentence: none shared
