@@ -31,18 +31,16 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from study.config import StudyError, default_cache_dir
+from study.config import StudyError
 from study.report import comparison_markdown, write_report
-from study.results import write_text
-from study.storage import StudyLocation, is_uri
+from study.results import write_atomic, write_text
+from study.storage import is_uri, pull_study, push_outputs, study_location
 
 STATUSES = ("finished", "pruned", "diverged", "errored", "running", "pending")
 METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_chrf", "train_loss", "lr", "epoch_time_s",
@@ -240,56 +238,6 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
     return _tidy(frame)
 
 
-class _AnalysisStaging(StudyLocation):
-    """A study at a URI staged for analysis in a folder named as the study itself (plot titles and the
-    report name a study by its folder), inside StudyLocation's per-URI staging folder."""
-
-    @property
-    def local(self) -> Path:
-        return super().local / self.name
-
-
-def study_location(uri: str, cache_dir: str | os.PathLike | None = None) -> StudyLocation:
-    """The StudyLocation of the study at `uri` (its last path component is the study's name); analyses
-    are staged under <cache_dir>/analysis, never in the folder a running study.run stages its files in."""
-    scheme, _, rest = uri.partition("://")
-    parent, _, name = rest.rstrip("/").rpartition("/")
-    if not parent.strip("/") or not name:
-        raise StudyError(f"{uri} names no study; pass the study's own URI, such as s3://bucket/prefix/<study>")
-    cache = Path(cache_dir or default_cache_dir()).expanduser().resolve() / "analysis"
-    return _AnalysisStaging(f"{scheme}://{parent}", name, str(cache))
-
-
-def pull_study(where: StudyLocation) -> Path:
-    """Copy the study at a URI (its files and trial results, no checkpoints) into a fresh local staging
-    folder; returns that folder."""
-    try:
-        if not where.exists():
-            raise StudyError(f"{where.remote} is not a study (no study.json there); pass the study's own URI, "
-                             f"such as the --results of python -m study.run followed by /<study>")
-        shutil.rmtree(where.local, ignore_errors=True)  # a staging folder of our own: no stale file survives
-        where.pull(with_trials=True)
-    except (OSError, ValueError) as err:  # pyarrow's I/O errors are OSErrors, its invalid-argument ones ValueErrors
-        raise StudyError(f"cannot read {where.remote}: {str(err).splitlines()[0]}") from err
-    return where.local
-
-
-def push_outputs(where: StudyLocation, written: list[Path]) -> None:
-    """Copy the analysis' files (paths under where.local) to the same places under the study's URI."""
-    import pyarrow.fs
-
-    try:
-        fs, remote = pyarrow.fs.FileSystem.from_uri(where.remote)
-        for parent in sorted({p.parent for p in written} - {where.local}):
-            fs.create_dir(f"{remote}/{parent.relative_to(where.local).as_posix()}", recursive=True)
-        for p in written:
-            pyarrow.fs.copy_files(str(p), f"{remote}/{p.relative_to(where.local).as_posix()}",
-                                  source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
-    except (OSError, ValueError) as err:
-        raise StudyError(f"cannot write the analysis to {where.remote}: {str(err).splitlines()[0]}; it is "
-                         f"complete in {where.local}") from err
-
-
 def load(path: str | os.PathLike, gpu_hour_cost: float | None = None,
          cache_dir: str | os.PathLike | None = None) -> StudyAnalysis:
     """Read a study directory (finished, running or interrupted) into DataFrames; raises StudyError
@@ -344,30 +292,18 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
 
 # --- writing ----------------------------------------------------------------------------------------------
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_outputs(analysis: StudyAnalysis, plots: bool = True) -> list[Path]:
     """comparison.csv/.md/.parquet, plots/*.png (unless plots=False) and report.md; returns the paths."""
     out = analysis.path
     written = [out / "comparison.csv", out / "comparison.md", out / "comparison.parquet"]
     write_text(written[0], analysis.comparison.to_csv(index=False))
     write_text(written[1], comparison_markdown(analysis) + "\n")
-    _atomic(written[2], lambda tmp: analysis.comparison.to_parquet(tmp, index=False))
+    write_atomic(written[2], lambda tmp: analysis.comparison.to_parquet(tmp, index=False))
     images: list[Path] = []
     if plots:
         from study.plots import make_plots
 
-        images = make_plots(analysis, out / "plots", _atomic)
+        images = make_plots(analysis, out / "plots", write_atomic)
     return written + images + [write_report(analysis, out, images)]
 
 

@@ -9,10 +9,12 @@ cluster's results survive the head node; `pull` brings them back for `--resume` 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.config import StudyError
+from study.config import StudyError, default_cache_dir
 
 
 def is_uri(path: str) -> bool:
@@ -92,3 +94,55 @@ class StudyLocation:
             target.parent.mkdir(parents=True, exist_ok=True)
             with fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
                 dst.write(src.read())
+
+
+# --- a study at a URI, staged for analysis (study.analyze) -------------------------------------------------
+
+class _AnalysisStaging(StudyLocation):
+    """A study at a URI staged for analysis in a folder named as the study itself (plot titles and the
+    report name a study by its folder), inside StudyLocation's per-URI staging folder."""
+
+    @property
+    def local(self) -> Path:
+        return super().local / self.name
+
+
+def study_location(uri: str, cache_dir: str | os.PathLike | None = None) -> StudyLocation:
+    """The StudyLocation of the study at `uri` (its last path component is the study's name); analyses
+    are staged under <cache_dir>/analysis, never in the folder a running study.run stages its files in."""
+    scheme, _, rest = uri.partition("://")
+    parent, _, name = rest.rstrip("/").rpartition("/")
+    if not parent.strip("/") or not name:
+        raise StudyError(f"{uri} names no study; pass the study's own URI, such as s3://bucket/prefix/<study>")
+    cache = Path(cache_dir or default_cache_dir()).expanduser().resolve() / "analysis"
+    return _AnalysisStaging(f"{scheme}://{parent}", name, str(cache))
+
+
+def pull_study(where: StudyLocation) -> Path:
+    """Copy the study at a URI (its files and trial results, no checkpoints) into a fresh local staging
+    folder; returns that folder."""
+    try:
+        if not where.exists():
+            raise StudyError(f"{where.remote} is not a study (no study.json there); pass the study's own URI, "
+                             f"such as the --results of python -m study.run followed by /<study>")
+        shutil.rmtree(where.local, ignore_errors=True)  # a staging folder of our own: no stale file survives
+        where.pull(with_trials=True)
+    except (OSError, ValueError) as err:  # pyarrow's I/O errors are OSErrors, its invalid-argument ones ValueErrors
+        raise StudyError(f"cannot read {where.remote}: {str(err).splitlines()[0]}") from err
+    return where.local
+
+
+def push_outputs(where: StudyLocation, written: list[Path]) -> None:
+    """Copy the analysis' files (paths under where.local) to the same places under the study's URI."""
+    import pyarrow.fs
+
+    try:
+        fs, remote = pyarrow.fs.FileSystem.from_uri(where.remote)
+        for parent in sorted({p.parent for p in written} - {where.local}):
+            fs.create_dir(f"{remote}/{parent.relative_to(where.local).as_posix()}", recursive=True)
+        for p in written:
+            pyarrow.fs.copy_files(str(p), f"{remote}/{p.relative_to(where.local).as_posix()}",
+                                  source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+    except (OSError, ValueError) as err:
+        raise StudyError(f"cannot write the analysis to {where.remote}: {str(err).splitlines()[0]}; it is "
+                         f"complete in {where.local}") from err
