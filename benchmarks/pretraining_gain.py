@@ -7,7 +7,9 @@ The study compares each regime at its *own* best hyperparameters; this benchmark
 same data, seed, batch order, learning rate and epochs for `scratch`, `full` (and `decoder` if asked), so the
 only difference is the starting weights (and, for `decoder`, what trains). The tiny model's upstream comes
 from the same cache the study uses (pretrained once if missing, with `--pretrain-steps`). Reports
-validation BLEU and loss after every epoch, and the full-minus-scratch BLEU per epoch. JSON goes to
+validation BLEU and loss after every epoch, and the full-minus-scratch BLEU per epoch; then, for each regime's
+last epoch, BLEU's breakdown (n-gram precisions, brevity penalty) and `--show N` of its translations, which
+tell a fluent model that writes the wrong content from one that is short or repeats itself. JSON goes to
 benchmarks/out/pretraining_gain.json.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,11 +26,12 @@ if __package__ in (None, ""):  # run as `python benchmarks/pretraining_gain.py`
 
 from benchmarks import common  # noqa: E402
 from study.config import Config, add_config_flags, config_from_flags  # noqa: E402
+from study.metrics import evaluate, translation_scores  # noqa: E402
 from study.run import PRESETS  # noqa: E402
-from study.train import fit, prepare_data  # noqa: E402
+from study.train import fit, load_trained_model, pick_device, prepare_data  # noqa: E402
 
 CONFIG_FLAGS = ["data", "model", "max_train_pairs", "max_eval_pairs", "epochs", "lr", "batch_size", "num_beams",
-                "pretrain_steps", "seed", "data_seed", "cache_dir", "device"]
+                "pretrain_steps", "decoder_embedding", "seed", "data_seed", "cache_dir", "device"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regimes", nargs="+", default=["scratch", "full"], choices=["scratch", "decoder", "full"],
                    help="trained regimes to compare (default: scratch full)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--show", type=int, default=5, metavar="N",
+                   help="validation translations to print per regime at its last epoch (default 5)")
     p.add_argument("--out", type=Path, help="where the JSON goes (default benchmarks/out/pretraining_gain.json)")
     add_config_flags(p, CONFIG_FLAGS)
     return p
@@ -47,21 +53,44 @@ def run(args: argparse.Namespace) -> int:
     device = common.setup_torch(argparse.Namespace(threads=args.threads, device=config.device))
     data = prepare_data(config, need_upstream=any(r != "scratch" for r in args.regimes))
     curves: dict[str, list[dict]] = {}
+    last: dict[str, dict] = {}
     for regime in args.regimes:
         curves[regime] = []
         start = time.perf_counter()
+        regime_config = config.replace(regime=regime)
+        with tempfile.TemporaryDirectory() as checkpoint:
 
-        def report(metrics: dict, save, regime: str = regime, start: float = start) -> None:
-            row = {"epoch": metrics["epoch"], "val_bleu": metrics["val_bleu"], "val_loss": metrics["val_loss"],
-                   "val_chrf": metrics["val_chrf"], "seconds": time.perf_counter() - start}
-            curves[regime].append(row)
-            print(f"{regime:8s} epoch {row['epoch']}  val BLEU {row['val_bleu']:6.2f}  val loss "
-                  f"{row['val_loss']:.3f}  ({row['seconds']:.0f} s)", flush=True)
+            def report(metrics: dict, save, regime: str = regime, start: float = start,
+                       checkpoint: str = checkpoint) -> None:
+                row = {"epoch": metrics["epoch"], "val_bleu": metrics["val_bleu"], "val_loss": metrics["val_loss"],
+                       "val_chrf": metrics["val_chrf"], "seconds": time.perf_counter() - start,
+                       "diverged": bool(metrics.get("diverged"))}
+                curves[regime].append(row)
+                print(f"{regime:8s} epoch {row['epoch']}  val BLEU {row['val_bleu']:6.2f}  val loss "
+                      f"{row['val_loss']:.3f}  ({row['seconds']:.0f} s)", flush=True)
+                if save is not None:
+                    save(checkpoint)  # the newest epoch's weights, for the translations below
 
-        fit(config.replace(regime=regime), data, report)
+            fit(regime_config, data, report)
+            if curves[regime] and not curves[regime][-1].get("diverged"):
+                last[regime] = last_epoch_translations(regime_config, data, checkpoint, args.show)
     record = {"benchmark": "pretraining_gain", "config": config.to_dict(), "upstream": data.upstream_dir,
-              "counts": data.counts, "curves": curves, "run": common.run_info(args, device)}
+              "counts": data.counts, "curves": curves, "last_epoch": last, "run": common.run_info(args, device)}
     return common.finish(args, "pretraining_gain", record, print_report)
+
+
+def last_epoch_translations(config: Config, data, checkpoint: str, show: int) -> dict:
+    """BLEU's breakdown and a few translations of the validation split, from the last epoch's weights."""
+    import sacrebleu
+
+    model = load_trained_model(config, data.tokenizer, checkpoint, data.upstream)
+    device = pick_device(config.device)
+    _, hypotheses, references = evaluate(model.to(device), data.validation, data.tokenizer, config, device)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
+    return {"bleu": bleu.score, "chrf": translation_scores(hypotheses, references)["chrf"], "precisions": [round(p, 1) for p in bleu.precisions], "brevity_penalty": bleu.bp,
+            "hyp_len": bleu.sys_len, "ref_len": bleu.ref_len,
+            "samples": [{"source": s, "reference": r, "hypothesis": h}
+                        for s, r, h in zip(data.validation["en"][:show], references[:show], hypotheses[:show])]}
 
 
 def print_report(record: dict) -> None:
@@ -86,6 +115,13 @@ def print_report(record: dict) -> None:
     print(f"\nvalidation after each epoch: {c['data']}, {c['model']}, {record['counts'].get('train')} training pairs, "
           f"lr {c['lr']:g}, batch {c['batch_size']}, seed {c['seed']}")
     print(common.format_table(headers, rows))
+    for regime, seen in record.get("last_epoch", {}).items():
+        p = seen["precisions"]
+        print(f"\n{regime}, last epoch: BLEU {seen['bleu']:.2f} = n-gram precisions {p[0]}/{p[1]}/{p[2]}/{p[3]} "
+              f"x brevity penalty {seen['brevity_penalty']:.3f} (output {seen['hyp_len']} words, references "
+              f"{seen['ref_len']})")
+        for sample in seen["samples"]:
+            print(f"  EN  {sample['source']}\n  REF {sample['reference']}\n  OUT {sample['hypothesis']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import common, eval_throughput, padding, search_efficiency, train_throughput  # noqa: E402
+from benchmarks import (  # noqa: E402
+    common,
+    eval_throughput,
+    padding,
+    pretraining_gain,
+    search_efficiency,
+    train_throughput,
+)
 from study import batching, corpus  # noqa: E402
 from study.config import Config  # noqa: E402
 
@@ -82,6 +89,26 @@ def test_eval_throughput_runs_and_writes_json(toy, tmp_path):
         assert r["ratio"] > 0 and 0 <= r["no_eos_fraction_original"] <= 1
         # the original's limit is the padded label length, the corpus's longest target
         assert r["original"]["new_token_limit_per_batch"] == record["settings"]["original_max_length"] - 1
+
+
+def test_pretraining_gain_compares_regimes_and_shows_the_last_epoch(toy, tmp_path, capsys):
+    out = tmp_path / "gain.json"
+    argv = [*toy, "--regimes", "scratch", "full", "--epochs", "2", "--pretrain-steps", "5", "--max-eval-pairs",
+            "20", "--lr", "3e-3", "--show", "2", "--out", str(out)]
+    assert pretraining_gain.main(argv) == 0
+    record = read(out)
+    assert list(record["curves"]) == ["scratch", "full"] and Path(record["upstream"]).is_dir()
+    for regime, curve in record["curves"].items():
+        assert [row["epoch"] for row in curve] == [1, 2], regime
+        seen = record["last_epoch"][regime]
+        # translated with the last epoch's weights: its chrF is the last epoch's, not the first's
+        assert curve[0]["val_chrf"] != curve[-1]["val_chrf"], regime
+        assert seen["chrf"] == pytest.approx(curve[-1]["val_chrf"]), regime
+        assert seen["bleu"] == pytest.approx(curve[-1]["val_bleu"]), regime
+        assert len(seen["precisions"]) == 4 and 0 < seen["brevity_penalty"] <= 1
+        assert len(seen["samples"]) == 2 and all(s["source"] and s["reference"] for s in seen["samples"])
+    printed = capsys.readouterr().out
+    assert "full - scratch BLEU" in printed and printed.count("  OUT ") == 4
 
 
 def test_padding_script_runs_as_a_file(toy, tmp_path, monkeypatch, capsys):
