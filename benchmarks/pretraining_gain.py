@@ -87,7 +87,8 @@ def last_epoch_translations(config: Config, data, checkpoint: str, show: int) ->
     device = pick_device(config.device)
     _, hypotheses, references = evaluate(model.to(device), data.validation, data.tokenizer, config, device)
     bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-    return {"bleu": bleu.score, "chrf": translation_scores(hypotheses, references)["chrf"], "precisions": [round(p, 1) for p in bleu.precisions], "brevity_penalty": bleu.bp,
+    return {"bleu": bleu.score, "chrf": translation_scores(hypotheses, references)["chrf"],
+            "precisions": [round(p, 1) for p in bleu.precisions], "brevity_penalty": bleu.bp,
             "hyp_len": bleu.sys_len, "ref_len": bleu.ref_len,
             "samples": [{"source": s, "reference": r, "hypothesis": h}
                         for s, r, h in zip(data.validation["en"][:show], references[:show], hypotheses[:show])]}
