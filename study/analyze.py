@@ -48,6 +48,10 @@ METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_chrf", "tr
 TUNE_FIELDS = ["training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "node_id", "node_ip"]
 TEST = ["test_loss", "test_ppl", "test_exact_match", "test_bleu", "test_chrf"]
 HYPER = ["lr", "batch_size", "num_beams"]
+# BLEU's parts, recomputed from each regime's test.hyp.txt / test.ref.txt: they tell output that is short
+# (brevity penalty below 1) from output of the right length with the wrong words (low n-gram precisions).
+BLEU_PARTS = ["test_bleu_p1", "test_bleu_p2", "test_bleu_p3", "test_bleu_p4", "test_brevity_penalty",
+              "test_length_ratio"]
 
 
 @dataclass
@@ -87,6 +91,21 @@ def _result_lines(path: Path) -> list[dict]:
         with contextlib.suppress(ValueError):
             rows.append(json.loads(line))
     return rows
+
+
+def _bleu_parts(regime_dir: Path) -> dict:
+    """BLEU_PARTS of a regime's test translations; empty when its files are missing or disagree in length."""
+    try:
+        hypotheses, references = ((regime_dir / f"test.{kind}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+                                  for kind in ("hyp", "ref"))
+    except OSError:
+        return {}
+    if not references or len(hypotheses) != len(references):
+        return {}
+    import sacrebleu  # the same BLEU (13a, defaults) as study.metrics
+
+    bleu = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [references])
+    return dict(zip(BLEU_PARTS, [*bleu.precisions, bleu.bp, bleu.sys_len / max(bleu.ref_len, 1)]))
 
 
 def _tune_state(regime_dir: Path) -> dict[str, dict]:
@@ -210,7 +229,7 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
                ("unfinished" if len(t) else "not started")}
         if row["state"] == "finished":
             b = best[best["regime"] == regime].iloc[0]
-            row |= {k: b.get(k) for k in TEST + ["best_val_bleu"] + HYPER + ["best_epoch", "epochs_run", "trial_wall_s",
+            row |= {k: b.get(k) for k in TEST + BLEU_PARTS + ["best_val_bleu"] + HYPER + ["best_epoch", "epochs_run", "trial_wall_s",
                                                                               "search_wall_s", "trainable_params",
                                                                               "total_params"]}
         elif len(t) and t["best_val_bleu"].notna().any():  # best so far, no test score yet
@@ -230,7 +249,7 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
             row["cost_usd"] = (row.get("search_wall_s") or math.nan) / 3600 * row["gpus_billed"] * gpu_hour_cost
         rows.append(row)
     columns = ["regime", "state", *TEST, "best_val_bleu", *HYPER, "best_epoch", "epochs_run", "trial_wall_s",
-               "search_wall_s", "trials", *STATUSES, "epoch_s_median", "trainable_params", "total_params"]
+               "search_wall_s", "trials", *STATUSES, "epoch_s_median", "trainable_params", "total_params", *BLEU_PARTS]
     columns += ["gpus_billed", "cost_usd"] if gpu_hour_cost is not None else []
     frame = pd.DataFrame(rows).reindex(columns=columns)
     for col in columns[2:]:
@@ -269,7 +288,8 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
         b = _read_json(path / regime / "best.json")
         if b is not None:
             best_rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                              for k, v in b.items() if k != "config"} | {"model": b.get("config", {}).get("model")})
+                              for k, v in b.items() if k != "config"} | {"model": b.get("config", {}).get("model")}
+                             | _bleu_parts(path / regime))
     if not trials and not best_rows:
         raise StudyError(f"study {path.name} has no trials yet (no trial directory under "
                          f"{', '.join(regimes) or 'any regime'}); run or resume it first")

@@ -79,6 +79,18 @@ def comparison_markdown(a: StudyAnalysis) -> str:
     return markdown_table([h for h, _, _ in cols], rows)
 
 
+def _bleu_parts_sentence(c: pd.DataFrame, worse: str, better: str) -> str:
+    """Why `worse` scores lower BLEU, from BLEU's parts: shorter output, or as long with the wrong words."""
+    parts = ["test_length_ratio", "test_brevity_penalty", "test_bleu_p1"]
+    if not set(parts) <= set(c.columns) or c.loc[[worse, better], parts].isna().any(axis=None):
+        return ""
+    (ratio_w, bp_w, p1_w), (ratio_b, bp_b, p1_b) = c.loc[worse, parts], c.loc[better, parts]
+    why = (": no shorter, but fewer of its words are right." if bp_w >= bp_b - 0.005 and p1_w < p1_b else
+           ": its output is shorter." if bp_w < bp_b - 0.005 else ".")
+    return (f" BLEU's parts: `{worse}` writes {ratio_w:.2f}× the references' length (brevity penalty {bp_w:.3f}; "
+            f"`{better}` {ratio_b:.2f}×, {bp_b:.3f}) with unigram precision {p1_w:.1f} against {p1_b:.1f}{why}")
+
+
 def findings(a: StudyAnalysis) -> list[str]:
     """Sentences read off the comparison table, claiming nothing it does not show."""
     c = a.comparison.set_index("regime")
@@ -114,6 +126,7 @@ def findings(a: StudyAnalysis) -> list[str]:
                 s += (f" Test loss says the opposite ({loss_r:.3f} vs {loss_s:.3f}): `{'scratch' if d > 0 else r}` "
                       "gives the references more probability yet translates worse by BLEU, which scores the one "
                       "output decoding picks.")
+                s += _bleu_parts_sentence(c, worse="scratch" if d > 0 else r, better=r if d > 0 else "scratch")
             out.append(s)
     elif pretrained:
         out.append("Whether pre-training helped needs a finished `scratch` regime to compare with.")

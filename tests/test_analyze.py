@@ -93,6 +93,17 @@ def test_tables_agree_with_what_ray_reads_back(studies):
     assert row["lr"] == 3e-3 and row["best_epoch"] == best_json["best_epoch"]
     assert row["trials"] == 4 and row["pruned"] == best_json["pruned"] == (trials["status"] == "pruned").sum()
     assert row["search_wall_s"] == best_json["search_wall_s"] and "cost_usd" not in a.comparison
+    # BLEU's parts come from the regime's saved test translations, scored as the study scored them
+    import sacrebleu
+
+    hyps, refs = ((study / "scratch" / f"test.{k}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+                  for k in ("hyp", "ref"))
+    assert len(refs) == best_json["test_pairs"]
+    bleu = sacrebleu.metrics.BLEU().corpus_score(hyps, [refs])
+    assert bleu.score == pytest.approx(best_json["test_bleu"])
+    assert [row[f"test_bleu_p{n}"] for n in (1, 2, 3, 4)] == pytest.approx(bleu.precisions)
+    assert row["test_brevity_penalty"] == pytest.approx(bleu.bp)
+    assert row["test_length_ratio"] == pytest.approx(bleu.sys_len / bleu.ref_len)
 
 
 @slow
@@ -162,6 +173,10 @@ def test_report_names_the_winner_and_calls_small_gaps_noise(studies, tmp_path):
         assert f"`full` won on test BLEU with {scratch + gap:.2f}, {gap:.2f} ahead of `scratch` ({scratch:.2f})" in report
         assert words in report
         assert ("Test loss says the opposite" in report) == (loss_gap > 0)
+        # ... and BLEU's parts say whether the lower-BLEU regime is short or wrong (here both are scratch's
+        # translations, so the parts are equal and neither reason is claimed)
+        assert ("BLEU's parts: `scratch` writes" in report) == (loss_gap > 0)
+        assert "shorter" not in report and "fewer of its words" not in report
     assert "significant" not in report.lower()
 
 
@@ -274,3 +289,18 @@ def test_negative_cost_is_rejected(tmp_path, capsys):
     (tmp_path / "study.json").write_text(json.dumps(STUDY_JSON))
     assert main([str(tmp_path), "--gpu-hour-cost", "-1"]) == 2
     assert "--gpu-hour-cost must be a non-negative" in capsys.readouterr().err
+
+
+def test_bleu_parts_tell_short_output_from_wrong_words():
+    from study.report import _bleu_parts_sentence
+
+    # the quick study's decoder against scratch (2026-11-30): longer output, lower unigram precision
+    c = pd.DataFrame({"test_length_ratio": [0.948, 0.867], "test_brevity_penalty": [0.947, 0.858],
+                      "test_bleu_p1": [49.7, 63.1]}, index=["decoder", "scratch"])
+    said = _bleu_parts_sentence(c, worse="decoder", better="scratch")
+    assert "`decoder` writes 0.95× the references' length (brevity penalty 0.947; `scratch` 0.87×, 0.858)" in said
+    assert said.endswith("unigram precision 49.7 against 63.1: no shorter, but fewer of its words are right.")
+    assert _bleu_parts_sentence(c, worse="scratch", better="decoder").endswith(": its output is shorter.")
+    assert _bleu_parts_sentence(c.drop(columns="test_bleu_p1"), "decoder", "scratch") == ""  # an older study
+    c.loc["scratch", "test_brevity_penalty"] = float("nan")
+    assert _bleu_parts_sentence(c, "decoder", "scratch") == ""
