@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/pretraining_gain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from study.analyze import bleu_parts  # noqa: E402
 from study.config import Config, add_config_flags, config_from_flags  # noqa: E402
 from study.metrics import evaluate, translation_scores  # noqa: E402
 from study.run import PRESETS  # noqa: E402
@@ -68,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
                 curves[regime].append(row)
                 print(f"{regime:8s} epoch {row['epoch']}  val BLEU {row['val_bleu']:6.2f}  val loss "
                       f"{row['val_loss']:.3f}  ({row['seconds']:.0f} s)", flush=True)
-                if save is not None:
-                    save(checkpoint)  # the newest epoch's weights, for the translations below
+                if save is not None and metrics["epoch"] == config.epochs:
+                    save(checkpoint)  # the last epoch's weights, for the translations below
 
             fit(regime_config, data, report)
             if curves[regime] and not curves[regime][-1].get("diverged"):
@@ -80,16 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def last_epoch_translations(config: Config, data, checkpoint: str, show: int) -> dict:
-    """BLEU's breakdown and a few translations of the validation split, from the last epoch's weights."""
-    import sacrebleu
-
+    """BLEU's parts and a few translations of the validation split, from the last epoch's weights."""
     model = load_trained_model(config, data.tokenizer, checkpoint, data.upstream)
     device = pick_device(config.device)
     _, hypotheses, references = evaluate(model.to(device), data.validation, data.tokenizer, config, device)
-    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
-    return {"bleu": bleu.score, "chrf": translation_scores(hypotheses, references)["chrf"],
-            "precisions": [round(p, 1) for p in bleu.precisions], "brevity_penalty": bleu.bp,
-            "hyp_len": bleu.sys_len, "ref_len": bleu.ref_len,
+    return {**translation_scores(hypotheses, references), **bleu_parts(hypotheses, references),
             "samples": [{"source": s, "reference": r, "hypothesis": h}
                         for s, r, h in zip(data.validation["en"][:show], references[:show], hypotheses[:show])]}
 
@@ -117,10 +113,9 @@ def print_report(record: dict) -> None:
           f"lr {c['lr']:g}, batch {c['batch_size']}, seed {c['seed']}")
     print(common.format_table(headers, rows))
     for regime, seen in record.get("last_epoch", {}).items():
-        p = seen["precisions"]
-        print(f"\n{regime}, last epoch: BLEU {seen['bleu']:.2f} = n-gram precisions {p[0]}/{p[1]}/{p[2]}/{p[3]} "
-              f"x brevity penalty {seen['brevity_penalty']:.3f} (output {seen['hyp_len']} words, references "
-              f"{seen['ref_len']})")
+        p = "/".join(f"{seen[f'bleu_p{n}']:.1f}" for n in (1, 2, 3, 4))
+        print(f"\n{regime}, last epoch: BLEU {seen['bleu']:.2f} = n-gram precisions {p} x brevity penalty "
+              f"{seen['brevity_penalty']:.3f} (output {seen['length_ratio']:.3f}x the references' length)")
         for sample in seen["samples"]:
             print(f"  EN  {sample['source']}\n  REF {sample['reference']}\n  OUT {sample['hypothesis']}")
 

@@ -93,7 +93,18 @@ def _result_lines(path: Path) -> list[dict]:
     return rows
 
 
-def _bleu_parts(regime_dir: Path) -> dict:
+def bleu_parts(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """BLEU's n-gram precisions (`bleu_p1`..`bleu_p4`), `brevity_penalty` and output/reference `length_ratio`,
+    from sacrebleu's BLEU with the defaults study.metrics scores with."""
+    import sacrebleu
+
+    bleu = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [references])
+    return {"bleu_p1": bleu.precisions[0], "bleu_p2": bleu.precisions[1], "bleu_p3": bleu.precisions[2],
+            "bleu_p4": bleu.precisions[3], "brevity_penalty": bleu.bp,
+            "length_ratio": bleu.sys_len / max(bleu.ref_len, 1)}
+
+
+def _test_bleu_parts(regime_dir: Path) -> dict:
     """BLEU_PARTS of a regime's test translations; empty when its files are missing or disagree in length."""
     try:
         hypotheses, references = ((regime_dir / f"test.{kind}.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -102,10 +113,7 @@ def _bleu_parts(regime_dir: Path) -> dict:
         return {}
     if not references or len(hypotheses) != len(references):
         return {}
-    import sacrebleu  # the same BLEU (13a, defaults) as study.metrics
-
-    bleu = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [references])
-    return dict(zip(BLEU_PARTS, [*bleu.precisions, bleu.bp, bleu.sys_len / max(bleu.ref_len, 1)]))
+    return {f"test_{k}": v for k, v in bleu_parts(hypotheses, references).items()}
 
 
 def _tune_state(regime_dir: Path) -> dict[str, dict]:
@@ -289,7 +297,7 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
         if b is not None:
             best_rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
                               for k, v in b.items() if k != "config"} | {"model": b.get("config", {}).get("model")}
-                             | _bleu_parts(path / regime))
+                             | _test_bleu_parts(path / regime))
     if not trials and not best_rows:
         raise StudyError(f"study {path.name} has no trials yet (no trial directory under "
                          f"{', '.join(regimes) or 'any regime'}); run or resume it first")
