@@ -30,10 +30,13 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from study import batching
-from study import data as data_lib
 from study.config import Config, StudyError
-from study.train import make_optimizer, pick_device, prepare_text, training_step
+from study.data import batching
+from study.data import pairs as data_lib
+from study.data.prepared import prepare_text
+from study.data.tokenize import tokenize_splits
+from study.model.device import pick_device
+from study.training.loop import make_optimizer, training_step
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "benchmarks" / "out"
@@ -117,8 +120,9 @@ def load_data(args: argparse.Namespace, **config_changes: Any) -> BenchData:
     if getattr(args, "cache_dir", None):
         config = config.replace(cache_dir=str(Path(args.cache_dir).expanduser().resolve()))
     config.validate()
-    splits, _, tokenizer, counts = prepare_text(config)
-    tokenized, token_counts = data_lib.tokenize_splits(splits, tokenizer, config)
+    text = prepare_text(config)
+    splits, tokenizer, counts = text.splits, text.tokenizer, text.counts
+    tokenized, token_counts = tokenize_splits(splits, tokenizer, config)
     source_max, target_max = corpus_max_lengths(splits, tokenizer, config.prefix)
     return BenchData(config, tokenizer, splits, tokenized, {**counts, **token_counts}, source_max, target_max)
 
@@ -302,7 +306,7 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def run_info(args: argparse.Namespace, device: torch.device) -> dict:
-    from study.results import git_commit, versions
+    from study.results.record import git_commit, versions
 
     return {"utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device),

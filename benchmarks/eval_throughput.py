@@ -40,8 +40,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/eval_throughput.py`
 
 from benchmarks import common  # noqa: E402
 from study.config import StudyError  # noqa: E402
-from study.metrics import generation_limit, prefix_length, translate  # noqa: E402
-from study.regimes import build_model  # noqa: E402
+from study.metrics.generation import generation_limit, prefix_length, translate  # noqa: E402
+from study.model.regimes import build_model  # noqa: E402
 
 NAME = "eval_throughput"
 TARGET = 4.0

@@ -33,8 +33,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/padding.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from study import batching  # noqa: E402
 from study.config import StudyError  # noqa: E402
+from study.data import batching  # noqa: E402
 
 NAME = "padding"
 

@@ -25,11 +25,21 @@ if __package__ in (None, ""):  # run as `python benchmarks/pretraining_gain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from study.analyze import bleu_parts  # noqa: E402
-from study.config import Config, add_config_flags, config_from_flags  # noqa: E402
-from study.metrics import evaluate, translation_scores  # noqa: E402
-from study.run import PRESETS  # noqa: E402
-from study.train import fit, load_trained_model, pick_device, prepare_data  # noqa: E402
+from study.config import (  # noqa: E402
+    PRESETS,  # noqa: E402
+    Config,
+    add_config_flags,
+    config_from_flags,
+)
+from study.metrics.generation import evaluate  # noqa: E402
+from study.metrics.scoring import (
+    bleu_parts,  # noqa: E402
+    translation_scores,  # noqa: E402
+)
+from study.model.device import pick_device  # noqa: E402
+from study.training.checkpoints import load_trained_model  # noqa: E402
+from study.training.loop import fit  # noqa: E402
+from study.training.upstream import prepare_data_and_upstream  # noqa: E402
 
 CONFIG_FLAGS = ["data", "model", "max_train_pairs", "max_eval_pairs", "epochs", "lr", "batch_size", "num_beams",
                 "pretrain_steps", "decoder_embedding", "seed", "data_seed", "cache_dir", "device"]
@@ -52,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     base = Config(**PRESETS["quick"]["config"]).replace(lr=2e-3, torch_threads=args.threads)
     config = config_from_flags(args, base).validate()
     device = common.setup_torch(argparse.Namespace(threads=args.threads, device=config.device))
-    data = prepare_data(config, need_upstream=any(r != "scratch" for r in args.regimes))
+    data = prepare_data_and_upstream(config, need_upstream=any(r != "scratch" for r in args.regimes))
     curves: dict[str, list[dict]] = {}
     last: dict[str, dict] = {}
     for regime in args.regimes:

@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/train_throughput.py`
 
 from benchmarks import common  # noqa: E402
 from study.config import StudyError  # noqa: E402
-from study.regimes import build_model  # noqa: E402
+from study.model.regimes import build_model  # noqa: E402
 
 NAME = "train_throughput"
 WAYS = {"original": "(a) original notebook loop", "trainer": "(b) HF Seq2SeqTrainer, group_by_length",

@@ -1,28 +1,36 @@
-"""The one configuration object of a trial, and the error type every CLI turns into one clear line.
+"""The one configuration object of a trial, the study presets, and the error every CLI turns into one line.
 
 A `Config` is built once (from CLI flags, a preset, or Python), then flows whole: the driver hands it
-to every trial, a trial overrides only the searched fields (`lr`, `batch_size`, `num_beams`) with
-`dataclasses.replace`, and the result directory records it as JSON. Keeping a single flat dataclass
-(instead of one per concern) means a newcomer reads every knob of the study in one place.
+to every trial, a trial overrides only its searched fields (`lr`, `batch_size`, `num_beams`, ...) with
+`Config.replace`, and the result directory records it as JSON. Keeping a single flat dataclass (instead
+of one per concern) means a newcomer reads every knob of the study in one place.
+
+Each field carries its own `--help` line and its *stage* in `dataclasses.field(metadata=...)`:
+- `data`: what pairs are read and how they are cleaned, split and tokenized (shared by every trial);
+- `model`: the architecture and the pretrained upstream (shared by every trial);
+- `trial`: what a trial may set for itself — the search space may search or fix any of these;
+- `where`: where files go.
+A Config is checked when it is made (`__post_init__`): an invalid one cannot exist.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DEFAULT_PREFIX = "translate English to French: "
-REGIME_NAMES = ("upstream", "scratch", "decoder", "full")
+STAGES = ("data", "model", "trial", "where")
 
 
 class StudyError(Exception):
     """A user-facing error: bad input, a missing file, an impossible setting.
 
-    CLIs print `error: <message>` on one line and exit with status 2; the message must say what is
-    wrong and what to do about it.
+    CLIs print `error: <message>` on one line and exit with status 2 (`study.cli.run_cli`); the message
+    must say what is wrong and what to do about it.
     """
 
 
@@ -35,58 +43,75 @@ def default_cache_dir() -> str:
     return str(Path(base) / "t5-regime-study")
 
 
+def _field(default: Any, stage: str, help: str, *, positive: bool = False, factory: Any = None) -> Any:
+    metadata = {"stage": stage, "help": help, "positive": positive}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class Config:
     # --- data -----------------------------------------------------------------------------------
-    data: str = "sample"  # path to a TSV/CSV/JSONL/Parquet file, "hf:NAME[:CONFIG]", or "sample"
-    src_col: str | None = None  # English column, when it cannot be found automatically
-    tgt_col: str | None = None  # French column
-    prefix: str = DEFAULT_PREFIX  # T5's task prefix; without it zero-shot T5 does not know the task
-    max_chars: int = 400  # cleaning: pairs with a side longer than this (characters) ...
-    overlong: str = "drop"  # ... and pairs over the token limits are "drop"ped or "truncate"d
-    max_source_tokens: int = 96
-    max_target_tokens: int = 96
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / validation / test
-    max_train_pairs: int | None = None  # deterministic cap on training pairs, for quick studies
-    max_eval_pairs: int | None = None  # cap on validation pairs scored each epoch (generation is slow)
-    max_test_pairs: int | None = None  # cap on test pairs scored once per regime (quick studies only)
-    data_seed: int = 0  # the split depends on this, never on the trial's seed
+    data: str = _field("sample", "data", "pairs to use: a TSV/CSV/JSONL/Parquet file, hf:NAME[:CONFIG], or 'sample' (bundled corpus)")
+    src_col: str | None = _field(None, "data", "name of the English column, if it is not found automatically")
+    tgt_col: str | None = _field(None, "data", "name of the French column, if it is not found automatically")
+    # T5's task prefix; without it zero-shot T5 does not know the task
+    prefix: str = _field(DEFAULT_PREFIX, "data", "task prefix added to every English source (may be empty)")
+    max_chars: int = _field(400, "data", "pairs with a side longer than this many characters are dropped or truncated", positive=True)
+    overlong: str = _field("drop", "data", "what to do with pairs over a length limit: drop or truncate")
+    max_source_tokens: int = _field(96, "data", "source length limit in tokens (prefix included)", positive=True)
+    max_target_tokens: int = _field(96, "data", "target length limit in tokens; also caps generation", positive=True)
+    split: tuple[float, float, float] = _field((0.8, 0.1, 0.1), "data", "train, validation and test fractions (three numbers adding up to 1)")
+    max_train_pairs: int | None = _field(None, "data", "deterministic cap on training pairs, for quick runs", positive=True)
+    # generation is slow: a seeded subset of the validation split is scored each epoch
+    max_eval_pairs: int | None = _field(None, "data", "cap on validation pairs scored each epoch", positive=True)
+    max_test_pairs: int | None = _field(None, "data", "cap on test pairs scored once per regime (a seeded random subset)", positive=True)
+    data_seed: int = _field(0, "data", "seed of the train/validation/test split")  # never the trial's seed
 
     # --- model and regime -----------------------------------------------------------------------
-    model: str = "tiny"  # "tiny", a hub id such as "t5-small", or a local model directory
-    regime: str = "full"  # upstream | scratch | decoder | full
+    model: str = _field("tiny", "model", "tiny (built offline), a hub id such as t5-small, or a local model directory")
+    regime: str = _field("full", "model", "the training regime: upstream, scratch, decoder, full (see study.model.regimes)")
     # What the `decoder` regime does with T5's shared (tied) token embedding, which is both the
     # encoder's input embedding and the decoder's input embedding and output head:
     #   "frozen"  - frozen with the encoder (default: the encoder really does not change);
     #   "trained" - trained (the encoder's input embedding then changes too);
     #   "untied"  - the decoder gets its own trainable copy; the encoder keeps the frozen original.
-    decoder_embedding: str = "frozen"
+    decoder_embedding: str = _field("frozen", "trial", "decoder regime: the tied embedding is frozen, trained, or untied (decoder gets its own copy)")
 
     # --- training -------------------------------------------------------------------------------
-    lr: float = 1e-3
-    batch_size: int = 32
-    num_beams: int = 1
-    epochs: int = 3
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    torch_threads: int | None = None  # intra-op threads per trial; None: torch's default
+    lr: float = _field(1e-3, "trial", "peak learning rate of AdamW (linear warm-up then linear decay)", positive=True)
+    batch_size: int = _field(32, "trial", "training batch size, in sentence pairs", positive=True)
+    num_beams: int = _field(1, "trial", "beams for generation at evaluation (1 = greedy)", positive=True)
+    epochs: int = _field(3, "trial", "training epochs", positive=True)
+    warmup_ratio: float = _field(0.06, "trial", "fraction of the training steps spent warming the learning rate up")
+    weight_decay: float = _field(0.01, "trial", "AdamW weight decay")
+    max_grad_norm: float = _field(1.0, "trial", "gradient clipping norm")
+    eval_batch_size: int = _field(64, "trial", "batch size for evaluation and generation", positive=True)
+    seed: int = _field(0, "trial", "seed of the model initialisation, dropout and batch order")
+    device: str = _field("auto", "trial", "auto, cpu, cuda or mps")
+    torch_threads: int | None = _field(None, "trial", "torch intra-op threads per trial (default: torch's choice)", positive=True)
 
     # --- tiny model sizes (only for model="tiny") ------------------------------------------------
-    tiny_vocab_size: int = 2000
-    tiny_d_model: int = 128
-    tiny_layers: int = 3
-    tiny_heads: int = 4
-    tiny_d_ff: int = 512
-    pretrain_steps: int = 1200  # span-corruption steps of the tiny upstream (~3 min on 2 cores; quick: 800)
+    tiny_vocab_size: int = _field(2000, "model", "tiny model: SentencePiece vocabulary size (before T5's 100 sentinels)", positive=True)
+    tiny_d_model: int = _field(128, "model", "tiny model: hidden size", positive=True)
+    tiny_layers: int = _field(3, "model", "tiny model: encoder layers (and as many decoder layers)", positive=True)
+    tiny_heads: int = _field(4, "model", "tiny model: attention heads", positive=True)
+    tiny_d_ff: int = _field(512, "model", "tiny model: feed-forward size", positive=True)
+    # ~3 min on 2 cores; the quick preset uses 800
+    pretrain_steps: int = _field(1200, "model", "tiny model: span-corruption pretraining steps of its upstream (cached once made)", positive=True)
 
     # --- where things go --------------------------------------------------------------------------
-    cache_dir: str = field(default_factory=default_cache_dir)
+    cache_dir: str = _field(None, "where", "where tokenized data, tokenizers and the tiny upstream are cached",
+                            factory=default_cache_dir)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.split, list):
+            self.split = tuple(self.split)
+        self._check()
 
     def replace(self, **changes: Any) -> Config:
+        """A copy with `changes` applied (and checked)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,127 +121,126 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - set(FIELDS))
         if unknown:
-            raise StudyError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
-        d = dict(d)
-        if "split" in d:
-            d["split"] = tuple(d["split"])
-        return cls(**d)
+            raise StudyError(f"unknown config keys {unknown}; known keys are {sorted(FIELDS)}")
+        try:
+            return cls(**d)
+        except TypeError as err:
+            raise StudyError(f"invalid config: {err}") from err
 
     def validate(self) -> Config:
+        """Kept for callers that want an explicit check; a Config is already checked when it is made."""
+        self._check()
+        return self
+
+    def _check(self) -> None:
         """Reject settings that cannot work, with a message that says what to change."""
         for f in dataclasses.fields(self):
-            value, default = getattr(self, f.name), f.default
-            if isinstance(default, (int, float)) and not isinstance(default, bool) or f.name in (
-                    "max_train_pairs", "max_eval_pairs", "max_test_pairs", "torch_threads"):
-                if value is None and default is None:
-                    continue
-                wanted = float if isinstance(default, float) else int
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                        wanted is int and not float(value).is_integer()):
-                    raise StudyError(f"{f.name} must be {'a number' if wanted is float else 'a whole number'}, "
-                                     f"got {value!r}")
-        if len(self.split) != 3 or any(f < 0 for f in self.split):
+            value = getattr(self, f.name)
+            kind = _number_kind(f)
+            if kind is None or (value is None and f.default is None):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    kind is int and not float(value).is_integer()) or not math.isfinite(value):
+                raise StudyError(f"{f.name} must be {'a number' if kind is float else 'a whole number'}, got {value!r}")
+            if f.metadata.get("positive") and not value > 0:
+                raise StudyError(f"{f.name} must be positive{' (or unset)' if f.default is None else ''}, got {value}")
+        if len(self.split) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in self.split):
             raise StudyError(f"split must be three non-negative fractions, got {self.split}")
         if abs(sum(self.split) - 1.0) > 1e-6:
             raise StudyError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split):g})")
         if self.split[1] <= 0 or self.split[2] <= 0:
             raise StudyError(f"validation and test fractions must be > 0, got {self.split}")
-        for name in ("max_chars", "max_source_tokens", "max_target_tokens", "batch_size", "num_beams",
-                     "eval_batch_size", "epochs", "pretrain_steps"):
-            if getattr(self, name) <= 0:
-                raise StudyError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_train_pairs", "max_eval_pairs", "max_test_pairs"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise StudyError(f"{name} must be positive (or unset), got {value}")
-        if not self.lr > 0:
-            raise StudyError(f"lr must be positive, got {self.lr}")
-        if self.regime not in REGIME_NAMES:
-            raise StudyError(f"unknown regime {self.regime!r}; choose from {', '.join(REGIME_NAMES)}")
-        if self.overlong not in ("drop", "truncate"):
-            raise StudyError(f"overlong must be 'drop' or 'truncate', got {self.overlong!r}")
-        if self.decoder_embedding not in ("frozen", "trained", "untied"):
-            raise StudyError(
-                f"decoder_embedding must be 'frozen', 'trained' or 'untied', got {self.decoder_embedding!r}"
-            )
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise StudyError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
-        return self
+        if not isinstance(self.regime, str) or not self.regime:
+            raise StudyError(f"regime must be a regime's name, got {self.regime!r}")
+        choices = {"overlong": ("drop", "truncate"), "decoder_embedding": ("frozen", "trained", "untied"),
+                   "device": ("auto", "cpu", "cuda", "mps")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise StudyError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
-# One line of --help per field; the CLIs (study.trial, study.run) build their flags from this table.
-HELP: dict[str, str] = {
-    "data": "pairs to use: a TSV/CSV/JSONL/Parquet file, hf:NAME[:CONFIG], or 'sample' (bundled corpus)",
-    "src_col": "name of the English column, if it is not found automatically",
-    "tgt_col": "name of the French column, if it is not found automatically",
-    "prefix": "task prefix added to every English source (may be empty)",
-    "max_chars": "pairs with a side longer than this many characters are dropped or truncated",
-    "overlong": "what to do with pairs over a length limit: drop or truncate",
-    "max_source_tokens": "source length limit in tokens (prefix included)",
-    "max_target_tokens": "target length limit in tokens; also caps generation",
-    "split": "train, validation and test fractions (three numbers adding up to 1)",
-    "max_train_pairs": "deterministic cap on training pairs, for quick runs",
-    "max_eval_pairs": "cap on validation pairs scored each epoch",
-    "max_test_pairs": "cap on test pairs scored once per regime (a seeded random subset)",
-    "data_seed": "seed of the train/validation/test split",
-    "model": "tiny (built offline), a hub id such as t5-small, or a local model directory",
-    "regime": "upstream, scratch, decoder or full",
-    "decoder_embedding": "decoder regime: the tied embedding is frozen, trained, or untied (decoder gets its own copy)",
-    "lr": "peak learning rate of AdamW (linear warm-up then linear decay)",
-    "batch_size": "training batch size, in sentence pairs",
-    "num_beams": "beams for generation at evaluation (1 = greedy)",
-    "epochs": "training epochs",
-    "warmup_ratio": "fraction of the training steps spent warming the learning rate up",
-    "weight_decay": "AdamW weight decay",
-    "max_grad_norm": "gradient clipping norm",
-    "eval_batch_size": "batch size for evaluation and generation",
-    "seed": "seed of the model initialisation, dropout and batch order",
-    "device": "auto, cpu, cuda or mps",
-    "torch_threads": "torch intra-op threads per trial (default: torch's choice)",
-    "tiny_vocab_size": "tiny model: SentencePiece vocabulary size (before T5's 100 sentinels)",
-    "tiny_d_model": "tiny model: hidden size",
-    "tiny_layers": "tiny model: encoder layers (and as many decoder layers)",
-    "tiny_heads": "tiny model: attention heads",
-    "tiny_d_ff": "tiny model: feed-forward size",
-    "pretrain_steps": "tiny model: span-corruption pretraining steps of its upstream (cached once made)",
-    "cache_dir": "where tokenized data, tokenizers and the tiny upstream are cached",
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _number_kind(f: dataclasses.Field) -> type | None:
+    text = str(f.type)
+    if text.startswith("float"):
+        return float
+    if text.startswith("int"):
+        return int
+    return None
+
+
+def fields_of_stage(*stages: str) -> list[str]:
+    """Names of the Config fields of these stages, in declaration order."""
+    return [name for name, f in FIELDS.items() if f.metadata["stage"] in stages]
+
+
+# Fields a trial may set (search or fix in a search space); the others define what every trial shares.
+PER_TRIAL = frozenset(fields_of_stage("trial"))
+
+
+# --- the budget of a study's search, and presets: a Config and a budget; explicit flags override them -------
+
+
+@dataclass
+class Budget:
+    """How much searching a study does per regime, and with which resources (study.json records it)."""
+
+    num_samples: int
+    max_epochs: int
+    max_concurrent: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    grace_period: int | None
+    reduction_factor: int | None
+    max_failures: int
+    searcher: str = "tpe"  # tpe | random (both record every trial in optuna.db)
+    scheduler: str = "asha"  # asha | none (no early stopping)
+
+
+PRESETS: dict[str, dict] = {
+    "quick": {
+        # Sized to finish pretraining + all four regimes in about 10 minutes on 2 CPU cores (see README).
+        "config": dict(data="sample", model="tiny", max_train_pairs=3000, max_eval_pairs=200, max_test_pairs=1000,
+                       epochs=3, eval_batch_size=100, pretrain_steps=800),
+        "num_samples": 3, "max_concurrent": None, "needs_data": False,
+    },
+    "paper": {  # the original experiment's scale: t5-small, 10 epochs; meant for GPUs
+        "config": dict(model="t5-small", epochs=10, max_eval_pairs=2000, eval_batch_size=128),
+        "num_samples": 8, "max_concurrent": None, "needs_data": True,
+    },
 }
 
 
-def add_config_flags(parser: Any, names: list[str] | None = None) -> None:
-    """Add a `--flag-name` per Config field; flags left out do not appear in the parsed namespace.
+# --- command-line flags, one per field ----------------------------------------------------------------------
 
-    Leaving absent flags out (argparse.SUPPRESS) is what lets explicit flags override a preset and
-    nothing else.
-    """
+
+def add_config_flags(parser: Any, names: list[str] | None = None) -> None:
+    """Add a `--flag-name` per Config field (or per name in `names`); flags left out do not appear in the
+    parsed namespace. Leaving absent flags out (argparse.SUPPRESS) is what lets explicit flags override a
+    preset and nothing else."""
     import argparse
 
-    defaults = Config.__dataclass_fields__
-    for f in dataclasses.fields(Config):
-        if names is not None and f.name not in names:
+    for name, f in FIELDS.items():
+        if names is not None and name not in names:
             continue
-        default = defaults[f.name].default
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "split":
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else "see docs"
+        if name == "split":
             parser.add_argument(flag, type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
-                                default=argparse.SUPPRESS, help=HELP[f.name])
+                                default=argparse.SUPPRESS, help=f.metadata["help"])
             continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        if isinstance(default, bool):
-            kind = bool
-        if f.name == "lr":
-            kind = float
-        parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                            help=f"{HELP[f.name]} (default: {default if default is not dataclasses.MISSING else 'see docs'})")
+        kind = _number_kind(f) or str
+        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS,
+                            help=f"{f.metadata['help']} (default: {default})")
 
 
 def config_from_flags(namespace: Any, base: Config | None = None) -> Config:
     """`base` (or the defaults) with every flag the user gave applied on top."""
-    known = {f.name for f in dataclasses.fields(Config)}
-    changes = {k: v for k, v in vars(namespace).items() if k in known}
+    changes = {k: v for k, v in vars(namespace).items() if k in FIELDS}
     if "split" in changes:
         changes["split"] = tuple(changes["split"])
     return (base or Config()).replace(**changes)

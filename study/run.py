@@ -17,59 +17,28 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from study.config import REGIME_NAMES, Config, StudyError, add_config_flags, config_from_flags
-from study.results import evaluate_best, study_record, write_json, write_summary
-from study.search import (
-    default_search_space_path,
-    load_search_space,
-    make_scheduler,
-    make_searcher,
-    parse_search_space,
-)
-from study.storage import StudyLocation
+from study.cli import ArgumentParser, run_cli
+from study.common import write_json
+from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
+from study.model.regimes import REGIMES, parse_regimes
+from study.results.record import searched_names, study_record, write_summary
+from study.results.storage import StudyLocation
+from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
 
 log = logging.getLogger("study.run")
 
-# Presets set the Config and the budget; any explicit flag overrides them.
-PRESETS: dict[str, dict] = {
-    "quick": {
-        # Sized to finish pretraining + all four regimes in about 10 minutes on 2 CPU cores (see README).
-        "config": dict(data="sample", model="tiny", max_train_pairs=3000, max_eval_pairs=200, max_test_pairs=1000,
-                       epochs=3, eval_batch_size=100, pretrain_steps=800),
-        "num_samples": 3, "max_concurrent": None, "needs_data": False,
-    },
-    "paper": {  # the original experiment's scale: t5-small, 10 epochs; meant for GPUs
-        "config": dict(model="t5-small", epochs=10, max_eval_pairs=2000, eval_batch_size=128),
-        "num_samples": 8, "max_concurrent": None, "needs_data": True,
-    },
-}
-
-
-PER_TRIAL_FLAGS = ("lr", "batch_size", "num_beams", "epochs", "regime", "torch_threads")
-
-
-@dataclass
-class Budget:
-    num_samples: int
-    max_epochs: int
-    max_concurrent: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    grace_period: int | None
-    reduction_factor: int | None
-    max_failures: int
-    searcher: str = "tpe"  # tpe | random (both record every trial in optuna.db)
-    scheduler: str = "asha"  # asha | none (no early stopping)
+# Config fields that are not study.run flags: the search samples them, or a flag of its own sets them
+# (--max-epochs, --regime, --cpus-per-trial). Every other Config field is a flag of the same name.
+NOT_FLAGS = ("lr", "batch_size", "num_beams", "epochs", "regime", "torch_threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--regime", default="all", help="all, or a comma list of upstream,scratch,decoder,full")
+    p = ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--regime", default="all", help=f"all, or a comma list of {','.join(REGIMES)}")
     p.add_argument("--preset", default="quick", help="quick (offline, ~10 min on a laptop) or paper (t5-small, GPUs)")
     p.add_argument("--num-samples", type=int, help="trials per trained regime (upstream: one per beam choice)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
@@ -88,16 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster (e.g. auto or host:6379); default: start a local one")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
     # Every Config field that is neither searched nor set by another flag (see search_spaces/*.yaml for those).
-    add_config_flags(p, [f for f in Config.__dataclass_fields__ if f not in PER_TRIAL_FLAGS])
+    add_config_flags(p, [f for f in FIELDS if f not in NOT_FLAGS])
     return p
-
-
-def parse_regimes(text: str) -> list[str]:
-    names = list(REGIME_NAMES) if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
-    unknown = [r for r in names if r not in REGIME_NAMES]
-    if unknown or not names:
-        raise StudyError(f"unknown regime(s) {unknown or [text]}; use all or a comma list of {','.join(REGIME_NAMES)}")
-    return list(dict.fromkeys(names))
 
 
 def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
@@ -107,7 +68,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     preset = PRESETS[args.preset]
     regimes = parse_regimes(args.regime)
     # Only the Config flags this parser defines (its --regime is a list of regimes, not Config.regime).
-    config_flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in PER_TRIAL_FLAGS})
+    config_flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in NOT_FLAGS})
     config = config_from_flags(config_flags, Config(**preset["config"]))
     if preset["needs_data"] and "data" not in vars(args) and not args.resume:
         raise StudyError(f"preset {args.preset} needs --data (a pairs file such as fra.txt); the bundled corpus is too small")
@@ -138,136 +99,15 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     return config, budget, regimes, spaces
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds on a host:port nobody answers at: ray.init would retry for minutes."""
-    import socket
-
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto" and friends: Ray resolves those itself
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as err:
-        raise StudyError(f"cannot reach a Ray cluster at {address} ({err.strerror or err}); "
-                         f"start one with `ray start --head` or drop --address to run locally") from err
-
-
-def start_ray(address: str | None) -> None:
-    import ray
-
-    if address:
-        _check_reachable(address)
-    if ray.is_initialized():  # called again in one process (a notebook, the tests): keep that Ray
-        return
-    if address:
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except Exception as err:  # noqa: BLE001 - connection errors come in many types
-            raise StudyError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]} "
-                             f"(is `ray start --head` running there?)") from err
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-
-
-def finish_budget(budget: Budget, address: str | None = None) -> Budget:
-    """Fill in the defaults that depend on the cluster: GPUs per trial and concurrency."""
-    import ray
-
-    resources = ray.cluster_resources()
-    if budget.gpus_per_trial < 0:
-        budget.gpus_per_trial = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-        if address and not budget.gpus_per_trial:
-            # An autoscaling cluster starts with no GPU worker: without this flag trials would run on CPUs.
-            print("warning: the cluster has no GPU yet, so trials get none; pass --gpus-per-trial 1 "
-                  "(and --max-concurrent N) to make it scale up GPU workers", file=sys.stderr, flush=True)
-    if not budget.max_concurrent:
-        by_cpu = int(resources.get("CPU", 1) // budget.cpus_per_trial)
-        by_gpu = int(resources.get("GPU", 0) // budget.gpus_per_trial) if budget.gpus_per_trial else by_cpu
-        budget.max_concurrent = max(1, min(by_cpu, by_gpu))
-    return budget
-
-
-def run_regime(regime: str, config: Config, budget: Budget, space, where: StudyLocation, data, resume: bool):
-    """Search one regime (or continue its search) and return Tune's ResultGrid."""
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    from study.trial import TRAINABLES
-
-    base = config.replace(regime=regime, **space.fixed)
-    trainable = tune.with_resources(
-        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data),
-        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
-    )
-    experiment = f"{where.tune_storage}/{regime}"
-    trains = regime != "upstream"
-    n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
-    if resume and tune.Tuner.can_restore(experiment):
-        print(f"[{regime}] resuming {experiment}", flush=True)
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-    else:
-        max_epochs = budget.max_epochs if trains else 0
-        searcher = ConcurrencyLimiter(make_searcher(where.local, regime, max_epochs, config.seed, budget.searcher),
-                                      max_concurrent=budget.max_concurrent)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.tune_space(),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
-                scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
-                if trains and budget.scheduler == "asha" else None,
-            ),
-            run_config=tune.RunConfig(
-                name=regime, storage_path=where.tune_storage,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_bleu",
-                                                        checkpoint_score_order="max"),
-                failure_config=tune.FailureConfig(max_failures=budget.max_failures),
-                verbose=1,
-            ),
-        )
-    return tuner.fit(), n
-
-
-def _grid_size(space) -> int:
-    size = 1
-    for spec in space.search.values():
-        if spec["distribution"] != "choice":
-            return 10**9
-        size *= len(spec["values"])
-    return size
-
-
-def unfinished_trials(grid, expected: int) -> int:
-    """Trials of the regime's budget that neither finished nor failed (Ctrl-C leaves some pending or unstarted)."""
-    return expected - grid.num_terminated - grid.num_errors
-
-
-def check_optuna_agrees(study_dir: Path, regime: str, grid) -> None:
-    """After a restore, Tune rebuilds the searcher from its own pickle: make sure it still wrote to optuna.db."""
-    import optuna
-
-    from study.search import optuna_storage_url
-
-    trials = optuna.load_study(study_name=regime, storage=optuna_storage_url(study_dir)).trials
-    if len(trials) != len(grid):
-        print(f"warning: optuna.db holds {len(trials)} trial(s) of {regime} but Tune ran {len(grid)}; "
-              f"trust Tune's results in {study_dir / regime}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("httpx", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return _main(args, argv if argv is not None else sys.argv[1:])
-    except StudyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _main(args))
 
 
-def _main(args: argparse.Namespace, argv: list[str]) -> int:
+def _main(args: argparse.Namespace) -> int:
     cache_dir = str(Path(getattr(args, "cache_dir", Config().cache_dir)).expanduser().resolve())
     if args.resume:
         where = StudyLocation(args.results, args.resume, cache_dir)
@@ -290,14 +130,22 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.resume and where.remote is None and where.local.exists():
         raise StudyError(f"{where.local} exists already; pick another --name")
 
+    from study.results.test_scoring import evaluate_best
+    from study.training.upstream import prepare_data_and_upstream
+    from study.tuning.runner import (
+        check_optuna_agrees,
+        finish_budget,
+        run_regime,
+        start_ray,
+        unfinished_trials,
+    )
+
     start_ray(args.address)
     budget = finish_budget(budget, args.address)
-    from study.regimes import REGIMES
-    from study.train import prepare_data
-
     # Once, in the driver (pretraining the tiny upstream if a regime needs it and no cache matches);
     # trials get it all through the object store.
-    data = prepare_data(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
+    data = prepare_data_and_upstream(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
+    searched = searched_names(spaces)
     study_dir = where.local
     study_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
@@ -312,7 +160,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             rows.append(json.loads(best_file.read_text()))
             continue
         started = time.time()
-        grid, expected = run_regime(regime, config, budget, spaces[regime], where, data, bool(args.resume))
+        grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
+                                    bool(args.resume))
         left = unfinished_trials(grid, expected)
         if left:
             where.push()
@@ -321,9 +170,9 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             return 130
         check_optuna_agrees(study_dir, regime, grid)
         rows.append(evaluate_best(grid, regime, config.replace(regime=regime, **spaces[regime].fixed), data,
-                                  study_dir, time.time() - started))
+                                  study_dir, time.time() - started, searched))
         where.push()
-    summary = write_summary(study_dir, rows)
+    summary = write_summary(study_dir, rows, searched)
     print("\n" + summary.to_string(index=False), flush=True)
     if not args.no_analysis:
         _analyze(where)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study import corpus
 from study.analyze import load, main
+from study.data.sample import corpus
 from study.run import main as run_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,14 +195,14 @@ def test_half_finished_and_running_study(studies, tmp_path, capsys):
     with open(study / "scratch" / trial["relative_logdir"] / "result.json", "a") as f:
         f.write('{"val_loss": 3.1, "epo')
     # ... and one just started: a directory with params.json only, not in any snapshot yet.
-    fresh = study / "scratch" / "train_scratch_abcdef12_5_lr=0.003_2026-01-01_00-00-00"
+    fresh = study / "scratch" / "trial_abcdef12_00005"
     fresh.mkdir()
     (fresh / "params.json").write_text(json.dumps({"lr": 3e-3, "num_beams": 1}))
 
     a = load(study)
     trials = a.trials.set_index("trial_id")
-    assert trials.loc[trial["trial_id"], "status"] == "running" and trials.loc["abcdef12", "status"] == "running"
-    assert trials.loc["abcdef12", "reports"] == 0 and trials.loc["abcdef12", "lr"] == 3e-3
+    assert trials.loc[trial["trial_id"], "status"] == "running" and trials.loc["abcdef12_00005", "status"] == "running"
+    assert trials.loc["abcdef12_00005", "reports"] == 0 and trials.loc["abcdef12_00005", "lr"] == 3e-3
     assert a.unfinished == ["scratch", "full"] and a.best.empty
     rows = a.comparison.set_index("regime")
     assert rows.loc["scratch", "state"] == "unfinished" and pd.isna(rows.loc["scratch", "test_bleu"])
@@ -292,7 +292,7 @@ def test_negative_cost_is_rejected(tmp_path, capsys):
 
 
 def test_bleu_parts_tell_short_output_from_wrong_words():
-    from study.report import _bleu_parts_sentence
+    from study.analysis.report import _bleu_parts_sentence
 
     # the quick study's decoder against scratch (2026-11-30): longer output, lower unigram precision
     c = pd.DataFrame({"test_length_ratio": [0.948, 0.867], "test_brevity_penalty": [0.947, 0.858],

@@ -26,8 +26,9 @@ from benchmarks import (  # noqa: E402
     search_efficiency,
     train_throughput,
 )
-from study import batching, corpus  # noqa: E402
 from study.config import Config  # noqa: E402
+from study.data import batching  # noqa
+from study.data.sample import corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +265,9 @@ def test_original_padding_costs_real_loss_positions(spm_tokenizer):
 
 
 def test_project_loop_reproduces_fit_training_loss(toy, tmp_path):
-    from study.regimes import build_model
-    from study.train import PreparedData, fit, prepare_data
+    from study.data.prepared import PreparedData, prepare_data
+    from study.model.regimes import build_model
+    from study.training.loop import fit
 
     cache = toy[toy.index("--cache-dir") + 1]
     config = Config(data=toy[1], model="tiny", regime="scratch", cache_dir=cache, batch_size=8, epochs=1,

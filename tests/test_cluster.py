@@ -26,7 +26,7 @@ import optuna
 import pytest
 import yaml
 
-from study import corpus
+from study.data.sample import corpus
 
 pytestmark = pytest.mark.slow
 

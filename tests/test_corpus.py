@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from study import corpus
+from study.data.sample import corpus
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_generate_pairs_is_deterministic_and_seeded():
 
 def test_output_does_not_depend_on_hash_randomization():
     code = (
-        "import hashlib; from study import corpus; "
+        "import hashlib; from study.data.sample import corpus; "
         "print(hashlib.sha256(repr(corpus.generate_pairs(2000, 3)).encode()).hexdigest())"
     )
     digests = set()

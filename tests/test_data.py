@@ -19,10 +19,12 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from transformers import DataCollatorForSeq2Seq
 
-from study import batching, data
 from study.config import Config, StudyError
+from study.data import batching
+from study.data import pairs as data
+from study.data.tokenize import tokenize_splits
 
-HAS_CORPUS = importlib.util.find_spec("study.corpus") is not None
+HAS_CORPUS = importlib.util.find_spec("study.data.sample.corpus") is not None
 
 
 def cfg(tmp_path: Path, **changes) -> Config:
@@ -51,7 +53,7 @@ def grouped_pairs(n_sources: int, variants: int = 3, seed: int = 0) -> Dataset:
 def tokenized_fixture(tmp_path, tokenizer, n_sources=300, **changes):
     config = cfg(tmp_path, **changes)
     splits = data.split_pairs(grouped_pairs(n_sources), config)
-    return data.tokenize_splits(splits, tokenizer, config)
+    return tokenize_splits(splits, tokenizer, config)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -115,7 +117,7 @@ def test_jsonl_translation_dicts(tmp_path):
 
 @pytest.mark.skipif(not HAS_CORPUS, reason="study.corpus not written yet")
 def test_sample_corpus():
-    from study import corpus
+    from study.data.sample import corpus
 
     ds = data.load_pairs("sample")
     assert ds.column_names == ["en", "fr"] and len(ds) == 30000
@@ -298,19 +300,19 @@ def test_cache_reused_without_tokenizing(tmp_path, spm_tokenizer, monkeypatch, c
     config = cfg(tmp_path)
     splits = data.split_pairs(grouped_pairs(300), config)
     calls = count_calls(monkeypatch, spm_tokenizer)
-    first, counts = data.tokenize_splits(splits, spm_tokenizer, config)
+    first, counts = tokenize_splits(splits, spm_tokenizer, config)
     assert calls and counts["cache_hit"] == 0 and "tokenized cache miss" in capsys.readouterr().out
     calls.clear()
-    second, counts2 = data.tokenize_splits(splits, spm_tokenizer, config)
+    second, counts2 = tokenize_splits(splits, spm_tokenizer, config)
     assert not calls and counts2["cache_hit"] == 1 and "tokenized cache hit" in capsys.readouterr().out
     assert {k: v for k, v in counts2.items() if k != "cache_hit"} == {k: v for k, v in counts.items()
                                                                       if k != "cache_hit"}
     for name in data.SPLITS:
         assert second[name].to_dict() == first[name].to_dict()
-    data.tokenize_splits(splits, spm_tokenizer, config.replace(prefix="translate: "))  # a setting changed
+    tokenize_splits(splits, spm_tokenizer, config.replace(prefix="translate: "))  # a setting changed
     assert calls
     calls.clear()
-    data.tokenize_splits(data.split_pairs(grouped_pairs(300), config.replace(data_seed=5)), spm_tokenizer, config)
+    tokenize_splits(data.split_pairs(grouped_pairs(300), config.replace(data_seed=5)), spm_tokenizer, config)
     assert calls  # same settings, other content
 
 
@@ -333,7 +335,7 @@ def test_cache_is_atomic(tmp_path, spm_tokenizer, monkeypatch):
 
     monkeypatch.setattr(type(spm_tokenizer), "__call__", fail_late)
     with pytest.raises(RuntimeError, match="boom"):
-        data.tokenize_splits(splits, spm_tokenizer, config)
+        tokenize_splits(splits, spm_tokenizer, config)
     assert cache_entries(config) == []
     monkeypatch.setattr(type(spm_tokenizer), "__call__", original)
 
@@ -345,12 +347,12 @@ def test_cache_is_atomic(tmp_path, spm_tokenizer, monkeypatch):
 
     monkeypatch.setattr(DatasetDict, "save_to_disk", save_then_crash)
     with pytest.raises(OSError, match="disk full"):
-        data.tokenize_splits(splits, spm_tokenizer, config)
+        tokenize_splits(splits, spm_tokenizer, config)
     assert cache_entries(config) == []
     monkeypatch.setattr(DatasetDict, "save_to_disk", save)
-    _, counts = data.tokenize_splits(splits, spm_tokenizer, config)
+    _, counts = tokenize_splits(splits, spm_tokenizer, config)
     assert counts["cache_hit"] == 0 and len(cache_entries(config)) == 1
-    assert data.tokenize_splits(splits, spm_tokenizer, config)[1]["cache_hit"] == 1
+    assert tokenize_splits(splits, spm_tokenizer, config)[1]["cache_hit"] == 1
 
 
 # ----------------------------------------------------------------------------------------------- batching
@@ -463,6 +465,6 @@ def test_t5_small_prefix_and_labels(tmp_path, t5_small_tokenizer):
 def test_real_data_padding_under_15_percent(tmp_path, t5_small_tokenizer):
     config = cfg(tmp_path, data=str(SHARED_PAIRS), max_train_pairs=12000)
     splits, _ = data.load_splits(config)
-    tokenized, _ = data.tokenize_splits(splits, t5_small_tokenizer, config)
+    tokenized, _ = tokenize_splits(splits, t5_small_tokenizer, config)
     stats = batching.padding_stats(batching.make_loader(tokenized["train"], t5_small_tokenizer, 64, shuffle=True))
     assert stats["padding"] <= 0.15 < batching.max_length_padding_stats(tokenized["train"])["padding"]

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from study import pretrain as pt
-from study import span_corruption as sc
+from study import pretrain as pretrain_cli
 from study.config import Config, StudyError
+from study.data import span_corruption as sc
+from study.training import upstream as pt
 
 SENTINELS = list(range(1000, 1100))  # stand-ins for the ids of <extra_id_0> ... <extra_id_99>
 EOS = 1
@@ -159,10 +160,10 @@ def _restore_torch_threads():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 2-layer tiny config, monolingual text and the project's tokenizer trained on it (offline)."""
-    from study import models
+    from study.data import tokenizer as tokenizer_lib
 
     try:
-        from study.corpus import generate_monolingual
+        from study.data.sample.corpus import generate_monolingual
     except ImportError:  # pragma: no cover - the corpus module is optional here
         from tests.conftest import tiny_sentences
 
@@ -171,7 +172,7 @@ def tiny(tmp_path_factory):
         en, fr = generate_monolingual("en", 400, seed=1), generate_monolingual("fr", 400, seed=1)
     config = Config(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=200,
                     torch_threads=1, cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return config, models.train_tiny_tokenizer(en, fr, config), en, fr
+    return config, tokenizer_lib.train_tiny_tokenizer(en, fr, config), en, fr
 
 
 @pytest.mark.parametrize("pack_tokens", [0, 64])
@@ -207,7 +208,7 @@ def test_pretraining_moves_each_weight_relative_to_its_scale(tiny, tmp_path):
     available to reproduce the comparison, so it is checked to be the scale-blind one."""
     from transformers import T5ForConditionalGeneration
 
-    from study import models
+    from study.model import weights as models
 
     config, tokenizer, en, fr = tiny
     torch.manual_seed(config.seed)  # pretrain() initialises exactly so
@@ -287,7 +288,7 @@ def test_upstream_key_covers_every_input(tiny):
 
 def test_cli_pretrains_into_out(tmp_path, capsys):
     out = tmp_path / "upstream"
-    code = pt.main(["--data", "sample", "--max-train-pairs", "500", "--steps", "2", "--batch-size", "8",
+    code = pretrain_cli.main(["--data", "sample", "--max-train-pairs", "500", "--steps", "2", "--batch-size", "8",
                     "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64",
                     "--torch-threads", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
     assert code == 0
@@ -297,7 +298,7 @@ def test_cli_pretrains_into_out(tmp_path, capsys):
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):
-    assert pt.main(["--data", str(tmp_path / "missing.tsv"), "--cache-dir", str(tmp_path)]) == 2
+    assert pretrain_cli.main(["--data", str(tmp_path / "missing.tsv"), "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
 
@@ -310,7 +311,7 @@ def test_cli_error_is_one_line(tmp_path, capsys):
 ])
 def test_cli_refuses_bad_settings_at_once_and_writes_nothing(tmp_path, capsys, flags, message):
     out, cache = tmp_path / "upstream", tmp_path / "cache"
-    assert pt.main(["--data", "sample", "--cache-dir", str(cache), "--out", str(out), *flags]) == 2
+    assert pretrain_cli.main(["--data", "sample", "--cache-dir", str(cache), "--out", str(out), *flags]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     assert not out.exists() and not cache.exists()  # refused before the data or a tokenizer was prepared
 
@@ -318,8 +319,8 @@ def test_cli_refuses_bad_settings_at_once_and_writes_nothing(tmp_path, capsys, f
 def test_the_study_pretrains_on_its_whole_training_split_only(tmp_path, monkeypatch):
     """What a study hands to pretraining: every training sentence, English and French (even under
     max_train_pairs, which caps labelled pairs only), and no validation or test sentence."""
-    from study import corpus
-    from study.train import prepare_data, prepare_text
+    from study.data.prepared import prepare_text
+    from study.data.sample import corpus
 
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=3)), encoding="utf-8")
@@ -337,8 +338,9 @@ def test_the_study_pretrains_on_its_whole_training_split_only(tmp_path, monkeypa
 
     monkeypatch.setattr(pt, "pretrain", capture)
     with pytest.raises(Captured):
-        prepare_data(config)
-    splits, whole_train, _, _ = prepare_text(config)
+        pt.prepare_data_and_upstream(config, need_upstream=True)
+    text = prepare_text(config)
+    splits, whole_train = text.splits, text.whole_train
     train_text = set(whole_train["en"]) | set(whole_train["fr"])
     held_out = {s for name in ("validation", "test") for col in ("en", "fr") for s in splits[name][col]}
     assert len(whole_train) > 50 and len(seen) == 2 * len(whole_train)

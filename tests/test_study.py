@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study import corpus
+from study.data.sample import corpus
 from study.run import main as run_main
 
 pytestmark = pytest.mark.slow

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from study import corpus
 from study.config import Config
-from study.metrics import generation_limit, prefix_length, token_nll, translate, translation_scores
-from study.models import random_model
-from study.regimes import REGIMES, parameter_counts
-from study.train import PreparedData, fit, prepare_data
+from study.data.prepared import PreparedData, prepare_data
+from study.data.sample import corpus
+from study.metrics.generation import generation_limit, prefix_length, token_nll, translate
+from study.metrics.scoring import translation_scores
+from study.model.regimes import REGIMES, parameter_counts
+from study.model.weights import random_model
+from study.training.loop import fit
 from study.trial import main as trial_main
 from study.trial import run_single
 
@@ -58,8 +60,8 @@ def test_tiny_tokenizer_keeps_frequent_words_whole(tmp_path):
     """SentencePiece seeds its pieces from substrings shared by two distinct words; without `seed_words`,
     words of the bundled grammar that are part of no other word ("dans", "did", "not") were split into
     meaningless pieces ("▁d an s"), 10.3 tokens a sentence instead of 8."""
-    from study.corpus import generate_pairs
-    from study.models import train_tiny_tokenizer
+    from study.data.sample.corpus import generate_pairs
+    from study.data.tokenizer import train_tiny_tokenizer
 
     pairs = generate_pairs(3000, seed=0)
     en, fr = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -74,7 +76,7 @@ def test_tiny_tokenizer_keeps_frequent_words_whole(tmp_path):
 def test_loss_ignores_padding(small_config, small_data):
     """Extra padding (pad ids in inputs, -100 in labels) must not change the loss or the NLL sums."""
     model = random_model(small_config, small_data.tokenizer).eval()
-    batch = next(iter(__import__("study.batching", fromlist=["make_loader"]).make_loader(
+    batch = next(iter(__import__("study.data.batching", fromlist=["make_loader"]).make_loader(
         small_data.train, small_data.tokenizer, 8, shuffle=False)))
     extra = 7
     padded = {
@@ -121,7 +123,7 @@ def test_untied_decoder_leaves_the_encoder_embedding_unchanged(small_config, sma
     REGIMES["decoder"].set_trainable(model, config)
     before = model.shared.weight.detach().clone()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = next(iter(__import__("study.batching", fromlist=["make_loader"]).make_loader(
+    batch = next(iter(__import__("study.data.batching", fromlist=["make_loader"]).make_loader(
         small_data.train, small_data.tokenizer, 8, shuffle=False)))
     model(**batch).loss.backward()
     optimizer.step()
@@ -203,8 +205,8 @@ def test_diverging_learning_rate_ends_as_diverged(small_config, small_data):
 
 def test_pretrained_regimes_never_use_random_weights_as_pretrained(small_config, small_data):
     """Without an upstream, `decoder` must fail loudly rather than fine-tune a random init."""
-    from study import models
     from study.config import StudyError
+    from study.model import weights as models
 
     with pytest.raises(StudyError, match="needs a pretrained tiny upstream"):
         models.pretrained_model(small_config.replace(regime="decoder"), small_data.tokenizer, None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-from study.lexicon import (
+from study.data.sample.lexicon import (
     _ANIMATE,
     _AVOIR,
     _ETRE,

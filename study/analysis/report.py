@@ -1,7 +1,7 @@
 """report.md: a study's results written up in Markdown, from a `study.analyze.StudyAnalysis`.
 
     from study.analyze import load
-    from study.report import write_report
+    from study.analysis.report import write_report
     a = load("results/<study>")
     write_report(a, a.path, plots=[])    # -> results/<study>/report.md
 
@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from study.results import write_text
-
-if TYPE_CHECKING:
-    from study.analyze import StudyAnalysis
+from study.analysis.load import StudyAnalysis
+from study.common import format_duration, write_text
+from study.results.record import searched_names
 
 # The original notebook experiment this project generalises (t5-small, Kaggle "English-French" CSV,
 # 3x RTX 6000 Ada rented in the cloud, 8.07 USD in all): its test split, last epoch of 10. Source: the
@@ -44,26 +42,21 @@ ORIGINAL_NOTEBOOK = {
 }
 
 
-def _dur(seconds) -> str:
-    if seconds is None or pd.isna(seconds):
-        return "-"
-    s = float(seconds)
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
-
-
 def _fmt(value, fmt: str) -> str:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "-"
     if fmt == "usd":  # cents, or three significant digits for the tiny bills of small studies
         return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
-    return _dur(value) if fmt == "dur" else f"`{value}`" if fmt == "code" else format(value, fmt)
+    return format_duration(value) if fmt == "dur" else f"`{value}`" if fmt == "code" else format(value, fmt)
 
 
-MD_COLUMNS = [("regime", "regime", "code"), ("state", "state", "s"), ("test BLEU", "test_bleu", ".2f"),
-              ("test chrF", "test_chrf", ".2f"), ("test loss", "test_loss", ".3f"), ("test ppl", "test_ppl", ".2f"),
-              ("exact match", "test_exact_match", ".3f"), ("best val BLEU", "best_val_bleu", ".2f"),
-              ("lr", "lr", ".2e"), ("batch", "batch_size", ".0f"), ("beams", "num_beams", ".0f"),
-              ("epochs to best", "best_epoch", ".0f"), ("best trial wall", "trial_wall_s", "dur"),
+MD_SCORES = [("regime", "regime", "code"), ("state", "state", "s"), ("test BLEU", "test_bleu", ".2f"),
+             ("test chrF", "test_chrf", ".2f"), ("test loss", "test_loss", ".3f"), ("test ppl", "test_ppl", ".2f"),
+             ("exact match", "test_exact_match", ".3f"), ("best val BLEU", "best_val_bleu", ".2f")]
+# How the usual searched hyperparameters are shown; any other a search space samples is shown as it is.
+HYPER_FORMATS = {"lr": ("lr", ".2e"), "batch_size": ("batch", ".0f"), "num_beams": ("beams", ".0f"),
+                 "warmup_ratio": ("warm-up", ".3g"), "weight_decay": ("weight decay", ".3g")}
+MD_RUN = [("epochs to best", "best_epoch", ".0f"), ("best trial wall", "trial_wall_s", "dur"),
               ("search wall", "search_wall_s", "dur"), ("trials", "trials", ".0f"), ("pruned", "pruned", ".0f"),
               ("errored", "errored", ".0f"), ("trainable params", "trainable_params", ",.0f")]
 
@@ -74,7 +67,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def comparison_markdown(a: StudyAnalysis) -> str:
-    cols = MD_COLUMNS + ([("cost (USD)", "cost_usd", "usd")] if "cost_usd" in a.comparison else [])
+    hyper = [(HYPER_FORMATS.get(n, (n, ".4g"))[0], n, HYPER_FORMATS.get(n, (n, ".4g"))[1])
+             for n in searched_names(a.record.get("search_spaces", {})) if n in a.comparison]
+    cols = MD_SCORES + hyper + MD_RUN + ([("cost (USD)", "cost_usd", "usd")] if "cost_usd" in a.comparison else [])
     rows = [[_fmt(row[c], f) for _, c, f in cols] for _, row in a.comparison.iterrows()]
     return markdown_table([h for h, _, _ in cols], rows)
 
@@ -107,9 +102,9 @@ def findings(a: StudyAnalysis) -> list[str]:
         s = f"`{w}` won on test BLEU with {bleu[w]:.2f}, {gap:.2f} ahead of `{n}` ({bleu[n]:.2f})"
         s += (": a gap under 1 BLEU is within the noise of a single test set, so treat the two as tied." if gap < 1
               else ".")
-        s += (f" Its search took {_dur(c.loc[w, 'search_wall_s'])} ({c.loc[w, 'trials']:.0f} trials), its best trial "
-              f"{_dur(c.loc[w, 'trial_wall_s'])}; `{n}`'s search took {_dur(c.loc[n, 'search_wall_s'])} and its best "
-              f"trial {_dur(c.loc[n, 'trial_wall_s'])}.")
+        s += (f" Its search took {format_duration(c.loc[w, 'search_wall_s'])} ({c.loc[w, 'trials']:.0f} trials), its best trial "
+              f"{format_duration(c.loc[w, 'trial_wall_s'])}; `{n}`'s search took {format_duration(c.loc[n, 'search_wall_s'])} and its best "
+              f"trial {format_duration(c.loc[n, 'trial_wall_s'])}.")
         if "cost_usd" in c:
             s += f" At the given rate: {_fmt(c.loc[w, 'cost_usd'], 'usd')} USD against {_fmt(c.loc[n, 'cost_usd'], 'usd')} USD."
         out.append(s)
@@ -135,8 +130,8 @@ def findings(a: StudyAnalysis) -> list[str]:
         out.append(f"Training only the decoder (`decoder`, {c.loc['decoder', 'trainable_params']:,.0f} trainable "
                    f"parameters) against everything (`full`, {c.loc['full', 'trainable_params']:,.0f}): "
                    f"{bleu['decoder']:.2f} vs {bleu['full']:.2f} test BLEU ({d:+.2f}"
-                   f"{', within noise' if abs(d) < 1 else ''}), {_dur(c.loc['decoder', 'epoch_s_median'])} vs "
-                   f"{_dur(c.loc['full', 'epoch_s_median'])} per epoch (median).")
+                   f"{', within noise' if abs(d) < 1 else ''}), {format_duration(c.loc['decoder', 'epoch_s_median'])} vs "
+                   f"{format_duration(c.loc['full', 'epoch_s_median'])} per epoch (median).")
     if "upstream" in done.index:
         s = f"`upstream` (pretrained, never trained on the task) scored {bleu['upstream']:.2f} test BLEU zero-shot."
         if a.record.get("config", {}).get("model") == "tiny":
@@ -174,7 +169,7 @@ PLOT_CAPTIONS = {
 def _original_section(a: StudyAnalysis) -> list[str]:
     o, c = ORIGINAL_NOTEBOOK, a.comparison.set_index("regime")
     rows = [[f"`{r}`", f"{v['bleu']:.2f}", f"~{v['epoch_s']} s", v["note"],
-             _fmt(c["test_bleu"].get(r), ".2f"), _dur(c["epoch_s_median"].get(r))] for r, v in o["regimes"].items()]
+             _fmt(c["test_bleu"].get(r), ".2f"), format_duration(c["epoch_s_median"].get(r))] for r, v in o["regimes"].items()]
     cfg = a.record.get("config", {})
     if cfg.get("model") == "t5-small":
         same = (f"This study runs t5-small too, but on `{cfg.get('data')}`, with a validation split grouped by "

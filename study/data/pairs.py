@@ -1,4 +1,5 @@
-"""English→French pairs: load, clean, split by source sentence, tokenize (cached). Batching: `study.batching`.
+"""English→French pairs: load, clean and split by source sentence. Tokenizing: `study.data.tokenize`;
+batching: `study.data.batching`.
 
 The flow, as in Hugging Face's `run_translation.py`:
 
@@ -7,7 +8,7 @@ The flow, as in Hugging Face's `run_translation.py`:
     loader = make_loader(tokenized["train"], tokenizer, batch_size, shuffle=True, seed=seed, epoch=epoch)
 
 Every pair is a row with two string columns, `en` and `fr`. Tokenization adds `input_ids` (task prefix +
-English + eos) and `labels` (French + eos), unpadded; the loader (`study.batching.make_loader`) pads each
+English + eos) and `labels` (French + eos), unpadded; the loader (`study.data.batching.make_loader`) pads each
 batch to its own longest row (labels with -100) and groups rows of similar length so that little of a
 batch is padding.
 """
@@ -15,12 +16,7 @@ batch is padding.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import os
 import re
-import shutil
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -28,14 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
-from transformers import PreTrainedTokenizerBase
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 
 from study.config import Config, StudyError
 
 # Bump when cleaning, splitting or tokenization changes, so that old cache entries are not reused.
-DATA_VERSION = "1"
 SPLITS = ("train", "validation", "test")
 _SRC_NAMES = {"en", "eng", "english", "source", "src"}
 _TGT_NAMES = {"fr", "fra", "fre", "french", "target", "tgt"}
@@ -151,7 +144,7 @@ def load_pairs(spec: str, src_col: str | None = None, tgt_col: str | None = None
     (e.g. "English words/sentences") or given as `src_col`/`tgt_col`. Bad input raises StudyError.
     """
     if spec == "sample":
-        from study import corpus
+        from study.data.sample import corpus
 
         pairs = corpus.generate_pairs(30000, seed=0)
         return Dataset.from_dict({"en": [en for en, _ in pairs], "fr": [fr for _, fr in pairs]})
@@ -267,107 +260,3 @@ def load_splits(config: Config) -> tuple[DatasetDict, dict[str, int]]:
           f"split by English sentence: train {counts['train']}, validation {counts['validation']}, "
           f"test {counts['test']}", flush=True)
     return splits, counts
-
-
-# --------------------------------------------------------------------------------------------- tokenizing
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of everything about a tokenizer that changes its ids: name, size, vocabulary, pipeline."""
-    h = hashlib.sha256(f"{tokenizer.name_or_path}\0{len(tokenizer)}\0{tokenizer.eos_token_id}".encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
-    else:
-        h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
-
-
-def _content_fingerprint(splits: DatasetDict) -> str:
-    h = hashlib.sha256()
-    for name in splits:
-        table = splits[name].select_columns(["en", "fr"]).with_format("arrow")[:]
-        for column in ("en", "fr"):
-            h.update(f"\0{name}.{column}\0".encode())
-            h.update("\x1f".join(table[column].to_pylist()).encode())
-    return h.hexdigest()[:16]
-
-
-def tokenized_cache_key(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, config: Config) -> str:
-    """The cache entry of these splits under this tokenizer and these token settings.
-
-    The splits are keyed by their content (every en/fr string, in order), which already reflects the
-    data file and every cleaning/splitting setting, so a stale entry can never be returned.
-    """
-    settings = {"version": DATA_VERSION, "content": _content_fingerprint(splits),
-                "tokenizer": tokenizer_fingerprint(tokenizer), "prefix": config.prefix,
-                "max_source_tokens": config.max_source_tokens, "max_target_tokens": config.max_target_tokens,
-                "overlong": config.overlong}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _cut(ids: list[int], limit: int, eos: int) -> list[int]:
-    """Truncate to `limit` ids, keeping the final eos."""
-    return ids[:limit - 1] + [eos] if ids and ids[-1] == eos else ids[:limit]
-
-
-def _tokenize_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, config: Config) -> dict[str, list]:
-    eos = tokenizer.eos_token_id
-    sources = tokenizer([config.prefix + en for en in batch["en"]])["input_ids"]
-    targets = tokenizer(text_target=batch["fr"])["input_ids"]
-    out: dict[str, list] = {"en": [], "fr": [], "input_ids": [], "labels": [], "truncated": []}
-    for en, fr, src, tgt in zip(batch["en"], batch["fr"], sources, targets, strict=True):
-        if not tgt or tgt[-1] != eos:
-            tgt = tgt + [eos]
-        over = len(src) > config.max_source_tokens or len(tgt) > config.max_target_tokens
-        if over and config.overlong == "drop":
-            continue
-        if over:
-            src, tgt = _cut(src, config.max_source_tokens, eos), _cut(tgt, config.max_target_tokens, eos)
-        for key, value in (("en", en), ("fr", fr), ("input_ids", src), ("labels", tgt), ("truncated", over)):
-            out[key].append(value)
-    return out
-
-
-def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase,
-                    config: Config) -> tuple[DatasetDict, dict[str, int]]:
-    """Tokenize every split once (batched `Dataset.map`), cached under `config.cache_dir`/tokenized.
-
-    Sources are `config.prefix + en` with at most `config.max_source_tokens` ids, labels the French
-    with eos and at most `config.max_target_tokens`; longer pairs are dropped or truncated per
-    `config.overlong`. No padding here. Columns: en, fr, input_ids, labels. The cache entry is written
-    to a temporary directory and renamed into place, so a crash never leaves a half-written entry.
-    Counts: final split sizes, `<split>_dropped_overlong`, `<split>_truncated_overlong`, `cache_hit`.
-    """
-    if tokenizer.eos_token_id is None:
-        raise StudyError(f"tokenizer {tokenizer.name_or_path!r} has no eos token; a T5 tokenizer is needed")
-    final = Path(config.cache_dir) / "tokenized" / tokenized_cache_key(splits, tokenizer, config)
-    counts_file = "study_counts.json"
-    if (final / counts_file).exists():
-        print(f"tokenized cache hit: {final}", flush=True)
-        counts = json.loads((final / counts_file).read_text())
-        return load_from_disk(str(final)), {**counts, "cache_hit": 1}
-    print(f"tokenized cache miss: {final}", flush=True)
-    counts: dict[str, int] = {}
-    tokenized = {}
-    for name in splits:
-        ds = splits[name].map(_tokenize_batch, batched=True, batch_size=1000, fn_kwargs={
-            "tokenizer": tokenizer, "config": config}, remove_columns=splits[name].column_names,
-            new_fingerprint=f"{final.name}-{name}", keep_in_memory=True, desc=f"tokenizing {name}")
-        truncated = int(pc.sum(ds.with_format("arrow")[:]["truncated"]).as_py() or 0)
-        counts[f"{name}_dropped_overlong"] = len(splits[name]) - len(ds)
-        counts[f"{name}_truncated_overlong"] = truncated
-        counts[name] = len(ds)
-        tokenized[name] = ds.remove_columns("truncated")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        DatasetDict(tokenized).save_to_disk(str(tmp))
-        (tmp / counts_file).write_text(json.dumps(counts))
-        os.replace(tmp, final)
-    except OSError:
-        if not (final / counts_file).exists():  # not "another process published it first"
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_from_disk(str(final)), {**counts, "cache_hit": 0}

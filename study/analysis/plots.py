@@ -14,6 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from study.common import format_duration
+from study.results.record import searched_names
+
 # Okabe-Ito colours (readable with colour-blindness), the same regime -> colour everywhere.
 REGIME_COLOURS = {"upstream": "#666666", "scratch": "#D55E00", "decoder": "#0072B2", "full": "#009E73"}
 OTHER_COLOURS = ["#CC79A7", "#E69F00", "#56B4E9", "#000000"]
@@ -76,7 +79,7 @@ def learning_curves(analysis, path: Path, save) -> bool:
         c, group = colour(regime, regimes), e[e["regime"] == regime]
         if group.empty:
             continue
-        if regime == "upstream" or group["epoch"].max() == 0:  # evaluated once, before any training: a reference
+        if not analysis.trains(regime) or group["epoch"].max() == 0:  # evaluated once, before any training: a reference
             row = group[group["trial_id"] == best.get(regime)].iloc[0] if regime in best else group.iloc[0]
             for ax, (_, y, _) in zip(axes, panels):
                 ax.axhline(row[y], color=c, linestyle="--", linewidth=2)
@@ -113,9 +116,7 @@ def learning_curves(analysis, path: Path, save) -> bool:
 
 def hyperparameters(analysis, path: Path, save) -> bool:
     t, regimes = analysis.trials, list(analysis.comparison["regime"])
-    order = ["lr", "batch_size", "num_beams"]
-    names = [n for n in order if any(n in s for s in analysis.searched.values())]
-    names += sorted({n for s in analysis.searched.values() for n in s} - set(names))
+    names = searched_names(analysis.record.get("search_spaces", {}))
     # A parameter every trial shares (one choice) says nothing about BLEU: no panel for it.
     names = [n for n in names if n in t and t[n].nunique() > 1 and t["best_val_bleu"].notna().any()]
     if not names:
@@ -175,9 +176,8 @@ def epoch_time(analysis, path: Path, save) -> bool:
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(y)), y, color=colour(regime, regimes), alpha=0.6, s=36, zorder=3)
         median = float(y.median())
         ax.hlines(median, i - 0.3, i + 0.3, color="black", linewidth=2.5, zorder=4)
-        ax.text(i + 0.33, median, f"{median:.1f} s" if median < 120 else f"{median / 60:.1f} min", va="center",
-                fontsize=10)
-    labels = [f"{r}\n(evaluation only)" if r == "upstream" else r for r in shown]
+        ax.text(i + 0.33, median, format_duration(median), va="center", fontsize=10)
+    labels = [r if analysis.trains(r) else f"{r}\n(evaluation only)" for r in shown]
     ax.set_xticks(range(len(shown)), labels, fontsize=11)
     ax.set_xlim(-0.6, len(shown) - 0.1)
     ax.set_ylim(0, top * 1.15)

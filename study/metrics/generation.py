@@ -1,4 +1,4 @@
-"""Evaluation a translation researcher would accept.
+"""A model on a tokenized split: loss, perplexity and translations, scored by `study.metrics.scoring`.
 
 - Loss and perplexity: mean negative log-likelihood over *real* target tokens (labels of -100 — the
   padding — never count), summed over the whole split before dividing, so batch composition does not
@@ -6,51 +6,22 @@
 - Generation: `num_beams` from the config, batches sorted by source length, and a length limit derived
   from the *source* (never from the padded label length, which let the original notebook's untrained
   models babble up to the longest reference on every batch).
-- BLEU and chrF from sacrebleu on detokenized text, with their signatures kept; exact match after
-  whitespace normalisation.
+- Scores: BLEU, chrF and exact match (`study.metrics.scoring`).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
-import sacrebleu
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from study.batching import make_loader
 from study.config import Config
-
-
-def normalize_whitespace(text: str) -> str:
-    return " ".join(text.split())
-
-
-def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
-    """Corpus BLEU, chrF (sacrebleu defaults: 13a tokenization, chrF2) and exact match, with signatures."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
-    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
-    exact = sum(normalize_whitespace(h) == normalize_whitespace(r) for h, r in zip(hypotheses, references))
-    return {
-        "bleu": bleu.corpus_score(hypotheses, [references]).score,
-        "chrf": chrf.corpus_score(hypotheses, [references]).score,
-        "exact_match": exact / max(len(references), 1),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
-
-
-def signatures() -> dict[str, str]:
-    """The sacrebleu signatures of the BLEU and chrF this module reports (recorded with every result).
-
-    sacrebleu only knows the signature (it includes the number of references) after scoring something.
-    """
-    scores = translation_scores(["a"], ["a"])
-    return {"bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"]}
+from study.data.batching import make_loader
+from study.metrics.scoring import translation_scores
+from study.model.device import autocast
 
 
 def generation_limit(source_len: int, max_target_tokens: int) -> int:
@@ -62,13 +33,6 @@ def generation_limit(source_len: int, max_target_tokens: int) -> int:
 def prefix_length(tokenizer: PreTrainedTokenizerBase, prefix: str) -> int:
     """Tokens the task prefix adds to every source; they say nothing about the translation's length."""
     return len(tokenizer(prefix, add_special_tokens=False).input_ids) if prefix else 0
-
-
-def autocast(device: torch.device):
-    """bf16 autocast where the hardware has it (CUDA with bf16); full precision elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 
-from study import models
 from study.config import Config, StudyError
+from study.model import weights
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,14 @@ def build_model(config: Config, tokenizer: PreTrainedTokenizerBase, upstream: di
     """The model of `config.regime`: weights per the regime, parameters frozen per the regime.
 
     Seeded with `config.seed`, so two builds of `scratch` are identical. `upstream` is the pretrained
-    tiny model's state_dict (see `train.prepare_data`); hub and local models load their own weights.
+    tiny model's state_dict (see `study.training.upstream`); hub and local models load their own weights.
     """
     regime = get_regime(config.regime)
     torch.manual_seed(config.seed)
     if regime.pretrained:
-        model = models.pretrained_model(config, tokenizer, upstream)
+        model = weights.pretrained_model(config, tokenizer, upstream)
     else:
-        model = models.random_model(config, tokenizer)
+        model = weights.random_model(config, tokenizer)
     if model.config.vocab_size < len(tokenizer):
         raise StudyError(
             f"{config.model}'s vocabulary ({model.config.vocab_size}) is smaller than its tokenizer's ({len(tokenizer)})"
@@ -108,3 +108,12 @@ def build_model(config: Config, tokenizer: PreTrainedTokenizerBase, upstream: di
     log.info("%s: %s trainable of %s parameters (%s)", regime.name, f"{counts['trainable_params']:,}",
              f"{counts['total_params']:,}", regime.summary)
     return model, counts
+
+
+def parse_regimes(text: str) -> list[str]:
+    """`all` (every regime, in the registry's order) or a comma list of regime names, without repeats."""
+    names = list(REGIMES) if text == "all" else [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in names if r not in REGIMES]
+    if unknown or not names:
+        raise StudyError(f"unknown regime(s) {unknown or [text]}; use all or a comma list of {','.join(REGIMES)}")
+    return list(dict.fromkeys(names))

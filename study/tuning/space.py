@@ -1,4 +1,4 @@
-"""Search spaces (YAML), the Optuna searcher and the ASHA scheduler of one regime's study.
+"""Search spaces: the YAML files that say what Optuna samples per trial, validated before anything runs.
 
 A search-space file (`search_spaces/<regime>.yaml`) has three sections:
 
@@ -20,17 +20,11 @@ from typing import Any
 
 import yaml
 
-from study.config import Config, StudyError
+from study.config import PER_TRIAL, Config, StudyError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 SECTIONS = ("search", "fixed", "asha")
 ASHA_KEYS = ("grace_period", "reduction_factor")
-CONFIG_FIELDS = set(Config.__dataclass_fields__)
-# Fields a trial may not change: they define the data and the model every trial of a study shares.
-NOT_PER_TRIAL = {"data", "src_col", "tgt_col", "prefix", "max_chars", "overlong", "max_source_tokens",
-                 "max_target_tokens", "split", "max_train_pairs", "max_eval_pairs", "max_test_pairs", "data_seed", "model",
-                 "regime", "cache_dir", "tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads",
-                 "tiny_d_ff", "pretrain_steps"}
 
 
 @dataclass
@@ -81,7 +75,7 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
     if not isinstance(search, dict) or not isinstance(fixed, dict) or not isinstance(asha, dict):
         raise _fail(source, "search, fixed and asha must each be a mapping")
     for name, spec in search.items():
-        if name not in CONFIG_FIELDS or name in NOT_PER_TRIAL:
+        if name not in PER_TRIAL:
             raise _fail(source, f"cannot search {name!r}: it is not a per-trial setting "
                                 f"(e.g. lr, batch_size, num_beams, warmup_ratio, weight_decay)")
         if not isinstance(spec, dict) or "distribution" not in spec:
@@ -107,7 +101,7 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
         if kind == "randint" and not (float(low).is_integer() and float(high).is_integer()):
             raise _fail(source, f"{name}: randint bounds must be whole numbers")
     for name in fixed:
-        if name not in CONFIG_FIELDS or name in NOT_PER_TRIAL:
+        if name not in PER_TRIAL:
             raise _fail(source, f"fixed setting {name!r} is not a per-trial Config field")
         if name in search:
             raise _fail(source, f"{name} is both searched and fixed")
@@ -157,71 +151,4 @@ def load_search_space(path: str | Path) -> SearchSpace:
 
 def default_search_space_path(regime: str) -> Path:
     """`search_spaces/<regime>.yaml` of the checkout (the package sits next to that folder)."""
-    return Path(__file__).resolve().parent.parent / "search_spaces" / f"{regime}.yaml"
-
-
-# --- the searcher -------------------------------------------------------------------------------------
-from optuna.trial import TrialState  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
-
-
-class AshaAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records a trial ASHA stopped early as PRUNED, not COMPLETE.
-
-    Ray's OptunaSearch tells Optuna every trial that ends without an error as COMPLETE with its last
-    score, so a trial ASHA stopped after one epoch looks to TPE like a finished trial that scored
-    poorly — and its early score is not comparable with finished ones. A trial that ends before
-    `max_epochs` (and did not diverge, which is a real final result) was stopped by the scheduler:
-    it is told PRUNED, keeping its per-epoch intermediate values, exactly as an Optuna pruner would.
-    """
-
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_epochs = max_epochs
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if result and ot_trial is not None and trial_id not in self._completed_trials and self.metric in result:
-            # Tune skips on_trial_result for the result on which a trial is stopped or ends, so that
-            # epoch's score would be missing from the trial's intermediate values: record it here.
-            step = result.get("training_iteration")
-            if step is not None and step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-                ot_trial.report(result[self.metric], step)
-        stopped_early = (
-            not error and result is not None and not result.get("diverged", False)
-            and result.get("epoch", self._max_epochs) < self._max_epochs
-        )
-        if stopped_early and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
-
-
-def optuna_storage_url(study_dir: Path) -> str:
-    return f"sqlite:///{(Path(study_dir) / 'optuna.db').resolve()}"
-
-
-def make_searcher(study_dir: Path, regime: str, max_epochs: int, seed: int,
-                  sampler: str = "tpe") -> AshaAwareOptunaSearch:
-    """Seeded TPE (or random sampling, as a baseline), its study `<regime>` stored in
-    `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard."""
-    import optuna
-
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    return AshaAwareOptunaSearch(
-        metric="val_bleu", mode="max", max_epochs=max_epochs, study_name=regime,
-        storage=optuna.storages.RDBStorage(optuna_storage_url(study_dir)),
-        sampler=samplers[sampler](seed=seed),
-    )
-
-
-def make_scheduler(space: SearchSpace, max_epochs: int, grace_period: int | None, reduction_factor: int | None):
-    """ASHA on val_bleu per epoch; flags beat the YAML, the YAML beats the defaults (1 and 2)."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    grace = grace_period or space.asha.get("grace_period", 1)
-    factor = reduction_factor or space.asha.get("reduction_factor", 2)
-    return ASHAScheduler(time_attr="training_iteration", metric="val_bleu", mode="max",
-                         max_t=max(max_epochs, 1), grace_period=min(grace, max(max_epochs, 1)),
-                         reduction_factor=factor)
+    return Path(__file__).resolve().parents[2] / "search_spaces" / f"{regime}.yaml"

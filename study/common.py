@@ -1,0 +1,112 @@
+"""Small helpers every stage shares: atomic writes, content hashes for cache keys, durations, hub errors.
+
+They sit below every other module of the package (they import nothing of it but `StudyError`), so the
+data, model, training and results stages can all use one implementation of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from study.config import StudyError
+
+# --- files that appear whole or not at all --------------------------------------------------------------
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path` (same suffix, so writers that infer the format
+    from it - parquet, PNG - still can), then rename it onto `path`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_dir(final: Path) -> Path:
+    """A temporary directory beside `final`, to fill and then `publish_dir` onto it once complete."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Rename a completed `atomic_dir` onto `final`; if another process published the same entry first,
+    keep theirs (cache entries with one key are identical) and drop ours."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- cache keys -------------------------------------------------------------------------------------------
+
+
+def content_hash(parts: Iterable[str | bytes], length: int = 16) -> str:
+    """A hex digest of a sequence of strings, each followed by a separator no text contains (so ["ab", "c"]
+    and ["a", "bc"] differ). Every cache key of the project (tokenizer, tokenized data, upstream) uses it."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:length]
+
+
+def settings_hash(settings: dict, length: int = 20) -> str:
+    """A hex digest of a JSON-able description of settings (key order does not matter)."""
+    return content_hash([json.dumps(settings, sort_keys=True, default=str)], length)
+
+
+# --- durations --------------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """`12.3 s`, `4.5 min` or `1.25 h`; `-` for a missing value. The one format of every table and log line."""
+    if seconds is None:
+        return "-"
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "-"
+    if math.isnan(s):
+        return "-"
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+# --- models and tokenizers that cannot be loaded ------------------------------------------------------------
+
+
+def not_loadable(spec: str, what: str, err: Exception) -> str:
+    """The one-line message for a model, tokenizer or configuration that `from_pretrained` could not load."""
+    if Path(spec).exists():
+        return f"cannot load a {what} from {spec}: {type(err).__name__}: {str(err).splitlines()[0]}"
+    return (
+        f"cannot load the {what} of {spec!r}: it is not a local directory and the model hub could not provide it "
+        f"(this machine may be offline); pass --model tiny or a local model directory"
+    )
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a StudyError with `message` unless `condition` holds."""
+    if not condition:
+        raise StudyError(message)

@@ -1,0 +1,1 @@
+"""The bundled corpus (`--data sample`): a small French grammar rendered in both languages."""

@@ -1,0 +1,76 @@
+"""Model weights: the architecture of a model spec, a random init of it, or its pretrained weights.
+
+A spec is a hub id (`t5-small`), a local model directory, or `tiny` — a T5 of about 2 M parameters built
+offline by this project (its tokenizer: `study.data.tokenizer`). Tiny's *pretrained* weights come from
+`study.training.upstream` (T5's span-corruption objective on monolingual text); a random initialisation
+is never passed off as one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig, PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
+
+from study.common import not_loadable
+from study.config import Config, StudyError
+from study.data.tokenizer import is_tiny
+
+
+def tiny_config(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5Config:
+    """The tiny T5: t5-small's layout scaled down (d_model 128, 3+3 layers) to train in minutes on 2 cores."""
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=config.tiny_d_model,
+        d_kv=config.tiny_d_model // config.tiny_heads,
+        d_ff=config.tiny_d_ff,
+        num_layers=config.tiny_layers,
+        num_decoder_layers=config.tiny_layers,
+        num_heads=config.tiny_heads,
+        dropout_rate=0.1,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+def model_config(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5Config:
+    """The architecture of `config.model`, without weights."""
+    if is_tiny(config.model):
+        return tiny_config(config, tokenizer)
+    try:
+        return AutoConfig.from_pretrained(config.model)
+    except Exception as err:  # noqa: BLE001
+        raise StudyError(not_loadable(config.model, "configuration", err)) from err
+
+
+def random_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
+    """The architecture of `config.model` with a fresh random initialisation (seeded by the caller)."""
+    return T5ForConditionalGeneration(model_config(config, tokenizer))
+
+
+def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,
+                     upstream: dict | None = None) -> T5ForConditionalGeneration:
+    """Pretrained weights of `config.model`: the hub or a local directory, or the offline tiny upstream.
+
+    For `tiny`, `upstream` is the state_dict that `study.training.upstream` produced (prepared in the driver and
+    shipped to trials); without it this fails loudly — a random init is never passed off as pretrained.
+    """
+    if is_tiny(config.model):
+        if upstream is None:
+            raise StudyError(f"regime {config.regime!r} needs a pretrained tiny upstream and none was prepared: "
+                             "run `python -m study.pretrain` (studies and trials do it automatically)")
+        model = T5ForConditionalGeneration(tiny_config(config, tokenizer))
+        model.load_state_dict(upstream)
+        return model
+    try:
+        return T5ForConditionalGeneration.from_pretrained(config.model)
+    except Exception as err:  # noqa: BLE001
+        raise StudyError(not_loadable(config.model, "pretrained model", err)) from err
+
+
+def load_state_dict(model_dir: str | Path) -> dict:
+    """The weights of a saved model directory, as a plain state_dict (CPU tensors)."""
+    return T5ForConditionalGeneration.from_pretrained(str(model_dir)).state_dict()

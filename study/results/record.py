@@ -1,0 +1,87 @@
+"""A study's record (study.json: config, budget, search spaces, versions, signatures) and summary.csv.
+
+Every file is written with `study.common.write_atomic`, so an interrupted study never leaves a
+half-written result behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from study.common import write_text
+from study.config import Config
+
+PACKAGES = ("torch", "transformers", "sentencepiece", "datasets", "sacrebleu", "ray", "optuna", "pandas")
+SCORE_COLUMNS = ["regime", "best_val_bleu", "test_bleu", "test_chrf", "test_loss", "test_ppl", "test_exact_match"]
+RUN_COLUMNS = ["best_epoch", "epochs_run", "trial_wall_s", "search_wall_s", "trials", "pruned", "trainable_params"]
+
+
+def searched_names(spaces: dict) -> list[str]:
+    """The hyperparameters any regime searches, in the order the search spaces name them (from study.json's
+    `search_spaces` or the SearchSpace objects): the tables show these, whatever a YAML searches."""
+    names: dict[str, None] = {}
+    for space in spaces.values():
+        search = space.get("search", {}) if isinstance(space, dict) else space.search
+        names.update(dict.fromkeys(search))
+    return list(names)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def study_record(config: Config, budget, regimes: list[str], preset: str, spaces: dict, name: str) -> dict:
+    from study.metrics.scoring import signatures
+    from study.model.regimes import REGIMES
+
+    signature = signatures()
+    return {
+        "name": name, "preset": preset, "regimes": regimes, "seed": config.seed,
+        "trains": {r: REGIMES[r].trains for r in regimes},
+        "config": config.to_dict(), "budget": asdict(budget),
+        "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha}
+                          for r, s in spaces.items()},
+        "versions": versions(), "git_commit": git_commit(),
+        **signature,
+        "host": platform.node(), "cluster_resources": _cluster_resources(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _cluster_resources() -> dict:
+    try:
+        import ray
+
+        return dict(ray.cluster_resources()) if ray.is_initialized() else {}
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def write_summary(study_dir: Path, rows: list[dict], searched: list[str]) -> pd.DataFrame:
+    """summary.csv (one row per regime); returns the part printed at the end of a study."""
+    frame = pd.DataFrame(rows).reindex(columns=SCORE_COLUMNS + searched + RUN_COLUMNS)
+    write_text(study_dir / "summary.csv", frame.to_csv(index=False))
+    shown = frame[["regime", "best_val_bleu", "test_bleu", *searched, "best_epoch", "trial_wall_s",
+                   "search_wall_s"]].copy()
+    return shown.round({"best_val_bleu": 2, "test_bleu": 2, "trial_wall_s": 1, "search_wall_s": 1})

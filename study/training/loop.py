@@ -1,0 +1,122 @@
+"""One training loop for every regime, readable top to bottom.
+
+`fit(config, data, report)` builds the regime's model, trains the parameters the regime leaves
+trainable, evaluates on the validation split after every epoch, and hands the metrics — with a way to
+save a checkpoint — to `report`. Whoever calls it decides what reporting means: the Ray Tune trainables
+call `tune.report`, the single-trial CLI prints a line. Regimes never get a loop of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from study.config import Config
+from study.data.batching import make_loader
+from study.data.prepared import PreparedData
+from study.metrics.generation import evaluate
+from study.model.device import autocast, pick_device
+from study.model.regimes import build_model, get_regime
+from study.training.checkpoints import load_checkpoint, save_checkpoint, set_rng_state
+from study.training.step import optimizer_step
+
+log = logging.getLogger(__name__)
+
+# report(metrics, save): save(directory) writes a resumable checkpoint there; None when there is nothing to resume.
+Report = Callable[[dict, "Callable[[Path], None] | None"], None]
+
+
+def make_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
+    """AdamW over the parameters the regime leaves trainable, with linear warm-up then linear decay."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def training_step(model, batch: dict, optimizer, scheduler, config: Config, device: torch.device) -> tuple[float, int]:
+    """One optimizer step on one batch; returns (loss, real target tokens). A non-finite loss is returned
+    without stepping, for the caller to end the trial as diverged."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with autocast(device):
+        loss = model(**batch).loss  # mean over real target tokens: labels of -100 are ignored
+    if not torch.isfinite(loss):
+        return float("nan"), 0
+    optimizer_step(model, loss, optimizer, scheduler, config.max_grad_norm)
+    return loss.item(), int((batch["labels"] != -100).sum())
+
+
+def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None) -> dict:
+    """Train and evaluate one trial of `config.regime`; returns the last reported metrics."""
+    config.validate()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    device = pick_device(config.device)
+    regime = get_regime(config.regime)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    model, counts = build_model(config, data.tokenizer, data.upstream)  # seeds torch with config.seed
+    model.to(device)
+
+    def validate() -> dict:
+        return evaluate(model, data.validation, data.tokenizer, config, device)[0]
+
+    if not regime.trains:  # upstream: one zero-shot evaluation, nothing to resume
+        start = time.perf_counter()
+        metrics = {**validate(), "epoch": 0, "train_loss": float("nan"), "lr": 0.0, "train_tokens_per_s": 0.0,
+                   "diverged": False, **counts}
+        metrics["epoch_time_s"] = time.perf_counter() - start
+        report(metrics, None)
+        return metrics
+
+    steps_per_epoch = len(make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
+                                      seed=config.seed))
+    optimizer, scheduler = make_optimizer(model, config, steps_per_epoch * config.epochs)
+    first_epoch = 1
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        first_epoch = state["epoch"] + 1
+        log.info("resumed from %s at epoch %d", resume_from, first_epoch)
+
+    metrics: dict = {}
+    for epoch in range(first_epoch, config.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        loss_sum, tokens = 0.0, 0
+        # The batch order depends only on (seed, epoch): a resumed trial sees the batches it would have seen.
+        for batch in make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
+                                 seed=config.seed, epoch=epoch):
+            loss, n = training_step(model, batch, optimizer, scheduler, config, device)
+            if not math.isfinite(loss):
+                log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)
+                metrics = {"epoch": epoch, "diverged": True, "train_loss": float("nan"), "val_loss": float("nan"),
+                           "val_ppl": float("nan"), "val_bleu": 0.0, "val_chrf": 0.0, "val_exact_match": 0.0,
+                           "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - start,
+                           "train_tokens_per_s": 0.0, **counts}
+                report(metrics, None)
+                return metrics
+            loss_sum += loss * n
+            tokens += n
+        train_time = time.perf_counter() - start
+        metrics = {**validate(), "epoch": epoch, "train_loss": loss_sum / max(tokens, 1),
+                   "lr": scheduler.get_last_lr()[0], "train_tokens_per_s": tokens / train_time,
+                   "epoch_time_s": time.perf_counter() - start, "diverged": False, **counts}
+
+        def save(directory: Path, epoch: int = epoch) -> None:
+            save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                            config=config)
+
+        report(metrics, save)
+    return metrics

@@ -1,0 +1,75 @@
+"""Every dependence of the study on Ray Tune's or Optuna's *private* behaviour, in one module.
+
+- `OptunaSearch` keeps its Optuna trials in `_ot_trials`, its finished ones in `_completed_trials` and
+  its study in `_ot_study`: the ASHA-aware searcher (`study.tuning.searcher`) needs them to tell Optuna
+  that a stopped trial was PRUNED (Ray has no public hook for it).
+- Tune's `experiment_state-*.json` (a trial's status and failure count) has no public reader outside a
+  running Tune: the analysis reads it here, as JSON, without importing Ray.
+
+`check_ray_internals()` fails loudly, naming the versions tested, when a new Ray changes any of this;
+`tests/test_tuning.py` calls it, so CI says so before a study would misbehave. No module-level Ray
+import: the analysis imports `read_experiment_state` offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from study.config import StudyError
+
+TESTED = "ray 2.60 and optuna 5.0"
+SEARCHER_ATTRIBUTES = ("_ot_trials", "_completed_trials", "_ot_study")
+
+
+def check_ray_internals(searcher=None) -> None:
+    """Raise StudyError if `searcher` (default: a fresh OptunaSearch) lacks the private state relied on."""
+    if searcher is None:
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(metric="val_bleu", mode="max")
+    missing = [name for name in SEARCHER_ATTRIBUTES if not hasattr(searcher, name)]
+    if missing:
+        raise StudyError(f"this Ray's OptunaSearch has no {', '.join(missing)}: the study's ASHA-aware searcher "
+                         f"was written against {TESTED}; install a tested Ray (see pyproject.toml)")
+
+
+def optuna_trial(searcher, trial_id: str):
+    """The Optuna trial behind a Tune trial, or None."""
+    return searcher._ot_trials.get(trial_id)
+
+
+def is_completed(searcher, trial_id: str) -> bool:
+    return trial_id in searcher._completed_trials
+
+
+def tell_pruned(searcher, trial_id: str) -> None:
+    """Tell Optuna the trial was PRUNED and mark it done, as OptunaSearch.on_trial_complete would mark it."""
+    from optuna.trial import TrialState
+
+    searcher._ot_study.tell(searcher._ot_trials[trial_id], None, state=TrialState.PRUNED)
+    searcher._completed_trials.add(trial_id)
+
+
+def intermediate_steps(ot_trial) -> set[int]:
+    """Steps at which an Optuna trial has intermediate values (from its storage, the source of truth)."""
+    return set(ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values)
+
+
+def read_experiment_state(experiment_dir: Path) -> dict[str, dict]:
+    """Trial folder name -> {status, trial_id, config, num_failures} from Tune's newest state snapshot."""
+    snapshots = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
+    try:
+        state = json.loads(snapshots[-1].read_text(encoding="utf-8")) if snapshots else None
+    except (OSError, ValueError):
+        state = None
+    out: dict[str, dict] = {}
+    for entry in (state or {}).get("trial_data", []):
+        try:
+            trial, meta = json.loads(entry[0]), json.loads(entry[1])
+        except (ValueError, TypeError, IndexError):
+            continue
+        out[trial.get("relative_logdir", "")] = {"status": trial.get("status"), "trial_id": trial.get("trial_id"),
+                                                 "config": trial.get("config") or {},
+                                                 "num_failures": meta.get("num_failures", 0)}
+    return out

@@ -1,0 +1,139 @@
+"""One regime's search on a Ray cluster: Ray started or joined, the budget fitted to the cluster, Tune run.
+
+`run_regime` builds the Tuner of one regime — its trainable with the data through `tune.with_parameters`,
+the Optuna searcher behind a concurrency limit, ASHA, checkpoints kept by validation BLEU, trial folders
+named by the project — or restores an interrupted one, and returns Tune's ResultGrid.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from study.config import Budget, Config, StudyError
+from study.data.prepared import PreparedData
+from study.model.regimes import REGIMES
+from study.tuning.searcher import METRIC, MODE, make_scheduler, make_searcher, optuna_storage_url
+from study.tuning.space import SearchSpace
+from study.tuning.trainables import TRAINABLES
+from study.tuning.trials import trial_dirname
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a host:port nobody answers at: ray.init would retry for minutes."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and friends: Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise StudyError(f"cannot reach a Ray cluster at {address} ({err.strerror or err}); "
+                         f"start one with `ray start --head` or drop --address to run locally") from err
+
+
+def start_ray(address: str | None) -> None:
+    import ray
+
+    if address:
+        _check_reachable(address)
+    if ray.is_initialized():  # called again in one process (a notebook, the tests): keep that Ray
+        return
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except Exception as err:  # noqa: BLE001 - connection errors come in many types
+            raise StudyError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]} "
+                             f"(is `ray start --head` running there?)") from err
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def finish_budget(budget: Budget, address: str | None = None) -> Budget:
+    """Fill in the defaults that depend on the cluster: GPUs per trial and concurrency."""
+    import ray
+
+    resources = ray.cluster_resources()
+    if budget.gpus_per_trial < 0:
+        budget.gpus_per_trial = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        if address and not budget.gpus_per_trial:
+            # An autoscaling cluster starts with no GPU worker: without this flag trials would run on CPUs.
+            print("warning: the cluster has no GPU yet, so trials get none; pass --gpus-per-trial 1 "
+                  "(and --max-concurrent N) to make it scale up GPU workers", file=sys.stderr, flush=True)
+    if not budget.max_concurrent:
+        by_cpu = int(resources.get("CPU", 1) // budget.cpus_per_trial)
+        by_gpu = int(resources.get("GPU", 0) // budget.gpus_per_trial) if budget.gpus_per_trial else by_cpu
+        budget.max_concurrent = max(1, min(by_cpu, by_gpu))
+    return budget
+
+
+def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, study_dir: Path, tune_storage: str,
+               data: PreparedData, resume: bool):
+    """Search one regime (or continue its search) and return (Tune's ResultGrid, trials in the budget).
+
+    `study_dir` is the study's local folder (optuna.db lives there); `tune_storage` is where Tune writes
+    the experiment (the same folder, or the study's URI on a cluster)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    base = config.replace(regime=regime, **space.fixed)
+    trainable = tune.with_resources(
+        # The trials get the data without its test split: selection can only ever see validation.
+        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials()),
+        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    )
+    experiment = f"{tune_storage}/{regime}"
+    trains = REGIMES[regime].trains
+    n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
+    if resume and tune.Tuner.can_restore(experiment):
+        print(f"[{regime}] resuming {experiment}", flush=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        max_epochs = budget.max_epochs if trains else 0
+        searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, config.seed, budget.searcher),
+                                      max_concurrent=budget.max_concurrent)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
+                trial_dirname_creator=trial_dirname,
+                scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
+                if trains and budget.scheduler == "asha" else None,
+            ),
+            run_config=tune.RunConfig(
+                name=regime, storage_path=tune_storage,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=METRIC,
+                                                        checkpoint_score_order=MODE),
+                failure_config=tune.FailureConfig(max_failures=budget.max_failures),
+                verbose=1,
+            ),
+        )
+    return tuner.fit(), n
+
+
+def _grid_size(space) -> int:
+    size = 1
+    for spec in space.search.values():
+        if spec["distribution"] != "choice":
+            return 10**9
+        size *= len(spec["values"])
+    return size
+
+
+def unfinished_trials(grid, expected: int) -> int:
+    """Trials of the regime's budget that neither finished nor failed (Ctrl-C leaves some pending or unstarted)."""
+    return expected - grid.num_terminated - grid.num_errors
+
+
+def check_optuna_agrees(study_dir: Path, regime: str, grid) -> None:
+    """After a restore, Tune rebuilds the searcher from its own pickle: make sure it still wrote to optuna.db."""
+    import optuna
+
+    trials = optuna.load_study(study_name=regime, storage=optuna_storage_url(study_dir)).trials
+    if len(trials) != len(grid):
+        print(f"warning: optuna.db holds {len(trials)} trial(s) of {regime} but Tune ran {len(grid)}; "
+              f"trust Tune's results in {study_dir / regime}", file=sys.stderr)

@@ -1,0 +1,66 @@
+"""The Ray Tune trainables: one per regime, each a plain function of its searched config.
+
+A trainable receives its sampled hyperparameters (`lr`, `batch_size`, `num_beams`, ...) as `params`; the
+rest of the `Config` and the tokenized data arrive once through `tune.with_parameters`, so nothing large
+is pickled per trial. Each epoch it reports the metrics with a checkpoint and, on a restart, resumes from
+`tune.get_checkpoint()`. Every trainable is the same loop (`study.training.loop.fit`): regimes differ only
+in how the model is built and which parameters train.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from study.config import Config
+from study.data.prepared import PreparedData
+from study.model.regimes import REGIMES
+from study.training.loop import fit
+
+
+def node() -> dict:
+    """Which Ray node runs this code: its id (unique even when several nodes share one machine) and IP."""
+    try:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    except Exception:  # noqa: BLE001 - outside Ray there is no node to name
+        return {"node_id": "local", "node_ip": "local"}
+
+
+def run_in_tune(regime: str, params: dict, base: dict, data: PreparedData) -> None:
+    """One trial of `regime` inside Ray Tune: report every epoch with a checkpoint, resume from one."""
+    from ray import tune
+
+    config = Config.from_dict(base).replace(regime=regime, **params)
+    where = node()
+
+    def report(metrics: dict, save) -> None:
+        metrics = {**metrics, **where}
+        if save is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save(Path(directory))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        fit(config, data, report)
+    else:
+        with checkpoint.as_directory() as directory:
+            fit(config, data, report, resume_from=directory)
+
+
+def trainable(regime: str) -> Callable[..., None]:
+    """The trainable of `regime`, named `train_<regime>` (Tune shows trials by their function's name)."""
+
+    def train(params: dict, base: dict, data: PreparedData) -> None:
+        run_in_tune(regime, params, base, data)
+
+    train.__name__ = train.__qualname__ = f"train_{regime.replace('-', '_')}"
+    return train
+
+
+TRAINABLES = {name: trainable(name) for name in REGIMES}

@@ -1,0 +1,49 @@
+"""A trial's folder name, and how a trial ended: finished, pruned (stopped by ASHA), diverged or errored.
+
+Decided in one place: the searcher (to tell Optuna PRUNED rather than COMPLETE), the test scoring (to
+count pruned trials) and the analysis (a trial's `status`) all ask this module. No Ray import: the
+analysis uses it offline.
+"""
+
+from __future__ import annotations
+
+FINISHED, PRUNED, DIVERGED, ERRORED = "finished", "pruned", "diverged", "errored"
+
+
+def ended_as(last: dict | None, max_epochs: int, *, errored: bool = False, trains: bool = True) -> str:
+    """The outcome of a trial that has ended, from its last reported result.
+
+    - errored: it raised (after its retries), or ended without reporting anything;
+    - diverged: its last result says it hit a non-finite loss (a real final result, not a stop);
+    - finished: it reached `max_epochs` (a regime that trains nothing: its one evaluation);
+    - pruned: it ended early without diverging or erroring, so the scheduler stopped it.
+    """
+    if errored or not last:
+        return ERRORED
+    if last.get("diverged"):
+        return DIVERGED
+    if not trains or int(last.get("epoch", 0)) >= max_epochs:
+        return FINISHED
+    return PRUNED
+
+
+TRIAL_DIR_PREFIX = "trial_"
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder: `trial_<trial id>` (the id ends in the trial's number, e.g. `trial_4f2a1_00003`).
+
+    Named by the project (TuneConfig(trial_dirname_creator=...)), so the analysis reads a trial's id from
+    its folder name without reverse-engineering Tune's default names."""
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+
+
+def trial_id_of(dirname: str) -> str | None:
+    """The trial id in a folder named by `trial_dirname`, else None."""
+    return dirname[len(TRIAL_DIR_PREFIX):] if dirname.startswith(TRIAL_DIR_PREFIX) else None
+
+
+def trial_number(trial_id: str | None) -> int | None:
+    """The trial's number within its experiment: Tune's ids end in `_<number, zero-padded>`."""
+    tail = (trial_id or "").rpartition("_")[2]
+    return int(tail) if tail.isdigit() else None

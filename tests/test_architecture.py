@@ -1,0 +1,68 @@
+"""The layout docs/architecture.md describes: stages import only the stages above them, no cycles,
+the analysis needs neither Ray nor torch, and no module grows far past 400 lines."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["config", "common", "cli", "data", "model", "metrics", "training", "tuning", "results", "analysis"]
+
+
+def _imports() -> dict[str, set[str]]:
+    found = {}
+    for path in (ROOT / "study").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("study"):
+                deps |= {f"{node.module}.{a.name}" for a in node.names} if node.module.count(".") < 2 else {node.module}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("study")}
+        found[name] = deps
+    return found
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def test_stages_import_only_the_stages_above_them():
+    upward = [(m, d) for m, deps in _imports().items() for d in deps
+              if _stage(m) and (_stage(d) is None or STAGES.index(_stage(d)) > STAGES.index(_stage(m)))]
+    assert not upward, f"imports against the pipeline's order: {upward}"
+
+
+def test_no_import_cycles():
+    graph = _imports()
+    modules = set(graph)
+    resolved = {m: {d if d in modules else d.rpartition(".")[0] for d in deps} & modules for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in resolved[m]:
+            assert state.get(d) != 1, f"import cycle: {' -> '.join(path + [d])}"
+            if d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(resolved):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_the_analysis_imports_neither_ray_nor_torch():
+    code = "import sys, study.analyze; print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_module_far_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "study").rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
+    assert not long, long
