@@ -4,7 +4,7 @@ loop rebuilt from its own building blocks, timing, tables and the JSON record.
 The original notebook (see ../shared/ORIGINAL.md) padded the *whole corpus* to its longest sentence
 (at most 512 tokens) once, up front, padded the labels with the pad id (0) instead of -100, and trained
 with a bare `AdamW(lr=1e-3)`. `original_tensors` / `original_batches` / `OriginalLoop` rebuild exactly that;
-`ProjectLoop` is `study.train.fit`'s training step, line for line, on the project's own `make_loader`
+`ProjectLoop` is `study.training.loop.fit`'s training step, line for line, on the project's own `make_loader`
 and `autocast` (a test checks it reproduces `fit`'s training loss bit for bit).
 """
 

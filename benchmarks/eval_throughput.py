@@ -1,4 +1,4 @@
-"""Evaluation throughput: the original notebook's generation vs this project's `study.metrics.translate`.
+"""Evaluation throughput: the original notebook's generation vs this project's `study.metrics.generation.translate`.
 
     python benchmarks/eval_throughput.py --data ../shared/data/eng-fra.tsv --pairs 256 --repeats 3
     python benchmarks/eval_throughput.py --model tiny --train-steps 300 --pairs 500   # also a trained model
@@ -10,7 +10,7 @@ original - the notebook: every source padded to the longest source of the whole 
            most 512 tokens), fixed-size batches in the evaluation set's order (by default a seeded shuffle,
            as the notebook's random train/test split left it; `--order file` keeps the file's order),
            `generate(max_length=` the padded label length, i.e. the longest target of the corpus `)`.
-project  - `study.metrics.translate`: batches sorted by source length, each padded to its own longest
+project  - `study.metrics.generation.translate`: batches sorted by source length, each padded to its own longest
            source, and a new-token limit derived from the batch's sources (`generation_limit`), with
            `early_stopping` for beam search.
 
@@ -19,7 +19,7 @@ so it babbles to whatever limit it is given - the original's scratch regime, whe
 epoch time. `--train-steps N` adds a model trained N steps with the project's loop, which stops earlier.
 The table says which model each row is and how many of the original's outputs never emitted EOS. Figures:
 sentences/s, the median over `--repeats` (the two ways interleaved), after one untimed warm-up generation.
-Not timed: `study.metrics.evaluate` also translates each distinct source only once (shown as "distinct").
+Not timed: `study.metrics.generation.evaluate` also translates each distinct source only once (shown as "distinct").
 JSON goes to benchmarks/out/eval_throughput.json.
 """
 

@@ -9,12 +9,12 @@ On the training split (the project's tokenization: prefix + English + eos, Frenc
   original       every row is padded to the longest source / target of the whole corpus (all splits, no token
                  limit, at most 512): the notebook's `padding="max_length"` over the corpus;
   split max      every row is padded to the longest row of the training split
-                 (`study.batching.max_length_padding_stats`);
+                 (`study.data.batching.max_length_padding_stats`);
   random         shuffled batches, each padded to its own longest row (a DataCollator without grouping);
   HF grouped     transformers' LengthGroupedSampler over the *source* lengths (what Seq2SeqTrainer's
                  group_by_length does), each batch padded to its own longest row;
-  project        `study.batching.make_loader(shuffle=True)`: grouped by source + target length, labels padded
-                 with -100 (`study.batching.padding_stats` over every batch of one epoch).
+  project        `study.data.batching.make_loader(shuffle=True)`: grouped by source + target length, labels padded
+                 with -100 (`study.data.batching.padding_stats` over every batch of one epoch).
 
 "positions per real token" is what padding costs in compute: positions computed / real tokens.
 JSON goes to benchmarks/out/padding.json.

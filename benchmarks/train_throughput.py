@@ -18,8 +18,8 @@ project: task prefix + English + eos, French + eos) and the same number of optim
                 transformers 5 `train_sampling_strategy="group_by_length"`, which groups by *source*
                 length) and DataCollatorForSeq2Seq (labels padded with -100); the project's lr, weight decay,
                 warm-up ratio and clipping; no evaluation, saving or logging; bf16 only where (c) autocasts.
-(c) project   - `study.train.fit`'s training step rebuilt from the project's own building blocks
-                (`study.batching.make_loader`, `study.metrics.autocast`, AdamW + `get_linear_schedule_with_warmup`
+(c) project   - `study.training.loop.fit`'s training step rebuilt from the project's own building blocks
+                (`study.data.batching.make_loader`, `study.metrics.autocast`, AdamW + `get_linear_schedule_with_warmup`
                 + clipping exactly as `fit`; see `benchmarks.common.ProjectLoop`). `fit` itself is not timed
                 because it evaluates after every epoch and its timer includes the first (warm-up) step; a test
                 checks that this loop reproduces `fit`'s training loss bit for bit.
