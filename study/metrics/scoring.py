@@ -42,3 +42,45 @@ def bleu_parts(hypotheses: list[str], references: list[str]) -> dict[str, float]
     return {"bleu_p1": bleu.precisions[0], "bleu_p2": bleu.precisions[1], "bleu_p3": bleu.precisions[2],
             "bleu_p4": bleu.precisions[3], "brevity_penalty": bleu.bp,
             "length_ratio": bleu.sys_len / max(bleu.ref_len, 1)}
+
+
+def references_by_source(sources: list[str], hypotheses: list[str], references: list[str]
+                         ) -> tuple[list[str], list[list[str]]]:
+    """Each distinct source once, in first-seen order: its hypothesis and every distinct reference its rows
+    give. Rows that share a source share a hypothesis (`evaluate` translates each distinct source once)."""
+    if not len(sources) == len(hypotheses) == len(references):
+        raise ValueError(f"{len(sources)} sources, {len(hypotheses)} hypotheses, {len(references)} references")
+    position: dict[str, int] = {}
+    hyps: list[str] = []
+    refs: list[list[str]] = []
+    for source, hypothesis, reference in zip(sources, hypotheses, references):
+        if source not in position:
+            position[source] = len(hyps)
+            hyps.append(hypothesis)
+            refs.append([])
+        if reference not in refs[position[source]]:
+            refs[position[source]].append(reference)
+    return hyps, refs
+
+
+def reference_streams(refs_per_source: list[list[str]]) -> list[list[str]]:
+    """sacrebleu's multi-reference layout: stream k holds every source's k-th reference.
+
+    A source with fewer references than the most-referenced one is padded with its own first reference,
+    not with sacrebleu's '' placeholder: a repeated reference adds no n-gram and no new length, so the
+    score equals sacrebleu's variable-reference score exactly, whereas a '' read back from a file by the
+    command line is a 0-word reference that BLEU's closest-reference-length rule can pick."""
+    depth = max((len(r) for r in refs_per_source), default=0)
+    return [[refs[k] if k < len(refs) else refs[0] for refs in refs_per_source] for k in range(depth)]
+
+
+def multi_reference_bleu(sources: list[str], hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU with each distinct source scored once against all its references, and its signature.
+
+    Next to `translation_scores`' one-reference-per-row BLEU, which scores a source with k references k
+    times, each time against one of them, so a translation matching a sibling reference counts as wrong."""
+    hyps, refs = references_by_source(sources, hypotheses, references)
+    bleu = sacrebleu.metrics.BLEU()
+    score = bleu.corpus_score(hyps, reference_streams(refs)).score
+    return {"bleu_multi": score, "bleu_multi_signature": str(bleu.get_signature()), "sources": len(hyps),
+            "multi_reference_sources": sum(len(r) >= 2 for r in refs), "max_references": max(map(len, refs), default=0)}
