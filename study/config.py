@@ -199,6 +199,8 @@ class Budget:
     max_failures: int
     searcher: str = "tpe"  # tpe | random (both record every trial in optuna.db)
     scheduler: str = "asha"  # asha | none (no early stopping)
+    # runs of each regime's best configuration (its search's seed + seeds-1 re-runs) behind its test mean ± sd
+    seeds: int = 1
 
 
 PRESETS: dict[str, dict] = {
@@ -206,11 +208,12 @@ PRESETS: dict[str, dict] = {
         # Sized to finish pretraining + all four regimes in about 10 minutes on 2 CPU cores (see README).
         "config": dict(data="sample", model="tiny", max_train_pairs=3000, max_eval_pairs=200, max_test_pairs=1000,
                        epochs=3, eval_batch_size=100, pretrain_steps=800),
-        "num_samples": 3, "max_concurrent": None, "needs_data": False,
+        # seeds: 2 runs of each best configuration (the fewest that give a spread), each a full-length trial
+        "num_samples": 3, "max_concurrent": None, "needs_data": False, "seeds": 2,
     },
     "paper": {  # the original experiment's scale: t5-small, 10 epochs; meant for GPUs
         "config": dict(model="t5-small", epochs=10, max_eval_pairs=2000, eval_batch_size=128),
-        "num_samples": 8, "max_concurrent": None, "needs_data": True,
+        "num_samples": 8, "max_concurrent": None, "needs_data": True, "seeds": 3,
     },
 }
 

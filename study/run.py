@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--searcher", default="tpe", choices=["tpe", "random"], help="Optuna sampler: TPE, or random as a baseline")
     p.add_argument("--scheduler", default="asha", choices=["asha", "none"], help="asha stops weak trials early; none runs all to the end")
     p.add_argument("--max-failures", type=int, default=2, help="times a failed trial is retried from its checkpoint")
+    p.add_argument("--seeds", type=int, help="runs of each regime's best configuration, the search's and N-1 more "
+                                             "seeds, for test scores as mean ± sd (default: quick 2, paper 3)")
     p.add_argument("--search-space", type=Path, help="a YAML search space used instead of search_spaces/<regime>.yaml")
     p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
     p.add_argument("--name", help="study name (default: <preset>-<UTC timestamp>)")
@@ -83,6 +85,8 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
         raise StudyError("--cpus-per-trial must be positive and --gpus-per-trial non-negative")
     if args.max_failures < 0:
         raise StudyError(f"--max-failures must be non-negative, got {args.max_failures}")
+    if args.seeds is not None and args.seeds < 1:
+        raise StudyError(f"--seeds must be at least 1 (the search's own run), got {args.seeds}")
     config = config.replace(cache_dir=str(Path(config.cache_dir).expanduser().resolve()),
                             torch_threads=max(1, int(args.cpus_per_trial)))
     if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
@@ -96,6 +100,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
                     max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler)
+    budget.seeds = args.seeds or preset.get("seeds", 1)
     return config, budget, regimes, spaces
 
 
@@ -118,6 +123,7 @@ def _main(args: argparse.Namespace) -> int:
         record = json.loads((where.local / "study.json").read_text())
         args.preset, args.regime = record["preset"], ",".join(record["regimes"])
         args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
+        args.seeds = record["budget"].get("seeds", 1)  # studies recorded before --seeds ran one seed
     config, budget, regimes, spaces = resolve(args)
     if args.resume:  # the study's own settings, not today's files and defaults
         config = Config.from_dict(record["config"])
@@ -131,6 +137,8 @@ def _main(args: argparse.Namespace) -> int:
         raise StudyError(f"{where.local} exists already; pick another --name")
 
     from study.results.test_scoring import evaluate_best
+    from study.tuning.best import best_trial
+    from study.tuning.seeds import extra_seeds, run_seed_trials
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.runner import (
         check_optuna_agrees,
@@ -169,8 +177,20 @@ def _main(args: argparse.Namespace) -> int:
                   f"resume with:\n  {resume_cmd}", flush=True)
             return 130
         check_optuna_agrees(study_dir, regime, grid)
-        rows.append(evaluate_best(grid, regime, config.replace(regime=regime, **spaces[regime].fixed), data,
-                                  study_dir, time.time() - started, searched))
+        search_wall_s = time.time() - started
+        base = config.replace(regime=regime, **spaces[regime].fixed)
+        seed_grid = None
+        if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
+            seeds = extra_seeds(config.seed, budget.seeds)
+            seed_grid = run_seed_trials(regime, base, budget, best_trial(grid, regime, study_dir).params, seeds,
+                                        where.tune_storage, data, bool(args.resume))
+            if unfinished_trials(seed_grid, len(seeds)):
+                where.push()
+                print(f"\nstudy interrupted during {regime}'s seed runs; state saved.\nresume with:\n  {resume_cmd}",
+                      flush=True)
+                return 130
+        rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
+                                  resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
         where.push()
     summary = write_summary(study_dir, rows, searched)
     print("\n" + summary.to_string(index=False), flush=True)
