@@ -195,14 +195,14 @@ def test_half_finished_and_running_study(studies, tmp_path, capsys):
     with open(study / "scratch" / trial["relative_logdir"] / "result.json", "a") as f:
         f.write('{"val_loss": 3.1, "epo')
     # ... and one just started: a directory with params.json only, not in any snapshot yet.
-    fresh = study / "scratch" / "trial_abcdef12_00005"
+    fresh = study / "scratch" / "trial_5_abcdef12"
     fresh.mkdir()
     (fresh / "params.json").write_text(json.dumps({"lr": 3e-3, "num_beams": 1}))
 
     a = load(study)
     trials = a.trials.set_index("trial_id")
-    assert trials.loc[trial["trial_id"], "status"] == "running" and trials.loc["abcdef12_00005", "status"] == "running"
-    assert trials.loc["abcdef12_00005", "reports"] == 0 and trials.loc["abcdef12_00005", "lr"] == 3e-3
+    assert trials.loc[trial["trial_id"], "status"] == "running" and trials.loc["abcdef12", "status"] == "running"
+    assert trials.loc["abcdef12", "reports"] == 0 and trials.loc["abcdef12", "lr"] == 3e-3
     assert a.unfinished == ["scratch", "full"] and a.best.empty
     rows = a.comparison.set_index("regime")
     assert rows.loc["scratch", "state"] == "unfinished" and pd.isna(rows.loc["scratch", "test_bleu"])

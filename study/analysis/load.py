@@ -152,7 +152,7 @@ def _read_regime(regime: str, regime_dir: Path, max_epochs: int, trains: bool) -
         best = frame.loc[frame["val_bleu"].idxmax()] if "val_bleu" in frame and frame["val_bleu"].notna().any() else None
         last = rows[-1] if rows else {}
         trials.append({
-            "regime": regime, "trial_id": trial_id, "number": trials_lib.trial_number(trial_id),
+            "regime": regime, "trial_id": trial_id, "number": trials_lib.trial_number_of(trial_dir.name),
             "status": status, **{k: v for k, v in (params or {}).items()},
             "epochs_run": int(last.get("epoch", 0)) if rows else 0, "reports": len(rows),
             "wall_s": float(last.get("time_total_s", math.nan)) if rows else math.nan,

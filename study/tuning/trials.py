@@ -31,19 +31,24 @@ TRIAL_DIR_PREFIX = "trial_"
 
 
 def trial_dirname(trial) -> str:
-    """A trial's folder: `trial_<trial id>` (the id ends in the trial's number, e.g. `trial_4f2a1_00003`).
+    """A trial's folder: `trial_<number>_<trial id>`, e.g. `trial_3_4f2a1b7c` (the third trial Optuna proposed).
 
-    Named by the project (TuneConfig(trial_dirname_creator=...)), so the analysis reads a trial's id from
-    its folder name without reverse-engineering Tune's default names."""
-    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+    Named by the project (TuneConfig(trial_dirname_creator=...)), so the analysis reads a trial's number and
+    id from its folder name without reverse-engineering Tune's default names. The number is the counter at
+    the head of Tune's experiment tag ("3_batch_size=16,lr=...")."""
+    number = str(getattr(trial, "experiment_tag", "")).partition("_")[0]
+    return f"{TRIAL_DIR_PREFIX}{number if number.isdigit() else 0}_{trial.trial_id}"
 
 
 def trial_id_of(dirname: str) -> str | None:
     """The trial id in a folder named by `trial_dirname`, else None."""
-    return dirname[len(TRIAL_DIR_PREFIX):] if dirname.startswith(TRIAL_DIR_PREFIX) else None
+    if not dirname.startswith(TRIAL_DIR_PREFIX):
+        return None
+    number, _, trial_id = dirname[len(TRIAL_DIR_PREFIX):].partition("_")
+    return trial_id if number.isdigit() and trial_id else None
 
 
-def trial_number(trial_id: str | None) -> int | None:
-    """The trial's number within its experiment: Tune's ids end in `_<number, zero-padded>`."""
-    tail = (trial_id or "").rpartition("_")[2]
-    return int(tail) if tail.isdigit() else None
+def trial_number_of(dirname: str) -> int | None:
+    """The trial's number (1 for the first trial proposed) in a folder named by `trial_dirname`."""
+    number = dirname[len(TRIAL_DIR_PREFIX):].partition("_")[0] if dirname.startswith(TRIAL_DIR_PREFIX) else ""
+    return int(number) if number.isdigit() else None
