@@ -13,7 +13,7 @@ import torch
 from study.config import Config
 from study.data.prepared import PreparedData, prepare_data
 from study.data.sample import corpus
-from study.metrics.generation import generation_limit, prefix_length, token_nll, translate
+from study.metrics.generation import evaluate, prefix_length, token_nll
 from study.metrics.scoring import translation_scores
 from study.model.regimes import REGIMES, parameter_counts
 from study.model.weights import random_model
@@ -172,27 +172,41 @@ def test_bleu_equals_sacrebleu_command_line(tmp_path):
     assert scores["bleu_signature"].startswith("nrefs:1|")
 
 
-def test_generation_is_capped_by_the_source_not_the_labels(small_config, small_data):
-    """An untrained model rarely stops: every batch's length limit must come from its sources alone."""
-    model = random_model(small_config, small_data.tokenizer)
-    calls = []
-    original = model.generate
+def test_evaluate_caps_generation_by_the_source_not_the_labels(small_config, small_data):
+    """`evaluate()` (what every epoch and the test scoring run) on a split whose labels are ~10x longer than
+    its sources, with a model that can never end a sentence: every hypothesis stops at the source-derived
+    limit the docs give (1.5 x the source's tokens without the task prefix, + 10), far below the labels'
+    length and `max_target_tokens`."""
+    from datasets import Dataset
 
-    def spy(**kwargs):
-        out = original(**kwargs)
-        calls.append((kwargs["input_ids"].shape[1], kwargs["max_new_tokens"], out.shape[1], "labels" in kwargs))
-        return out
-
-    model.generate = spy
-    sources = list(small_data.validation["input_ids"])[:8]
-    translate(model, sources, small_data.tokenizer, num_beams=1, batch_size=4,
-              max_target_tokens=small_config.max_target_tokens, device=torch.device("cpu"))
-    assert len(calls) == 2
-    for source_width, limit, produced, saw_labels in calls:
-        assert limit == generation_limit(source_width, small_config.max_target_tokens)
-        assert produced - 1 <= limit  # the decoder start token plus at most `limit` new tokens
-        assert not saw_labels
-    assert generation_limit(5, 96) < generation_limit(20, 96) <= 96
+    tok = small_data.tokenizer
+    word = tok("chat", add_special_tokens=False).input_ids
+    assert len(word) == 1 and tok.convert_ids_to_tokens(word[0]).startswith("\u2581")  # a whole word, "▁chat"
+    model = random_model(small_config, tok)
+    # The only token it may ever write is "chat": no end-of-sequence, so only the limit stops it, and each
+    # hypothesis's word count is the number of tokens it generated.
+    model.generation_config.suppress_tokens = [i for i in range(model.config.vocab_size) if i != word[0]]
+    # The 4 longest and the 4 shortest validation sources: with batches of 4 sorted by length, one batch each.
+    ranked = sorted((list(ids) for ids in small_data.validation["input_ids"]), key=len)
+    groups = [ranked[-4:], ranked[:4]]
+    sources = groups[0] + groups[1]
+    assert len(groups[0][0]) > len(groups[1][-1]) + 3
+    labels = [list(small_data.validation["labels"][0]) * 12 for _ in sources]
+    assert min(map(len, labels)) > 100
+    split = Dataset.from_dict({"input_ids": sources, "labels": labels, "en": [""] * 8,
+                               "fr": [tok.decode(x, skip_special_tokens=True) for x in labels]})
+    config = small_config.replace(max_target_tokens=300, eval_batch_size=4, num_beams=1)
+    _, hypotheses, _ = evaluate(model, split, tok, config, torch.device("cpu"))
+    prefix = len(tok(config.prefix.strip(), add_special_tokens=False).input_ids)
+    # A batch's limit comes from its longest source: its tokens (</s> included) without the task prefix.
+    bounds = [int(1.5 * (max(map(len, group)) - prefix)) + 10 for group in groups for _ in group]
+    for source, hypothesis, bound in zip(sources, hypotheses, bounds):
+        words = hypothesis.split()
+        assert set(words) == {"chat"}
+        assert len(words) <= bound < 60, (len(source), len(words), bound)
+        assert len(words) >= bound - 1  # it did babble to the limit: the cap, not an end token, stopped it
+    # The long sources' limit is longer than the short ones': a per-batch limit, from each batch's sources.
+    assert len(hypotheses[0].split()) > len(hypotheses[-1].split())
 
 
 def test_diverging_learning_rate_ends_as_diverged(small_config, small_data):
