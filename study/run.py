@@ -136,6 +136,7 @@ def _main(args: argparse.Namespace) -> int:
     if not args.resume and where.remote is None and where.local.exists():
         raise StudyError(f"{where.local} exists already; pick another --name")
 
+    from study.results.export import export_or_warn
     from study.results.test_scoring import evaluate_best
     from study.tuning.best import best_trial
     from study.tuning.seeds import extra_seeds, run_seed_trials
@@ -191,6 +192,7 @@ def _main(args: argparse.Namespace) -> int:
                 return 130
         rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
                                   resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
+        export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
         where.push()
     summary = write_summary(study_dir, rows, searched)
     print("\n" + summary.to_string(index=False), flush=True)

@@ -1,0 +1,94 @@
+"""Translate English with a study's exported model.
+
+    python -m study.translate results/<study> "The cat sees the dog." "I am here."
+    python -m study.translate results/<study> --regime full --input sentences.txt   # one sentence a line
+
+Prints one French line per English sentence, in order. The model is `<study>/<regime>/model/` (default: the
+regime with the best test BLEU), decoded as the study decoded: its task prefix, text normalisation, beams
+and length cap (`study.metrics.generation.translate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from study.cli import ArgumentParser, run_cli
+from study.config import StudyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m study.translate", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", help="the study folder, results/<study name>")
+    p.add_argument("text", nargs="*", help="English sentences to translate")
+    p.add_argument("--regime", help="whose exported model to use (default: the best by test BLEU)")
+    p.add_argument("--input", type=Path, help="a UTF-8 file of English sentences, one a line")
+    p.add_argument("--batch-size", type=int, help="sentences decoded at once (default: the study's eval batch size)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    return p
+
+
+def read_sentences(args: argparse.Namespace) -> list[str]:
+    """The sentences to translate: the command line's, then the --input file's lines (blank lines kept)."""
+    if args.text and args.input:
+        raise StudyError("give sentences on the command line or --input FILE, not both")
+    if args.input is None:
+        if not args.text:
+            raise StudyError("nothing to translate: pass sentences, or --input FILE (one sentence a line)")
+        return list(args.text)
+    if not args.input.is_file():
+        raise StudyError(f"--input {args.input}: no such file; pass a UTF-8 text file, one sentence a line")
+    try:
+        return args.input.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise StudyError(f"--input {args.input} is not UTF-8 text; re-save it as UTF-8") from err
+
+
+def translate_texts(study_dir: Path, regime: str, texts: list[str], device: str = "cpu",
+                    batch_size: int | None = None) -> list[str]:
+    """French for each English text (an empty line stays empty), with the regime's exported model."""
+    from study.data.pairs import normalize_text
+    from study.metrics.generation import prefix_length, translate
+    from study.model.device import pick_device
+    from study.results.export import load_exported, study_config
+
+    config = study_config(study_dir, regime)
+    model, tokenizer = load_exported(study_dir, regime)
+    where = pick_device(device)
+    model.to(where)
+    cleaned = [normalize_text(t) for t in texts]
+    todo = [i for i, t in enumerate(cleaned) if t]
+    sources = tokenizer([config.prefix + cleaned[i] for i in todo])["input_ids"]
+    out = translate(model, sources, tokenizer, num_beams=model.generation_config.num_beams,
+                    batch_size=batch_size or config.eval_batch_size, max_target_tokens=config.max_target_tokens,
+                    device=where, prefix_tokens=prefix_length(tokenizer, config.prefix))
+    result = [""] * len(texts)
+    for i, text in zip(todo, out):
+        result[i] = text
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    from study.results.export import best_regime, pick_regimes
+
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise StudyError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.regime and "," in args.regime:
+        raise StudyError("--regime takes one regime here; run the command once per regime")
+    texts = read_sentences(args)  # bad input fails before a model is loaded
+    study_dir = Path(args.study)
+    regime = pick_regimes(study_dir, args.regime)[0] if args.regime else best_regime(study_dir)
+    for line in translate_texts(study_dir, regime, texts, args.device, args.batch_size):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
