@@ -25,7 +25,7 @@ from study.data.prepared import PreparedData
 from study.metrics.generation import evaluate
 from study.model.device import autocast, pick_device
 from study.model.regimes import build_model, get_regime
-from study.training.checkpoints import load_checkpoint, save_checkpoint, set_rng_state
+from study.training.checkpoints import load_for_resume, save_checkpoint, set_rng_state
 from study.training.step import optimizer_step
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
     optimizer, scheduler = make_optimizer(model, config, steps_per_epoch * config.epochs)
     first_epoch = 1
     if resume_from is not None:
-        state = load_checkpoint(resume_from)
+        state = load_for_resume(resume_from)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,206 @@
+"""Checkpoints are plain data (a checkpoint that would run code is refused, not opened), and a study keeps
+only the checkpoints it needs: a running trial's, and its regime's best (model only once scored)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from study.config import Config, StudyError
+from study.data.prepared import prepare_data
+from study.data.sample import corpus
+from study.training.checkpoints import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    load_for_resume,
+    load_trained_model,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    strip_to_model,
+)
+from study.training.loop import make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
+             max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
+SMALL_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+
+
+class CreatesFile:
+    """Unpickling this calls open(marker, "w"): the file appears only if the pickle's code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def write_pairs(path: Path, n: int) -> Path:
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=0)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory) -> Config:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return Config(data=str(write_pairs(root / "pairs.tsv", 200)), cache_dir=str(root / "cache"), regime="scratch",
+                  **SMALL)
+
+
+def _tiny_training_state():
+    model = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                                                num_heads=2, decoder_start_token_id=0))
+    optimizer, scheduler = make_optimizer(model, Config(), total_steps=10)
+    ids = torch.randint(0, 50, (2, 5))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return model, optimizer, scheduler
+
+
+def test_checkpoint_loads_as_plain_data_and_restores_every_rng(tmp_path):
+    model, optimizer, scheduler = _tiny_training_state()
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached gaussian in Python's state, which must survive too
+    save_checkpoint(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=1, config=Config())
+    expected = (random.gauss(0, 1), random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # raises if anything needs unpickling
+    assert state["epoch"] == 1 and set(state["optimizer"]["state"])
+    assert torch.equal(state["model"]["shared.weight"], model.state_dict()["shared.weight"])
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    set_rng_state(load_checkpoint(tmp_path)["rng"])
+    assert (random.gauss(0, 1), random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == expected
+    assert rng_state()["python"]["version"] == random.getstate()[0]
+
+
+def test_code_in_a_checkpoint_is_refused_by_scoring_and_resume(small_config, tmp_path):
+    """A checkpoint whose pickle creates a file: scoring it and resuming from it both refuse with one line,
+    and the file never appears."""
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "results" / "s" / "scratch" / "trial_0_00000" / "checkpoint_000000"
+    checkpoint.mkdir(parents=True)
+    torch.save({"model": CreatesFile(marker), "epoch": 1}, checkpoint / CHECKPOINT_FILE)
+    # The payload is real: an unrestricted unpickle runs it.
+    witness = tmp_path / "witness"
+    pickle.loads(pickle.dumps(CreatesFile(witness))).close()
+    assert witness.exists()
+
+    data = prepare_data(small_config)
+    with pytest.raises(StudyError, match="refusing to load .*could run code") as err:  # what test scoring calls
+        load_trained_model(small_config, data.tokenizer, checkpoint)
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+    run = subprocess.run([sys.executable, "-m", "study.trial", "--regime", "scratch", "--data", small_config.data,
+                          "--cache-dir", small_config.cache_dir, *SMALL_FLAGS, "--checkpoint-dir", str(checkpoint),
+                          "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "refusing to load" in errors[0], run.stderr[-2000:]
+    assert not marker.exists()
+
+
+def test_a_stripped_checkpoint_scores_but_does_not_resume(tmp_path):
+    model, optimizer, scheduler = _tiny_training_state()
+    save_checkpoint(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=2, config=Config())
+    full_size = (tmp_path / CHECKPOINT_FILE).stat().st_size
+    strip_to_model(tmp_path)
+    state = load_checkpoint(tmp_path)
+    assert not {"optimizer", "scheduler", "rng"} & set(state)
+    assert torch.equal(state["model"]["lm_head.weight"], model.state_dict()["lm_head.weight"])
+    assert (tmp_path / CHECKPOINT_FILE).stat().st_size < full_size / 2  # AdamW's two moments are gone
+    with pytest.raises(StudyError, match="cannot be resumed"):
+        load_for_resume(tmp_path)
+
+
+# --- what a study keeps on disk ------------------------------------------------------------------------
+
+
+def _checkpoints(trial_dir: Path) -> list[Path]:
+    return sorted(trial_dir.glob("checkpoint_*"))
+
+
+def _results(study_dir: Path) -> dict[str, list[dict]]:
+    return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
+            for p in (study_dir / "scratch").glob("trial_*/result.json")}
+
+
+def _finished(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        trials = optuna.load_study(study_name="scratch", storage=f"sqlite:///{db}").trials
+    except Exception:  # noqa: BLE001 - the driver may not have created the study yet
+        return 0
+    return sum(t.state.is_finished() for t in trials)
+
+
+@pytest.mark.slow
+def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
+    """ASHA prunes the hopeless learning rate; after an interruption and a resume, the pruned and the
+    beaten trials have no checkpoint left and the best trial keeps one, model only, which test scoring read."""
+    pairs = write_pairs(tmp_path / "pairs.tsv", 600)
+    space = tmp_path / "space.yaml"
+    space.write_text("search:\n  lr: {distribution: choice, values: [3e-3, 1e-6]}\n"
+                     "fixed: {batch_size: 16}\nasha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
+    argv = ["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "kept",
+            "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", "3",
+            "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--no-analysis", "--tiny-d-model", "32",
+            "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
+            "--max-eval-pairs", "30"]
+    study_dir = tmp_path / "results" / "kept"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while _finished(study_dir / "optuna.db") < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the study ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out[-3000:]
+    # During the search: a trial that has finished and is beaten by another keeps no checkpoint.
+    finished = {name: rows for name, rows in _results(study_dir).items() if len(rows) == 2}
+    top = max(max(r["val_bleu"] for r in rows) for rows in _results(study_dir).values())
+    beaten = [name for name, rows in finished.items() if max(r["val_bleu"] for r in rows) < top]
+    assert beaten, f"sampling changed: no finished trial was beaten before the interruption ({finished})"
+    for name in beaten:
+        assert not _checkpoints(study_dir / "scratch" / name), name
+    assert any(_checkpoints(study_dir / "scratch" / name) for name in finished if name not in beaten)
+
+    resume = subprocess.run([sys.executable, "-m", "study.run", "--resume", "kept", "--results",
+                             str(tmp_path / "results"), "--no-analysis"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
+    best = json.loads((study_dir / "scratch" / "best.json").read_text())
+    trials = _results(study_dir)
+    assert len(trials) == 3
+    pruned = [name for name, rows in trials.items() if len(rows) < 2]
+    assert pruned, {name: len(rows) for name, rows in trials.items()}
+    best_dir = next(name for name, rows in trials.items() if rows[0]["trial_id"] == best["trial_id"])
+    for name in trials:
+        kept = _checkpoints(study_dir / "scratch" / name)
+        assert len(kept) == (1 if name == best_dir else 0), (name, kept)
+    kept = _checkpoints(study_dir / "scratch" / best_dir)[0]
+    assert Path(best["checkpoint"]) == kept
+    assert "optimizer" not in load_checkpoint(kept) and best["test_bleu"] >= 0
