@@ -56,6 +56,16 @@ def training_step(model, batch: dict, optimizer, scheduler, config: Config, devi
 
 def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None) -> dict:
     """Train and evaluate one trial of `config.regime`; returns the last reported metrics."""
+    # `config.torch_threads` is this trial's, not the process's: whatever runs next here (another trial in
+    # a notebook, the next test) gets torch's thread count back as it was.
+    threads = torch.get_num_threads()
+    try:
+        return _fit(config, data, report, resume_from)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None) -> dict:
     config.validate()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
