@@ -150,13 +150,6 @@ def test_pack_keeps_every_sentence_whole_and_in_order():
 # ------------------------------------------------------------------------------------ real pretraining
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 2-layer tiny config, monolingual text and the project's tokenizer trained on it (offline)."""

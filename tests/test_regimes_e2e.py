@@ -137,6 +137,13 @@ def test_scratch_starts_from_a_random_init_not_the_upstream(config, data, built)
     assert [r["epoch"] for r in reports] == [1, 2]
 
 
+def test_fit_gives_torch_its_thread_count_back(config, data, built):
+    """A trial's `torch_threads` is the trial's: after `fit`, the process has its own thread count again."""
+    torch.set_num_threads(3)
+    loop.fit(config.replace(regime="upstream", torch_threads=1), data, lambda metrics, save: None)
+    assert torch.get_num_threads() == 3
+
+
 # ---------------------------------------------------------------------------- one Ray study, all regimes
 
 
@@ -159,7 +166,7 @@ def test_study_of_all_four_regimes_hands_trials_the_upstream_and_no_test_split(
     space.write_text("search:\n  num_beams: {distribution: choice, values: [1]}\n"
                      "fixed: {lr: 3.0e-3, batch_size: 16, device: cpu}\n", encoding="utf-8")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    argv = ["--regime", "all", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "all",
+    argv = ["--regime", "upstream,scratch,decoder,full", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "all",
             "--cache-dir", str(cache_dir), "--search-space", str(space), "--num-samples", "1", "--max-epochs", "2",
             "--max-train-pairs", "200", "--max-eval-pairs", "20", "--eval-batch-size", "32",
             "--pretrain-steps", str(PRETRAIN_STEPS), "--max-concurrent", "1", "--gpus-per-trial", "0",
