@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N of trials at each rung (default: YAML, else 2)")
     p.add_argument("--searcher", default="tpe", choices=["tpe", "random"], help="Optuna sampler: TPE, or random as a baseline")
     p.add_argument("--scheduler", default="asha", choices=["asha", "none"], help="asha stops weak trials early; none runs all to the end")
+    p.add_argument("--same-draws", action="store_true",
+                   help="seed every regime's sampler with --seed (common random numbers) instead of a seed per regime")
     p.add_argument("--max-failures", type=int, default=2, help="times a failed trial is retried from its checkpoint")
     p.add_argument("--seeds", type=int, help="runs of each regime's best configuration, the search's and N-1 more "
                                              "seeds, for test scores as mean ± sd (default: quick 2, paper 3)")
@@ -99,7 +101,8 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
                     max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-                    max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler)
+                    max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler,
+                    same_draws=args.same_draws)
     budget.seeds = args.seeds or preset.get("seeds", 1)
     return config, budget, regimes, spaces
 

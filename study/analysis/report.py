@@ -186,6 +186,15 @@ def _original_section(a: StudyAnalysis) -> list[str]:
             "The original figures have caveats:", "", *[f"- {x}" for x in o["caveats"]], ""]
 
 
+def sampler_line(regime: str, s: dict) -> str:
+    """One line per regime on how its trials were proposed (study.json's `samplers`)."""
+    how = (f"TPE (first {s.get('n_startup_trials')} of {s.get('trials')} trials at random, multivariate "
+           f"{s.get('multivariate')}, constant liar {s.get('constant_liar')})" if s.get("sampler") == "tpe"
+           else f"{s.get('sampler')} sampling ({s.get('trials')} trials)")
+    seed = "the study seed for every regime" if s.get("same_draws") else "a seed of its own"
+    return f"- `{regime}` trials proposed by {how}, sampler seed {s.get('seed')} ({seed})"
+
+
 def render_report(a: StudyAnalysis, images: list[Path]) -> str:
     r, cfg, budget = a.record, a.record.get("config", {}), a.record.get("budget", {})
     done = [x for x in a.comparison["regime"] if x not in a.unfinished]
@@ -216,7 +225,9 @@ def render_report(a: StudyAnalysis, images: list[Path]) -> str:
               f"Budget: {budget.get('num_samples')} trials per trained regime (upstream: one per beam choice), at most "
               f"{budget.get('max_epochs')} epochs, {budget.get('max_concurrent')} at once, "
               f"{budget.get('cpus_per_trial')} CPU and {budget.get('gpus_per_trial')} GPU per trial, "
-              f"max_failures {budget.get('max_failures')}; ASHA on validation BLEU per epoch.", ""]
+              f"max_failures {budget.get('max_failures')}; ASHA's rungs on greedy validation BLEU per epoch, Optuna "
+              f"and the best trial on validation BLEU at the trial's own beams.", "",
+              *[sampler_line(regime, settings) for regime, settings in r.get("samplers", {}).items()], ""]
     for regime, space in r.get("search_spaces", {}).items():
         lines.append(f"- `{regime}` searches {json.dumps(space.get('search'))}; fixed {json.dumps(space.get('fixed'))}"
                      f"; asha {json.dumps(space.get('asha'))}")

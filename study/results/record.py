@@ -55,6 +55,7 @@ def versions() -> dict[str, str | None]:
 def study_record(config: Config, budget, regimes: list[str], preset: str, spaces: dict, name: str) -> dict:
     from study.metrics.scoring import signatures
     from study.model.regimes import REGIMES
+    from study.tuning.searcher import planned_trials, sampler_settings  # imports Ray: not for the analysis
 
     signature = signatures()
     return {
@@ -63,6 +64,10 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
         "config": config.to_dict(), "budget": asdict(budget),
         "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha}
                           for r, s in spaces.items()},
+        # each regime's sampler as the runner builds it: which, its seed, TPE's random start, ...
+        "samplers": {r: sampler_settings(budget.searcher, r, planned_trials(REGIMES[r].trains, budget.num_samples,
+                                                                            spaces[r]), config.seed, budget.same_draws)
+                     for r in regimes},
         "versions": versions(), "git_commit": git_commit(),
         **signature,
         "host": platform.node(), "cluster_resources": _cluster_resources(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

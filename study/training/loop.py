@@ -77,7 +77,15 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
     model.to(device)
 
     def validate() -> dict:
-        return evaluate(model, data.validation, data.tokenizer, config, device)[0]
+        # Evaluation draws from torch's RNG (generation does): run it on a forked RNG so that the next epoch's
+        # dropout does not depend on how, or how often, the trial was evaluated (e.g. on its num_beams).
+        with torch.random.fork_rng(devices=[] if device.type != "cuda" else None):
+            metrics = evaluate(model, data.validation, data.tokenizer, config, device)[0]
+            # Greedy BLEU too, whatever num_beams the trial decodes with: ASHA's rungs compare trials by it so
+            # that they rank training runs, not decoders (see study.tuning.searcher.RUNG_METRIC).
+            greedy = metrics if config.num_beams == 1 else evaluate(
+                model, data.validation, data.tokenizer, config.replace(num_beams=1), device)[0]
+        return {**metrics, "val_bleu_greedy": greedy["val_bleu"]}
 
     if not regime.trains:  # upstream: one zero-shot evaluation, nothing to resume
         start = time.perf_counter()
@@ -112,7 +120,8 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
             if not math.isfinite(loss):
                 log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)
                 metrics = {"epoch": epoch, "diverged": True, "train_loss": float("nan"), "val_loss": float("nan"),
-                           "val_ppl": float("nan"), "val_bleu": 0.0, "val_chrf": 0.0, "val_exact_match": 0.0,
+                           "val_ppl": float("nan"), "val_bleu": 0.0, "val_bleu_greedy": 0.0, "val_chrf": 0.0,
+                           "val_exact_match": 0.0,
                            "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - start,
                            "train_tokens_per_s": 0.0, **counts}
                 report(metrics, None)

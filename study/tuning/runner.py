@@ -14,7 +14,15 @@ from pathlib import Path
 from study.config import Budget, Config, StudyError
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES
-from study.tuning.searcher import METRIC, MODE, make_scheduler, make_searcher, optuna_storage_url
+from study.tuning.searcher import (
+    METRIC,
+    MODE,
+    make_scheduler,
+    make_searcher,
+    optuna_storage_url,
+    planned_trials,
+    sampler_settings,
+)
 from study.tuning.space import SearchSpace
 from study.tuning.trainables import TRAINABLES
 from study.tuning.trials import trial_dirname
@@ -87,13 +95,14 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
     )
     experiment = f"{tune_storage}/{regime}"
     trains = REGIMES[regime].trains
-    n = budget.num_samples if trains else min(budget.num_samples, _grid_size(space))
+    n = planned_trials(trains, budget.num_samples, space)
     if resume and tune.Tuner.can_restore(experiment):
         print(f"[{regime}] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         max_epochs = budget.max_epochs if trains else 0
-        searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, config.seed, budget.searcher),
+        sampler = sampler_settings(budget.searcher, regime, n, config.seed, budget.same_draws)
+        searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, sampler),
                                       max_concurrent=budget.max_concurrent)
         tuner = tune.Tuner(
             trainable,
@@ -113,15 +122,6 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
             ),
         )
     return tuner.fit(), n
-
-
-def _grid_size(space) -> int:
-    size = 1
-    for spec in space.search.values():
-        if spec["distribution"] != "choice":
-            return 10**9
-        size *= len(spec["values"])
-    return size
 
 
 def unfinished_trials(grid, expected: int) -> int:

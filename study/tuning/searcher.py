@@ -1,6 +1,18 @@
-"""The Optuna searcher and the ASHA scheduler of one regime's search, and the trials' folder names.
+"""The Optuna sampler and searcher and the ASHA scheduler of one regime's search.
 
-Ray's private state that the searcher relies on is reached only through `study.tuning.internals`.
+The sampler is meant to *learn* within a study's small budget (a few to a few dozen trials per regime):
+- TPE's random start is sized to the trials (`startup_trials`), not Optuna's default of 10, which is
+  more than the quick and paper presets run, so that no trial would ever have been proposed by TPE;
+- multivariate TPE, because lr and batch size interact (a larger batch takes fewer, larger steps);
+- the constant liar, because trials run at once: a running trial counts as a bad result, so two
+  proposals made while it runs do not land on the same point;
+- each regime's seed derived from the study seed and the regime's name (`regime_seed`): regimes with
+  the same search space (decoder, full) would otherwise draw the same random start. `same_draws`
+  keeps the study seed for every regime (common random numbers: the regimes' first trials then differ
+  only by regime, a valid design when it is stated).
+
+ASHA and Optuna do not rank by the same score: see `METRIC` and `RUNG_METRIC`. Ray's private state
+that the searcher relies on is reached only through `study.tuning.internals`.
 """
 
 from __future__ import annotations
@@ -10,11 +22,20 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from study.common import content_hash
 from study.tuning import internals
 from study.tuning.space import SearchSpace
 from study.tuning.trials import PRUNED, ended_as
 
-METRIC, MODE = "val_bleu", "max"  # what ASHA stops on and Optuna optimises: validation BLEU, per epoch
+# What Optuna optimises and the best trial is chosen by: validation BLEU at the trial's own num_beams,
+# since beams are part of the configuration a user would deploy (and TPE learns whether they pay).
+METRIC, MODE = "val_bleu", "max"
+# What ASHA compares at its rungs: validation BLEU with greedy decoding. A rung decides whether a trial's
+# *training* (lr, batch size) deserves more epochs; beams do not change training, but they shift BLEU by
+# an amount that depends on how far training has got, so ranking a beam-4 trial against a greedy one at
+# epoch 1 would compare decoders, not training runs. (For a greedy trial the two scores are the same.)
+RUNG_METRIC = "val_bleu_greedy"
+SAMPLERS = ("tpe", "random")
 
 
 class AshaAwareOptunaSearch(OptunaSearch):
@@ -51,26 +72,75 @@ def optuna_storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(Path(study_dir) / 'optuna.db').resolve()}"
 
 
-def make_searcher(study_dir: Path, regime: str, max_epochs: int, seed: int,
-                  sampler: str = "tpe") -> AshaAwareOptunaSearch:
-    """Seeded TPE (or random sampling, as a baseline), its study `<regime>` stored in
-    `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard."""
+def startup_trials(n_trials: int) -> int:
+    """TPE's random start for a regime of `n_trials`: a quarter of them, and at least 2.
+
+    TPE splits the finished trials into a good and a bad group and proposes where good is likelier than
+    bad, so it needs at least one of each (hence 2). A quarter keeps a coarse random cover of the space
+    and leaves three quarters to the model: 8 trials -> 2 random, 6 proposed; 40 -> 10 (Optuna's
+    default). The start counts *finished* trials, so with c trials at once about c - 1 more are drawn
+    at random while the first ones run."""
+    return max(2, n_trials // 4)
+
+
+def regime_seed(study_seed: int, regime: str, same_draws: bool = False) -> int:
+    """The sampler seed of `regime`: stable across runs and machines (a hash, not Python's salted hash()),
+    different per regime; the study seed itself with `same_draws` (common random numbers)."""
+    if same_draws:
+        return study_seed
+    return int(content_hash([str(study_seed), regime], length=8), 16)  # 32 bits: numpy's seed range
+
+
+def planned_trials(trains: bool, num_samples: int, space: SearchSpace) -> int:
+    """Trials a regime runs: the budget's, or for a regime that trains nothing (only decoding is searched)
+    at most one per point of its grid."""
+    return num_samples if trains else min(num_samples, space.grid_size())
+
+
+def sampler_settings(searcher: str, regime: str, n_trials: int, study_seed: int, same_draws: bool = False) -> dict:
+    """Everything that defines a regime's sampler, as recorded in study.json and built by `make_sampler`."""
+    if searcher not in SAMPLERS:
+        raise ValueError(f"unknown searcher {searcher!r}; one of {SAMPLERS}")
+    settings: dict[str, Any] = {"sampler": searcher, "seed": regime_seed(study_seed, regime, same_draws),
+                                "same_draws": same_draws, "trials": n_trials}
+    if searcher == "tpe":
+        settings.update(n_startup_trials=startup_trials(n_trials), multivariate=True, constant_liar=True)
+    return settings
+
+
+def make_sampler(settings: dict):
+    """The Optuna sampler `settings` (from `sampler_settings`) describe."""
     import optuna
 
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    if settings["sampler"] == "random":
+        return optuna.samplers.RandomSampler(seed=settings["seed"])
+    return optuna.samplers.TPESampler(seed=settings["seed"], n_startup_trials=settings["n_startup_trials"],
+                                      multivariate=settings["multivariate"],
+                                      constant_liar=settings["constant_liar"])
+
+
+def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict) -> AshaAwareOptunaSearch:
+    """The sampler `sampler` (from `sampler_settings`) behind Ray's OptunaSearch, its study `<regime>`
+    stored in `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard.
+
+    OptunaSearch takes the sampler as it is (its own `seed` argument applies only to the default sampler
+    it would build) and asks it through `study.ask(fixed_distributions=...)`; its trials stay RUNNING in
+    the storage until told, which is what the constant liar reads."""
+    import optuna
+
     return AshaAwareOptunaSearch(
         metric=METRIC, mode=MODE, max_epochs=max_epochs, study_name=regime,
         storage=optuna.storages.RDBStorage(optuna_storage_url(study_dir)),
-        sampler=samplers[sampler](seed=seed),
+        sampler=make_sampler(sampler),
     )
 
 
 def make_scheduler(space: SearchSpace, max_epochs: int, grace_period: int | None, reduction_factor: int | None):
-    """ASHA on val_bleu per epoch; flags beat the YAML, the YAML beats the defaults (1 and 2)."""
+    """ASHA on greedy val BLEU per epoch (`RUNG_METRIC`); flags beat the YAML, the YAML beats the defaults (1 and 2)."""
     from ray.tune.schedulers import ASHAScheduler
 
     grace = grace_period or space.asha.get("grace_period", 1)
     factor = reduction_factor or space.asha.get("reduction_factor", 2)
-    return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
+    return ASHAScheduler(time_attr="training_iteration", metric=RUNG_METRIC, mode=MODE,
                          max_t=max(max_epochs, 1), grace_period=min(grace, max(max_epochs, 1)),
                          reduction_factor=factor)

@@ -51,6 +51,16 @@ class SearchSpace:
                 space[name] = tune.choice(list(spec["values"]))
         return space
 
+    def grid_size(self) -> int:
+        """How many distinct points the space has: the product of its choices' sizes, or 10**9 (as good as
+        unbounded) once any hyperparameter is continuous or an integer range."""
+        size = 1
+        for spec in self.search.values():
+            if spec["distribution"] != "choice":
+                return 10**9
+            size *= len(spec["values"])
+        return size
+
 
 def _fail(source: str, message: str) -> StudyError:
     return StudyError(f"invalid search space {source}: {message}")

@@ -1,0 +1,189 @@
+"""The search searches: TPE's random start is shorter than the budget and its later proposals follow the
+objective; each regime draws its own trials unless --same-draws; the constant liar is on; study.json and
+the report say which sampler ran; ASHA ranks its rungs by greedy BLEU, whatever a trial's beams."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from ray.tune.search.optuna import OptunaSearch
+
+from study.config import PRESETS
+from study.tuning.searcher import (
+    RUNG_METRIC,
+    make_sampler,
+    make_scheduler,
+    make_searcher,
+    regime_seed,
+    sampler_settings,
+    startup_trials,
+)
+from study.tuning.space import default_search_space_path, load_search_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = load_search_space(default_search_space_path("scratch"))  # lr 3e-4..1e-2 (log), batch 16/32/64, beams 1/4
+
+
+def synthetic_bleu(best_lr: float):
+    """A made-up objective with its optimum at `best_lr` and batch size 32: no training, just a shape to learn."""
+    def objective(params: dict) -> float:
+        return 30.0 - 10.0 * (math.log10(params["lr"]) - math.log10(best_lr)) ** 2 - 3.0 * (params["batch_size"] != 32)
+    return objective
+
+
+def drive(sampler, objective, n_trials: int) -> list[dict]:
+    """Run `n_trials` through Optuna the way Ray's OptunaSearch does: ask with the space converted by Ray, tell."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    distributions = OptunaSearch.convert_search_space(SPACE.tune_space())
+    for _ in range(n_trials):
+        trial = study.ask(fixed_distributions=distributions)
+        study.tell(trial, objective(trial.params))
+    return [t.params for t in study.trials]
+
+
+def test_tpe_random_start_is_shorter_than_every_presets_budget():
+    for name, preset in PRESETS.items():
+        n = preset["num_samples"]
+        settings = sampler_settings("tpe", "scratch", n, study_seed=0)
+        assert 2 <= settings["n_startup_trials"] < n, name
+        assert make_sampler(settings)._n_startup_trials == settings["n_startup_trials"]
+    assert [startup_trials(n) for n in (1, 8, 40)] == [2, 2, 10]
+
+    # In behaviour: TPE's first n_startup proposals are its random start (exactly RandomSampler's draws with
+    # the same seed); every later one is the model's, not the random sampler's.
+    n = PRESETS["quick"]["num_samples"]
+    settings = sampler_settings("tpe", "scratch", n, study_seed=0)
+    k = settings["n_startup_trials"]
+    tpe = drive(make_sampler(settings), synthetic_bleu(1e-3), n)
+    random = drive(optuna.samplers.RandomSampler(seed=settings["seed"]), synthetic_bleu(1e-3), n)
+    assert tpe[:k] == random[:k]
+    assert all(t["lr"] != r["lr"] for t, r in zip(tpe[k:], random[k:])), (tpe, random)
+
+
+def test_tpe_later_proposals_follow_the_objective():
+    """Same sampler, same seed, two objectives: the random start is the same, the proposals after it move
+    toward each objective's optimum, so they come from a model of the results, not from the seed."""
+    n = 12
+    settings = sampler_settings("tpe", "scratch", n, study_seed=0)
+    k = settings["n_startup_trials"]
+    low = drive(make_sampler(settings), synthetic_bleu(4e-4), n)
+    high = drive(make_sampler(settings), synthetic_bleu(8e-3), n)
+    assert low[:k] == high[:k]
+
+    def mean_log_lr(trials: list[dict]) -> float:
+        return sum(math.log10(t["lr"]) for t in trials) / len(trials)
+
+    assert mean_log_lr(low[k:]) < math.log10(1.5e-3) < mean_log_lr(high[k:]), (low, high)
+    # and closer to the optimum than random search with the same seed gets
+    random = drive(optuna.samplers.RandomSampler(seed=settings["seed"]), synthetic_bleu(4e-4), n)
+    objective = synthetic_bleu(4e-4)
+    assert sum(map(objective, low[k:])) > sum(map(objective, random[k:]))
+
+
+def test_each_regime_draws_its_own_trials_unless_same_draws():
+    seeds = {r: sampler_settings("tpe", r, 8, study_seed=0)["seed"] for r in ("scratch", "decoder", "full")}
+    assert len(set(seeds.values())) == 3
+    # stable across processes and machines (a hash of the names, not Python's salted hash())
+    assert regime_seed(0, "full") == int(hashlib.sha256(b"0\x1ffull\x1f").hexdigest()[:8], 16)
+    assert regime_seed(1, "full") != regime_seed(0, "full")
+    # decoder and full search the same space: with their own seeds their first trials differ
+    full_space = load_search_space(default_search_space_path("full"))
+    distributions = OptunaSearch.convert_search_space(full_space.tune_space())
+
+    def first_draw(settings: dict) -> dict:
+        return optuna.create_study(sampler=make_sampler(settings)).ask(fixed_distributions=distributions).params
+
+    assert first_draw(sampler_settings("tpe", "decoder", 8, 0)) != first_draw(sampler_settings("tpe", "full", 8, 0))
+    same = {r: sampler_settings("tpe", r, 8, study_seed=5, same_draws=True) for r in ("decoder", "full")}
+    assert same["decoder"]["seed"] == same["full"]["seed"] == 5
+    assert first_draw(same["decoder"]) == first_draw(same["full"])
+
+
+def test_constant_liar_spreads_the_trials_asked_while_others_run():
+    """Four trials asked at once after the random start (as with --max-concurrent 4): without the constant
+    liar TPE proposes four near-copies of one point; with it each running trial counts as a poor result,
+    so the next proposal goes elsewhere."""
+    settings = sampler_settings("tpe", "scratch", 8, study_seed=0)
+    sampler = make_sampler(settings)
+    assert settings["constant_liar"] and sampler._constant_liar and settings["multivariate"] and sampler._multivariate
+    distributions = OptunaSearch.convert_search_space(SPACE.tune_space())
+
+    def spread_of_running(liar: bool, finished: int) -> float:
+        study = optuna.create_study(direction="maximize", sampler=make_sampler({**settings, "constant_liar": liar}))
+        objective = synthetic_bleu(1e-3)
+        for _ in range(finished):
+            trial = study.ask(fixed_distributions=distributions)
+            study.tell(trial, objective(trial.params))
+        running = [math.log10(study.ask(fixed_distributions=distributions).params["lr"]) for _ in range(4)]
+        return max(running) - min(running)  # decades of lr the four running trials cover
+
+    for finished in (settings["n_startup_trials"], 4):
+        assert spread_of_running(True, finished) > 3 * spread_of_running(False, finished), finished
+
+
+def test_study_json_and_report_record_the_sampler(tmp_path):
+    from study.analysis.report import sampler_line
+    from study.results.record import study_record
+    from study.run import build_parser, resolve
+
+    def record(*flags: str) -> dict:
+        config, budget, regimes, spaces = resolve(build_parser().parse_args(
+            ["--regime", "upstream,scratch,decoder,full", "--cache-dir", str(tmp_path), *flags]))
+        return json.loads(json.dumps(study_record(config, budget, regimes, "quick", spaces, "t")))
+
+    samplers = record()["samplers"]
+    n = PRESETS["quick"]["num_samples"]
+    for regime in ("scratch", "decoder", "full"):
+        assert samplers[regime] == {"sampler": "tpe", "seed": regime_seed(0, regime), "same_draws": False,
+                                    "trials": n, "n_startup_trials": startup_trials(n), "multivariate": True,
+                                    "constant_liar": True}
+    assert samplers["upstream"]["trials"] == 2  # one per beam choice
+    same = record("--same-draws", "--seed", "3")["samplers"]
+    assert {s["seed"] for s in same.values()} == {3} and all(s["same_draws"] for s in same.values())
+    random = record("--searcher", "random")["samplers"]["full"]
+    assert random["sampler"] == "random" and "n_startup_trials" not in random
+    line = sampler_line("full", samplers["full"])
+    assert f"first {startup_trials(n)} of {n} trials at random" in line and "constant liar True" in line
+    assert "random sampling" in sampler_line("full", random)
+
+
+def test_searcher_and_scheduler_get_the_settings(tmp_path):
+    settings = sampler_settings("tpe", "full", 8, study_seed=0)
+    searcher = make_searcher(tmp_path, "full", 3, settings)
+    assert isinstance(searcher._sampler, optuna.samplers.TPESampler)
+    assert searcher._sampler._n_startup_trials == 2 and searcher._sampler._constant_liar
+    assert isinstance(make_searcher(tmp_path, "scratch", 3, sampler_settings("random", "scratch", 8, 0))._sampler,
+                      optuna.samplers.RandomSampler)
+    assert make_scheduler(SPACE, 3, None, None)._metric == RUNG_METRIC == "val_bleu_greedy"
+
+
+@pytest.mark.slow
+def test_a_beam_trial_reports_the_greedy_bleu_its_rungs_are_ranked_by(tmp_path):
+    """Beams change decoding, not training: a beam-4 trial's val_bleu_greedy is the val_bleu of the same trial
+    decoded greedily (same seed, same training), and differs from its own beam-4 val_bleu."""
+    from study.config import Config
+    from study.data.prepared import prepare_data
+    from study.data.sample import corpus
+    from study.training.loop import fit
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), regime="scratch", tiny_d_model=48,
+                    tiny_layers=1, tiny_heads=2, tiny_d_ff=96, tiny_vocab_size=300, max_eval_pairs=40,
+                    eval_batch_size=40, batch_size=16, epochs=2, lr=5e-3, torch_threads=1)
+    data = prepare_data(config)
+
+    def epochs(num_beams: int) -> list[dict]:
+        reported: list[dict] = []
+        fit(config.replace(num_beams=num_beams), data, lambda metrics, save: reported.append(metrics))
+        return reported
+
+    greedy, beams = epochs(1), epochs(4)
+    assert [m["val_bleu_greedy"] for m in greedy] == [m["val_bleu"] for m in greedy]
+    assert [m["val_bleu_greedy"] for m in beams] == pytest.approx([m["val_bleu"] for m in greedy], abs=1e-9)
+    assert [m["val_bleu"] for m in beams] != [m["val_bleu"] for m in greedy]  # the beams did decode differently
