@@ -24,6 +24,7 @@ from study.cli import ArgumentParser, run_cli
 from study.common import write_json
 from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
 from study.model.regimes import REGIMES, parse_regimes
+from study.model.weights import check_pretrained_weights
 from study.results.record import searched_names, study_record, write_summary
 from study.results.storage import StudyLocation
 from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
@@ -94,6 +95,9 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
         config = config.replace(data=str(Path(config.data).expanduser().resolve()))  # trials run elsewhere
     config.validate()
+    for regime in regimes:  # here, not in the trials: a model directory without weights fails before Ray starts
+        if REGIMES[regime].pretrained:
+            check_pretrained_weights(config.model, regime)
     spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
     for regime, space in spaces.items():
         config.replace(regime=regime, **space.fixed).validate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transformers import AutoConfig, PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from study.common import not_loadable
 from study.config import Config, StudyError
@@ -65,10 +66,28 @@ def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,
         model = T5ForConditionalGeneration(tiny_config(config, tokenizer))
         model.load_state_dict(upstream)
         return model
+    check_pretrained_weights(config.model, config.regime)
     try:
         return T5ForConditionalGeneration.from_pretrained(config.model)
     except Exception as err:  # noqa: BLE001
         raise StudyError(not_loadable(config.model, "pretrained model", err)) from err
+
+
+# The files `from_pretrained` reads a PyTorch model's weights from (whole, or sharded behind an index).
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+
+
+def check_pretrained_weights(spec: str, regime: str) -> None:
+    """Fail with one line if `spec` is a local model directory without weights, e.g. a configuration and
+    tokenizer alone: a random init of it is fine (`scratch`), but a pretrained regime would otherwise only fail
+    inside its trials, after the study had started. Hub ids and `tiny` are not checked here (their weights
+    come from the hub or from this project's own pretraining)."""
+    directory = Path(spec).expanduser()
+    if is_tiny(spec) or not directory.is_dir() or any((directory / name).is_file() for name in WEIGHT_FILES):
+        return
+    raise StudyError(f"regime {regime!r} starts from pretrained weights, and {directory} has none "
+                     f"(no {' or '.join(WEIGHT_FILES)}); put the model's weights there, or run only "
+                     f"--regime scratch with it (a random init of its configuration)")
 
 
 def load_state_dict(model_dir: str | Path) -> dict:
