@@ -22,7 +22,7 @@ from study.common import write_json, write_text
 from study.config import Config
 from study.data.prepared import PreparedData
 from study.metrics.scoring import multi_reference_bleu, reference_streams, references_by_source, signatures
-from study.model.regimes import get_regime
+from study.model.regimes import Regime, ensure_registered, get_regime
 from study.tuning.best import best_trial, outcome_counts
 from study.tuning.searcher import METRIC, MODE
 from study.tuning.trainables import node
@@ -30,9 +30,13 @@ from study.tuning.trainables import node
 SPREAD = ("test_bleu", "test_chrf", "test_loss", "test_bleu_multi")  # reported as mean, sd and n over seeds
 
 
-def score_checkpoint(config: dict, checkpoint, data: PreparedData) -> dict:
-    """Inside a Ray task: restore `checkpoint` (None: the regime's untrained model) and score it on test."""
+def score_checkpoint(config: dict, checkpoint, data: PreparedData, regime: Regime | None = None) -> dict:
+    """Inside a Ray task: restore `checkpoint` (None: the regime's untrained model) and score it on test.
+    `regime`: its definition, for a regime registered in the driver that the worker has never imported."""
     import torch
+
+    if regime is not None:
+        ensure_registered(regime)
 
     from study.metrics.generation import evaluate
     from study.model.device import pick_device
@@ -62,14 +66,15 @@ def score_on_test(jobs: list[tuple[Config, object]], data: PreparedData, resourc
     task = ray.remote(score_checkpoint).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0),
                                                 name="score_on_test")
     shared = ray.put(data)  # once, not once per task
-    return ray.get([task.remote(config.to_dict(), checkpoint, shared) for config, checkpoint in jobs])
+    return ray.get([task.remote(config.to_dict(), checkpoint, shared, get_regime(config.regime))
+                    for config, checkpoint in jobs])
 
 
 def _lines(texts: list[str]) -> str:
     return "".join(t.replace("\n", " ") + "\n" for t in texts)
 
 
-def _write_texts(out_dir: Path, sources: list[str], scored: dict) -> dict:
+def write_test_texts(out_dir: Path, sources: list[str], scored: dict) -> dict:
     """test.hyp/ref.txt and the multi-reference files of the primary model; returns its multi-reference scores."""
     hypotheses, references = scored["hypotheses"], scored["references"]
     write_text(out_dir / "test.hyp.txt", _lines(hypotheses))
@@ -123,7 +128,7 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
     primary, *others = score_on_test([(config, best.checkpoint), *jobs], data, resources)
     out_dir = study_dir / regime
     sources = list(data.test["en"])
-    multi = _write_texts(out_dir, sources, primary)
+    multi = write_test_texts(out_dir, sources, primary)
     per_seed = [{"seed": config.seed, "trial_id": best.result.metrics.get("trial_id"), "best_epoch": best.best_epoch,
                  "best_val_bleu": best.best_val_bleu, "scored": primary}]
     for info, scored in zip(seeds, others):
