@@ -169,19 +169,32 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("pack_tokens", [0, 64])
-def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path, pack_tokens):
+def test_pretrain_writes_a_loadable_model_and_the_loss_falls(tiny, tmp_path, pack_tokens, monkeypatch):
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
     config, tokenizer, en, fr = tiny
     out = tmp_path / "upstream"
+    trained: list[T5ForConditionalGeneration] = []
+
+    class Recorded(T5ForConditionalGeneration):  # the very model pretrain() trains, kept for a look after
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trained.append(self)
+
+    monkeypatch.setattr(pt, "T5ForConditionalGeneration", Recorded)
     path = pt.pretrain(config, tokenizer, pt.monolingual_corpus(en, fr, 0), out,
                        pt.PretrainSettings(steps=40, batch_size=32, lr=5e-3, pack_tokens=pack_tokens),
                        progress=False)
     assert path == out
     model = T5ForConditionalGeneration.from_pretrained(out)
     assert model.config.d_model == 32 and model.config.vocab_size == len(tokenizer)
-    # pretrained without dropout (as T5 v1.1), saved with the tiny model's dropout for fine-tuning
+    # Pretrained without dropout (as T5 v1.1): every dropout layer of the model that trained had p = 0 ...
+    assert len(trained) == 1
+    dropouts = [m.p for m in trained[0].modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and set(dropouts) == {0.0}
+    # ... and saved with the tiny model's dropout, which the fine-tuning model's layers have.
     assert model.config.dropout_rate == 0.1
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
     loaded = AutoTokenizer.from_pretrained(out)
     assert loaded.get_vocab() == tokenizer.get_vocab()
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -259,24 +272,36 @@ def test_ensure_upstream_reuses_the_cache(tiny, monkeypatch, capsys):
     assert f"reusing pretrained tiny upstream: {first}" in capsys.readouterr().out
 
 
-def test_upstream_key_covers_every_input(tiny):
+def test_upstream_key_covers_every_input(tiny, tmp_path):
+    """Each input that changes the pretrained weights changes the cache key: the corpus, the tokenizer, every
+    model size, the seed and every setting. A key missing one would hand a study another study's upstream."""
+    from study.data import tokenizer as tokenizer_lib
+
     config, tokenizer, en, fr = tiny
     texts = pt.monolingual_corpus(en, fr, config.seed)
     settings = pt.PretrainSettings()
     key = pt.upstream_key(config, tokenizer, texts, settings)
     assert key == pt.upstream_key(config, tokenizer, list(texts), pt.PretrainSettings())
-    variants = [
-        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(steps=settings.steps + 1)),
-        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(lr=1e-3)),
-        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(noise_density=0.3)),
-        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(pack_tokens=0)),
-        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(dropout_rate=0.1)),
-        pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(optimizer="adamw")),
-        pt.upstream_key(config, tokenizer, texts[:-1], settings),
-        pt.upstream_key(config.replace(seed=1), tokenizer, texts, settings),
-        pt.upstream_key(config.replace(tiny_d_ff=128), tokenizer, texts, settings),
-    ]
-    assert len({key, *variants}) == len(variants) + 1
+    # Another tokenizer over the same text (another vocabulary size), with the model config unchanged.
+    other_tokenizer = tokenizer_lib.train_tiny_tokenizer(en, fr, config.replace(tiny_vocab_size=150,
+                                                                                cache_dir=str(tmp_path)))
+    assert other_tokenizer.get_vocab() != tokenizer.get_vocab()
+    variants = {
+        "steps": pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(steps=settings.steps + 1)),
+        "lr": pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(lr=1e-3)),
+        "noise": pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(noise_density=0.3)),
+        "packing": pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(pack_tokens=0)),
+        "dropout": pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(dropout_rate=0.1)),
+        "optimizer": pt.upstream_key(config, tokenizer, texts, pt.PretrainSettings(optimizer="adamw")),
+        "texts": pt.upstream_key(config, tokenizer, texts[:-1], settings),
+        "seed": pt.upstream_key(config.replace(seed=1), tokenizer, texts, settings),
+        "tokenizer": pt.upstream_key(config, other_tokenizer, texts, settings),
+        **{name: pt.upstream_key(config.replace(**{name: getattr(config, name) * 2}), tokenizer, texts, settings)
+           for name in ("tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads", "tiny_d_ff")},
+    }
+    for name, variant in variants.items():
+        assert variant != key, f"the upstream cache key ignores {name}"
+    assert len({key, *variants.values()}) == len(variants) + 1
 
 
 def test_cli_pretrains_into_out(tmp_path, capsys):
