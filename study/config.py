@@ -71,13 +71,17 @@ class Config:
 
     # --- model and regime -----------------------------------------------------------------------
     model: str = _field("tiny", "model", "tiny (built offline), a hub id such as t5-small, or a local model directory")
-    regime: str = _field("full", "model", "the training regime: upstream, scratch, decoder, full (see study.model.regimes)")
+    regime: str = _field("full", "model", "the training regime: upstream, scratch, decoder, full, or one of the extra regimes lora, encoder, frozen-embeddings (see study.model.regimes)")
     # What the `decoder` regime does with T5's shared (tied) token embedding, which is both the
     # encoder's input embedding and the decoder's input embedding and output head:
     #   "frozen"  - frozen with the encoder (default: the encoder really does not change);
     #   "trained" - trained (the encoder's input embedding then changes too);
     #   "untied"  - the decoder gets its own trainable copy; the encoder keeps the frozen original.
     decoder_embedding: str = _field("frozen", "trial", "decoder regime: the tied embedding is frozen, trained, or untied (decoder gets its own copy)")
+    # The `lora` regime's adapters (peft): searched like any trial setting in search_spaces/lora.yaml.
+    lora_rank: int = _field(8, "trial", "lora regime: rank of each low-rank adapter", positive=True)
+    lora_alpha: float = _field(16.0, "trial", "lora regime: adapter scaling numerator (the update is scaled by alpha / rank)", positive=True)
+    lora_targets: str = _field("q,v", "trial", "lora regime: attention projections given adapters: q,v or q,k,v,o")
 
     # --- training -------------------------------------------------------------------------------
     lr: float = _field(1e-3, "trial", "peak learning rate of AdamW (linear warm-up then linear decay)", positive=True)
@@ -155,7 +159,7 @@ class Config:
         if not isinstance(self.regime, str) or not self.regime:
             raise StudyError(f"regime must be a regime's name, got {self.regime!r}")
         choices = {"overlong": ("drop", "truncate"), "decoder_embedding": ("frozen", "trained", "untied"),
-                   "device": ("auto", "cpu", "cuda", "mps")}
+                   "device": ("auto", "cpu", "cuda", "mps"), "lora_targets": ("q,v", "q,k,v,o")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise StudyError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from study.config import Config
 from study.data.prepared import PreparedData
-from study.model.regimes import REGIMES
+from study.model.regimes import REGIMES, Regime, ensure_registered, get_regime
 from study.training.loop import fit
 
 
@@ -29,11 +29,15 @@ def node() -> dict:
         return {"node_id": "local", "node_ip": "local"}
 
 
-def run_in_tune(regime: str, params: dict, base: dict, data: PreparedData) -> None:
+def run_in_tune(regime: Regime, params: dict, base: dict, data: PreparedData) -> None:
     """One trial of `regime` inside Ray Tune: report every epoch with a checkpoint, resume from one."""
     from ray import tune
 
-    config = Config.from_dict(base).replace(regime=regime, **params)
+    # The regime's definition travels with the trial (a regime registered at run time in the driver is
+    # unknown to a fresh worker). Registered here, not in `train`: Ray ships `train` by value, with a *copy*
+    # of the registry it refers to.
+    ensure_registered(regime)
+    config = Config.from_dict(base).replace(regime=regime.name, **params)
     where = node()
 
     def report(metrics: dict, save) -> None:
@@ -54,13 +58,23 @@ def run_in_tune(regime: str, params: dict, base: dict, data: PreparedData) -> No
 
 
 def trainable(regime: str) -> Callable[..., None]:
-    """The trainable of `regime`, named `train_<regime>` (Tune shows trials by their function's name)."""
+    """The trainable of `regime`, named `train_<regime>` with dashes as underscores (Tune shows trials by
+    their function's name)."""
+    definition: Regime = get_regime(regime)
 
     def train(params: dict, base: dict, data: PreparedData) -> None:
-        run_in_tune(regime, params, base, data)
+        run_in_tune(definition, params, base, data)
 
     train.__name__ = train.__qualname__ = f"train_{regime.replace('-', '_')}"
     return train
 
 
-TRAINABLES = {name: trainable(name) for name in REGIMES}
+class _Trainables(dict):
+    """Regime name -> its trainable; a regime registered after this module was imported gets one on lookup."""
+
+    def __missing__(self, regime: str) -> Callable[..., None]:
+        # Not cached: the registry may change again (a test registers and removes a regime).
+        return trainable(regime)  # get_regime raises the usual StudyError for a name never registered
+
+
+TRAINABLES = _Trainables({name: trainable(name) for name in REGIMES})

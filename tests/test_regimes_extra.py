@@ -1,0 +1,173 @@
+"""The regime registry: the extra regimes train exactly their parts, LoRA checkpoints resume and export as a
+plain T5, `--regime` groups expand, and a regime registered in a test runs a whole study with no other edit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import T5ForConditionalGeneration
+
+from study.config import Config, StudyError
+from study.data.batching import make_loader
+from study.data.prepared import PreparedData, prepare_data
+from study.data.sample import corpus
+from study.model.regimes import REGIMES, Regime, build_model, parse_regimes, register
+from study.model.weights import random_model
+from study.training.loop import fit
+from study.trial import run_single
+from study.tuning.trainables import TRAINABLES  # before any test registers a regime
+
+SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
+             max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
+EXTRA = ["lora", "encoder", "frozen-embeddings"]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Config:
+    root = tmp_path_factory.mktemp("regimes")
+    pairs = root / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(200, seed=0)), encoding="utf-8")
+    return Config(data=str(pairs), cache_dir=str(root / "cache"), **SMALL)
+
+
+@pytest.fixture(scope="module")
+def data(config) -> PreparedData:
+    data = prepare_data(config)
+    # A random stand-in for the pretrained upstream: these tests are about which parameters train, not quality.
+    data.upstream = random_model(config, data.tokenizer).state_dict()
+    return data
+
+
+def _size(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("targets", ["q,v", "q,k,v,o"])
+def test_each_extra_regime_trains_exactly_its_parts(config, data, targets):
+    config = config.replace(lora_targets=targets, lora_rank=4)
+    plain = random_model(config, data.tokenizer)
+    total, embedding = _size(plain), plain.shared.weight.numel()  # lm_head is tied to `shared`: counted once
+    counts = {r: build_model(config.replace(regime=r), data.tokenizer, data.upstream)[1] for r in ["full", *EXTRA]}
+    assert counts["full"]["trainable_params"] == total
+    # encoder: its blocks and final norm; its embed_tokens *is* the frozen `shared`
+    assert counts["encoder"] == {"total_params": total, "trainable_params": _size(plain.encoder) - embedding}
+    assert counts["frozen-embeddings"] == {"total_params": total, "trainable_params": total - embedding}
+    # lora: rank x (in + out) per adapted projection; every attention (encoder self, decoder self and cross)
+    attentions = config.tiny_layers * 3
+    inner = config.tiny_heads * (config.tiny_d_model // config.tiny_heads)
+    adapters = attentions * len(targets.split(",")) * config.lora_rank * (config.tiny_d_model + inner)
+    assert counts["lora"] == {"total_params": total + adapters, "trainable_params": adapters}
+    assert counts["lora"]["trainable_params"] < 0.2 * counts["full"]["trainable_params"]
+
+
+@pytest.mark.parametrize("regime", EXTRA)
+def test_frozen_parts_do_not_move_in_a_step(config, data, regime):
+    """One optimizer step: the embedding (and for `encoder` the decoder, for `lora` every base weight) stays."""
+    model, _ = build_model(config.replace(regime=regime), data.tokenizer, data.upstream)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = next(iter(make_loader(data.train, data.tokenizer, 8, shuffle=False)))
+    model(**batch).loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved, "nothing trained"
+    assert not any(k.endswith(("shared.weight", "embed_tokens.weight", "lm_head.weight")) for k in moved), moved
+    if regime == "encoder":
+        assert all(k.startswith("encoder.") for k in moved), moved
+    if regime == "lora":
+        assert all(".lora_" in k for k in moved), moved
+
+
+def test_lora_checkpoint_resumes_exactly_and_exports_a_plain_t5(config, data, tmp_path):
+    config = config.replace(regime="lora", lora_rank=4, lora_alpha=8)
+    uninterrupted = run_single(config, data=data, quiet=True)
+    checkpoint_dir = tmp_path / "ckpt"
+
+    class Interrupted(Exception):
+        pass
+
+    def report_then_die(metrics, save):
+        checkpoint_dir.mkdir()
+        save(checkpoint_dir)
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(config, data, report_then_die)
+    state = torch.load(checkpoint_dir / "state.pt", weights_only=False)["model"]
+    assert any(".lora_A." in k for k in state) and any(".base_layer." in k for k in state)
+    resumed = run_single(config, checkpoint_dir, resume=True, data=data, quiet=True)
+    assert [m["epoch"] for m in resumed] == [2]
+    for key in ("train_loss", "val_loss", "val_bleu", "lr"):
+        assert resumed[0][key] == pytest.approx(uninterrupted[1][key], rel=1e-6, abs=1e-9), key
+
+    # The export merges the adapters: a plain T5 that computes what the adapted model computes, and
+    # loads back without peft.
+    model, _ = build_model(config, data.tokenizer, data.upstream)
+    model.load_state_dict(state)
+    model.eval()
+    plain = REGIMES["lora"].export_model(model)
+    assert type(plain) is T5ForConditionalGeneration
+    assert not any("lora" in k for k in plain.state_dict())
+    plain.save_pretrained(tmp_path / "export")
+    loaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "export").eval()
+    batch = next(iter(make_loader(data.validation, data.tokenizer, 4, shuffle=False)))
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, loaded(**batch).logits, atol=1e-5)
+    assert any(".lora_A." in k for k in model.state_dict()), "export must not strip the model it was given"
+
+
+def test_regime_groups_and_lists():
+    assert parse_regimes("all") == ["upstream", "scratch", "decoder", "full"]
+    assert parse_regimes("all+extra") == ["upstream", "scratch", "decoder", "full", *EXTRA]
+    assert parse_regimes("lora,full") == ["lora", "full"]
+    assert parse_regimes("all,lora,full") == ["upstream", "scratch", "decoder", "full", "lora"]
+    with pytest.raises(StudyError, match="all\\+extra"):
+        parse_regimes("lora,sideways")
+
+
+def test_trainable_names_come_from_regime_names():
+    assert TRAINABLES["frozen-embeddings"].__name__ == "train_frozen_embeddings"
+    assert set(TRAINABLES) == set(REGIMES)
+
+
+@pytest.fixture
+def throwaway_name():
+    yield "throwaway-x"
+    REGIMES.pop("throwaway-x", None)  # the registry is the process's: leave it as it was
+
+
+@pytest.mark.slow
+def test_a_regime_registered_in_a_test_runs_a_whole_study(data, tmp_path, throwaway_name, capsys):
+    """One registry entry (defined here, unknown to the Ray workers' import of the registry) and a
+    search space: the study trains it, scores it on test, and the summary and report show it."""
+    from study.run import main as run_main
+
+    def train_only_the_decoder_blocks(model, config):  # local, so Ray ships it by value
+        model.requires_grad_(False)
+        for block in model.decoder.block:
+            block.requires_grad_(True)
+
+    register(Regime(throwaway_name, False, True, train_only_the_decoder_blocks, "random init, decoder blocks trained"))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    space = tmp_path / "space.yaml"
+    space.write_text("search:\n  lr: {distribution: choice, values: [3.0e-3]}\nfixed: {batch_size: 32}\n")
+    code = run_main(["--regime", "throwaway-x", "--data", str(pairs), "--results", str(tmp_path / "results"),
+                     "--name", "extra", "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space),
+                     "--num-samples", "1", "--max-epochs", "1", "--max-concurrent", "1", "--tiny-d-model", "32",
+                     "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
+                     "--max-eval-pairs", "20", "--max-test-pairs", "20", "--seeds", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert TRAINABLES["throwaway-x"].__name__ == "train_throwaway_x"
+    study = tmp_path / "results" / "extra"
+    best = json.loads((study / "throwaway-x" / "best.json").read_text())
+    decoder_blocks = random_model(Config(**SMALL), data.tokenizer).decoder.block  # vocabulary-independent
+    assert best["trainable_params"] == sum(_size(b) for b in decoder_blocks) > 0
+    assert (study / "summary.csv").read_text().splitlines()[1].startswith("throwaway-x,")
+    report = (study / "report.md").read_text()
+    assert "| `throwaway-x` | finished |" in report
+    assert json.loads((study / "study.json").read_text())["trains"] == {"throwaway-x": True}
