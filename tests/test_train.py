@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -226,13 +227,39 @@ def test_pretrained_regimes_never_use_random_weights_as_pretrained(small_config,
         models.pretrained_model(small_config.replace(regime="decoder"), small_data.tokenizer, None)
 
 
+EPOCH_LINE = re.compile(r"epoch +(?P<epoch>\d+)  train_loss (?P<train_loss>\S+)  val_loss (?P<val_loss>\S+)  "
+                        r"val_ppl (?P<val_ppl>\S+)  val_bleu (?P<val_bleu>\S+)  val_chrf (?P<val_chrf>\S+)  "
+                        r"exact (?P<exact>\S+)  lr (?P<lr>\S+)  (?P<seconds>\S+)s  (?P<tokens_per_s>\S+) tok/s$")
+
+
+def test_epoch_line_shows_every_metric_of_the_epoch():
+    from study.trial import format_epoch
+
+    metrics = {"epoch": 3, "train_loss": 1.23456, "val_loss": 2.5, "val_ppl": 12.182494, "val_bleu": 17.256,
+               "val_chrf": 40.5, "val_exact_match": 0.125, "lr": 0.00012345, "epoch_time_s": 12.34,
+               "train_tokens_per_s": 12345.6, "diverged": False}
+    assert format_epoch(metrics) == ("epoch  3  train_loss 1.235  val_loss 2.500  val_ppl 12.18  val_bleu 17.26  "
+                                     "val_chrf 40.50  exact 0.125  lr 1.23e-04  12.3s  12,346 tok/s")
+    # A diverged epoch: what is not a number shows as "-", and the line says DIVERGED.
+    diverged = {**metrics, "train_loss": float("nan"), "val_loss": float("nan"), "val_ppl": None, "diverged": True}
+    assert format_epoch(diverged).startswith("epoch  3  train_loss -  val_loss -  val_ppl -  val_bleu 17.26")
+    assert format_epoch(diverged).endswith("tok/s  DIVERGED")
+
+
 def test_trial_cli_prints_a_line_per_epoch(small_config, capsys):
     code = trial_main(["--regime", "scratch", "--data", small_config.data, "--cache-dir", small_config.cache_dir,
                        "--epochs", "1", "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2",
-                       "--tiny-d-ff", "64", "--tiny-vocab-size", "300", "--max-eval-pairs", "20"])
+                       "--tiny-d-ff", "64", "--tiny-vocab-size", "300", "--max-eval-pairs", "20", "--device", "cpu"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
-    assert len(lines) == 1 and "val_bleu" in lines[0]
+    assert len(lines) == 1
+    fields = EPOCH_LINE.match(lines[0])
+    assert fields, lines[0]
+    values = {k: float(v.replace(",", "")) for k, v in fields.groupdict().items()}
+    assert values["epoch"] == 1 and values["train_loss"] > 0 and values["seconds"] > 0 and values["tokens_per_s"] > 0
+    assert values["val_ppl"] == pytest.approx(math.exp(values["val_loss"]), rel=0.01)  # the same evaluation
+    assert 0 <= values["val_bleu"] <= 100 and 0 <= values["val_chrf"] <= 100 and 0 <= values["exact"] <= 1
+    assert values["lr"] == 0.0  # one epoch: the linear schedule has decayed to 0 by its last step
 
 
 @pytest.mark.parametrize("argv, needle", [
