@@ -6,14 +6,17 @@ data, model, training and results stages can all use one implementation of each.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from study.config import StudyError
 
@@ -100,10 +103,71 @@ def not_loadable(spec: str, what: str, err: Exception) -> str:
     """The one-line message for a model, tokenizer or configuration that `from_pretrained` could not load."""
     if Path(spec).exists():
         return f"cannot load a {what} from {spec}: {type(err).__name__}: {str(err).splitlines()[0]}"
+    offline = hub_offline()
     return (
         f"cannot load the {what} of {spec!r}: it is not a local directory and the model hub could not provide it "
-        f"(this machine may be offline); pass --model tiny or a local model directory"
+        f"({f'the hub is unreachable: {offline}' if offline else 'this machine may be offline'}); "
+        f"pass --model tiny or a local model directory"
     )
+
+
+_YES = ("1", "ON", "YES", "TRUE")
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@functools.cache
+def hub_offline(timeout_s: float = 2.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached from this machine, or None when it can.
+
+    Without network, transformers and datasets retry for most of a minute, printing every retry, before
+    they give up; asking first takes at most `timeout_s`. HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE,
+    HF_DATASETS_OFFLINE) is taken at its word; otherwise one TCP connection is tried, to the hub
+    (HF_ENDPOINT) or to the HTTPS proxy when one is set, once per process.
+    """
+    for name in OFFLINE_VARIABLES:
+        if os.environ.get(name, "").strip().upper() in _YES:
+            return f"{name}={os.environ[name]}"
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlsplit(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"no connection to {host}:{port} ({err.strerror or type(err).__name__})"
+    return None
+
+
+def require_hub(spec: str, what: str, instead: str) -> None:
+    """Fail in seconds with one line when `spec` (a hub id, not a local path) must come from an unreachable hub.
+
+    `what` is "model" or "dataset"; `instead` says what else to pass. With HF_HUB_OFFLINE=1 set, a cached
+    model (and any dataset: `datasets` checks its own cache at once) is left to the libraries, which then
+    never touch the network; without it, a cached model would still wait for the retries, so the message
+    says to set it."""
+    if Path(spec).expanduser().exists():
+        return
+    offline = hub_offline()
+    if offline is None:
+        return
+    said_offline = offline.startswith(OFFLINE_VARIABLES)
+    if what != "model":
+        if said_offline:
+            return
+        raise StudyError(f"cannot load the {what} {spec!r}: the Hugging Face Hub is unreachable ({offline}); "
+                         f"pass {instead}, or set HF_HUB_OFFLINE=1 if it is in the local Hugging Face cache")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except ValueError:  # not even a valid repository id
+        cached = False
+    if cached and said_offline:
+        return
+    if cached:
+        raise StudyError(f"cannot load the {what} {spec!r}: the Hugging Face Hub is unreachable ({offline}); it is "
+                         f"in the local Hugging Face cache: set HF_HUB_OFFLINE=1 to use it, or pass {instead}")
+    raise StudyError(f"cannot load the {what} {spec!r}: the Hugging Face Hub is unreachable ({offline}) and it is "
+                     f"not in the local Hugging Face cache; pass {instead}")
 
 
 def require(condition: bool, message: str) -> None:

@@ -78,6 +78,9 @@ def _main(args: argparse.Namespace) -> int:
     from study.metrics.scoring import signatures
     from study.results.export import pick_regimes, study_config
 
+    import datasets
+
+    datasets.utils.logging.disable_progress_bar()  # the command's output is its table
     study_dir = Path(args.study)
     regimes = pick_regimes(study_dir, args.regime)
     # The data stage's settings (prefix, cleaning, token limits) are the study's; only the pairs change.

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from study.cli import ArgumentParser, run_cli
-from study.common import write_json
+from study.common import require_hub, write_json
 from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
 from study.results.record import searched_names, study_record, write_summary
-from study.results.storage import StudyLocation
+from study.results.storage import StudyLocation, is_uri
 from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
 
 log = logging.getLogger("study.run")
@@ -95,6 +95,11 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
         config = config.replace(data=str(Path(config.data).expanduser().resolve()))  # trials run elsewhere
     config.validate()
+    # Offline, a hub model or dataset would fail after a minute of retries, once Ray is up: fail now, in seconds.
+    if config.model != "tiny":
+        require_hub(config.model, "model", "--model tiny or a local model directory")
+    if config.data.startswith("hf:"):
+        require_hub(config.data, "dataset", "a local file instead, e.g. --data path/to/pairs.tsv")
     for regime in regimes:  # here, not in the trials: a model directory without weights fails before Ray starts
         if REGIMES[regime].pretrained:
             check_pretrained_weights(config.model, regime)
@@ -121,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     cache_dir = str(Path(getattr(args, "cache_dir", Config().cache_dir)).expanduser().resolve())
+    results = Path(args.results).expanduser()
+    if not is_uri(args.results) and results.exists() and not results.is_dir():
+        raise StudyError(f"--results {args.results} is a file, not a folder; pass the folder study directories go in "
+                         f"(it is created if missing)")
     if args.resume:
         where = StudyLocation(args.results, args.resume, cache_dir)
         if not where.exists():

@@ -3,9 +3,10 @@
     python -m study.translate results/<study> "The cat sees the dog." "I am here."
     python -m study.translate results/<study> --regime full --input sentences.txt   # one sentence a line
 
-Prints one French line per English sentence, in order. The model is `<study>/<regime>/model/` (default: the
-regime with the best test BLEU), decoded as the study decoded: its task prefix, text normalisation, beams
-and length cap (`study.metrics.generation.translate`).
+Prints one French line per English sentence, in order (a blank line stays blank). The model is
+`<study>/<regime>/model/` (default: the regime with the best test BLEU), with the study's task prefix and
+text normalisation, decoded exactly as `from_pretrained` + `generate` decodes that folder: by its
+generation_config.json (see study.results.export for how that differs from the study's own decoding).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="*", help="English sentences to translate")
     p.add_argument("--regime", help="whose exported model to use (default: the best by test BLEU)")
     p.add_argument("--input", type=Path, help="a UTF-8 file of English sentences, one a line")
-    p.add_argument("--batch-size", type=int, help="sentences decoded at once (default: the study's eval batch size)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences decoded at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     return p
 
@@ -47,26 +48,32 @@ def read_sentences(args: argparse.Namespace) -> list[str]:
 
 
 def translate_texts(study_dir: Path, regime: str, texts: list[str], device: str = "cpu",
-                    batch_size: int | None = None) -> list[str]:
-    """French for each English text (an empty line stays empty), with the regime's exported model."""
+                    batch_size: int = 32) -> list[str]:
+    """French for each English text (an empty line stays empty), with the regime's exported model.
+
+    Decoded as anyone loading the folder decodes: `model.generate` with nothing but the inputs, so its
+    generation_config.json (the study's beams, max_target_tokens) decides. Batches are sorted by length,
+    so that little of one is padding."""
+    import torch
+
     from study.data.pairs import normalize_text
-    from study.metrics.generation import prefix_length, translate
     from study.model.device import pick_device
     from study.results.export import load_exported, study_config
 
-    config = study_config(study_dir, regime)
+    prefix = study_config(study_dir, regime).prefix
     model, tokenizer = load_exported(study_dir, regime)
     where = pick_device(device)
     model.to(where)
-    cleaned = [normalize_text(t) for t in texts]
-    todo = [i for i, t in enumerate(cleaned) if t]
-    sources = tokenizer([config.prefix + cleaned[i] for i in todo])["input_ids"]
-    out = translate(model, sources, tokenizer, num_beams=model.generation_config.num_beams,
-                    batch_size=batch_size or config.eval_batch_size, max_target_tokens=config.max_target_tokens,
-                    device=where, prefix_tokens=prefix_length(tokenizer, config.prefix))
+    cleaned = [normalize_text(t) for t in texts]  # as the study cleaned its pairs
+    todo = sorted((i for i, t in enumerate(cleaned) if t), key=lambda i: len(cleaned[i]), reverse=True)
     result = [""] * len(texts)
-    for i, text in zip(todo, out):
-        result[i] = text
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        inputs = tokenizer([prefix + cleaned[i] for i in chunk], return_tensors="pt", padding=True).to(where)
+        with torch.no_grad():
+            generated = model.generate(**inputs)
+        for i, text in zip(chunk, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+            result[i] = text.strip()
     return result
 
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from study.results.export import best_regime, pick_regimes
 
-    if args.batch_size is not None and args.batch_size <= 0:
+    if args.batch_size <= 0:
         raise StudyError(f"--batch-size must be positive, got {args.batch_size}")
     if args.regime and "," in args.regime:
         raise StudyError("--regime takes one regime here; run the command once per regime")

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 
+from study.common import require_hub
 from study.config import Config, StudyError
 
 # Bump when cleaning, splitting or tokenization changes, so that old cache entries are not reused.
@@ -118,6 +119,8 @@ def _read_file(path: Path, src_col: str | None, tgt_col: str | None) -> Dataset:
 
 
 def _load_hf(spec: str, src_col: str | None, tgt_col: str | None) -> Dataset:
+    # Without network, load_dataset retries for most of a minute: find out first, in seconds.
+    require_hub(spec, "dataset", "a local file instead, e.g. --data path/to/pairs.tsv (English<TAB>French per line)")
     name, _, config_name = spec[len("hf:"):].partition(":")
     try:
         loaded = load_dataset(name, config_name or None)

@@ -13,7 +13,8 @@ express: the study caps each batch at `generation_limit(source tokens)` = min(ma
 1.5 x source + 10) new tokens, a cap that depends on the input, while generation_config.json holds one
 fixed number. A translation that ends (emits </s>) before that cap - every sentence of a model that has
 learnt the task - is identical; a babbling model is cut later by plain `generate` than by the study.
-`study.translate` and `study.evaluate` decode through `study.metrics.generation`, cap included.
+`study.translate` decodes as the folder does (plain `generate`); `study.evaluate` scores as the study
+scored its test split (`study.metrics.generation.evaluate`, cap included), so its figures compare.
 
 The model exported is the one best.json records (its checkpoint and config), re-loaded through
 `study.training.checkpoints` so it is exactly the model the test split scored. A regime whose model is
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from study.common import atomic_dir
 from study.config import Config, StudyError
@@ -69,6 +71,7 @@ def export_best(study_dir: Path, regime: str, data: PreparedData, tune_storage: 
     generation.early_stopping = True if config.num_beams > 1 else False
     final = model_dir(study_dir, regime)
     tmp = atomic_dir(final)
+    transformers.utils.logging.disable_progress_bar()  # the study's log is no place for save/load bars
     try:
         model.save_pretrained(str(tmp))
         data.tokenizer.save_pretrained(str(tmp))
@@ -80,6 +83,7 @@ def export_best(study_dir: Path, regime: str, data: PreparedData, tune_storage: 
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        transformers.utils.logging.enable_progress_bar()
     return final
 
 
@@ -276,7 +280,6 @@ def study_config(study_dir: str | Path, regime: str) -> Config:
 
 def load_exported(study_dir: str | Path, regime: str):
     """(model, tokenizer) of the regime's exported folder, loaded exactly as a user of the folder would."""
-    import transformers
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
     folder = model_dir(study_dir, regime)

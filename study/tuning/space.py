@@ -160,5 +160,9 @@ def load_search_space(path: str | Path) -> SearchSpace:
 
 
 def default_search_space_path(regime: str) -> Path:
-    """`search_spaces/<regime>.yaml` of the checkout (the package sits next to that folder)."""
-    return Path(__file__).resolve().parents[2] / "search_spaces" / f"{regime}.yaml"
+    """The bundled `search_spaces/<regime>.yaml`, as package data: `study/search_spaces` links to the checkout's
+    top-level folder, and an installed copy (`pip install .`) holds the files themselves. A checkout whose
+    link did not survive (git on Windows without symlinks) still finds the top-level folder."""
+    package = Path(__file__).resolve().parents[1] / "search_spaces" / f"{regime}.yaml"
+    checkout = Path(__file__).resolve().parents[2] / "search_spaces" / f"{regime}.yaml"
+    return package if package.is_file() or not checkout.is_file() else checkout
