@@ -170,4 +170,44 @@ def test_a_regime_registered_in_a_test_runs_a_whole_study(data, tmp_path, throwa
     assert (study / "summary.csv").read_text().splitlines()[1].startswith("throwaway-x,")
     report = (study / "report.md").read_text()
     assert "| `throwaway-x` | finished |" in report
+    assert "## Which part is worth training" in report and "| 1 | `throwaway-x` ◆ |" in report
     assert json.loads((study / "study.json").read_text())["trains"] == {"throwaway-x": True}
+
+
+def _analysis(tmp_path: Path, rows: list[dict]):
+    import pandas as pd
+
+    from study.analysis.load import StudyAnalysis
+
+    comparison = pd.DataFrame([{"state": "finished", "test_bleu_sd": float("nan"), "trial_wall_s": 60.0,
+                                "epoch_s_median": 20.0, **r} for r in rows])
+    empty = pd.DataFrame()
+    return StudyAnalysis(tmp_path, {}, empty, empty, empty, comparison, {})
+
+
+def test_worth_training_ranks_every_regime_and_marks_the_frontier(tmp_path):
+    """Any regime names: ranked by test BLEU; on the frontier only if nothing with fewer trainable
+    parameters scored higher; the plot is drawn on a log axis with the untrained regime as a line."""
+    from study.analysis import plots
+    from study.analysis.report import markdown_table
+    from study.analysis.worth_training import section, worth_training
+
+    a = _analysis(tmp_path, [
+        {"regime": "big", "test_bleu": 20.0, "trainable_params": 1000, "total_params": 1000},
+        {"regime": "adapters", "test_bleu": 18.0, "trainable_params": 50, "total_params": 1050},
+        {"regime": "half", "test_bleu": 12.0, "trainable_params": 400, "total_params": 1000},
+        {"regime": "zero-shot", "test_bleu": 1.0, "trainable_params": 0, "total_params": 1000},
+        {"regime": "fresh", "test_bleu": 5.0, "trainable_params": 1000, "total_params": 1000},
+        {"regime": "unfinished", "state": "running", "test_bleu": float("nan"), "trainable_params": 10,
+         "total_params": 1000},
+    ])
+    w = worth_training(a)
+    assert list(w["regime"]) == ["big", "adapters", "half", "fresh", "zero-shot"]
+    assert dict(zip(w["regime"], w["frontier"])) == {"big": True, "adapters": True, "half": False, "fresh": False,
+                                                     "zero-shot": True}
+    text = "\n".join(section(a, markdown_table))
+    assert "| 2 | `adapters` ◆ | 18.00 | 50 | 4.76 % |" in text
+    assert "`adapters`, reached 18.00 (-2.00) with 50, 5 % of them" in text
+    drawn = []
+    assert plots.worth_training(a, tmp_path / "w.png", lambda path, write: drawn.append(write(path)))
+    assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,8 +18,10 @@ from study.common import format_duration
 from study.results.record import searched_names
 
 # Okabe-Ito colours (readable with colour-blindness), the same regime -> colour everywhere.
-REGIME_COLOURS = {"upstream": "#666666", "scratch": "#D55E00", "decoder": "#0072B2", "full": "#009E73"}
-OTHER_COLOURS = ["#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+REGIME_COLOURS = {"upstream": "#666666", "scratch": "#D55E00", "decoder": "#0072B2", "full": "#009E73",
+                  "lora": "#CC79A7", "encoder": "#56B4E9", "frozen-embeddings": "#E69F00"}
+# Regimes registered elsewhere (Paul Tol's muted colours: apart from the Okabe-Ito ones above).
+OTHER_COLOURS = ["#000000", "#882255", "#117733", "#999933"]
 # How a trial ended, drawn at its last point (finished trials get no mark).
 END_MARKERS = {"pruned": "x", "diverged": "v", "errored": "s", "running": ">", "pending": ">"}
 END_LABELS = {"pruned": "stopped by ASHA", "diverged": "diverged", "errored": "errored", "running": "running"}
@@ -188,8 +190,42 @@ def epoch_time(analysis, path: Path, save) -> bool:
     return True
 
 
+def worth_training(analysis, path: Path, save) -> bool:
+    """Test BLEU against trainable parameters (log x), the frontier joined; untrained regimes as lines."""
+    from study.analysis.worth_training import worth_training as table
+
+    w, regimes = table(analysis), list(analysis.comparison["regime"])
+    trained = w[w["trainable_params"] > 0]
+    if trained.empty:
+        return False
+    fig, (ax,) = _figure(8.0, 5.2, 1)
+    for r in w.itertuples():
+        c = colour(r.regime, regimes)
+        if r.trainable_params <= 0:  # log x has no 0: a zero-shot reference line instead
+            ax.axhline(r.test_bleu, color=c, linestyle="--", linewidth=1.5)
+            ax.annotate(f"{r.regime} (nothing trained): {r.test_bleu:.2f}", (0.01, r.test_bleu),
+                        xycoords=("axes fraction", "data"), va="bottom", fontsize=9, color=c)
+            continue
+        ax.errorbar(r.trainable_params, r.test_bleu, yerr=None if np.isnan(r.test_bleu_sd) else r.test_bleu_sd,
+                    color=c, marker="D" if r.frontier else "o", markersize=9, capsize=4, linestyle="none", zorder=3)
+        ax.annotate(f"{r.regime}\n{format_duration(r.trial_wall_s)}", (r.trainable_params, r.test_bleu),
+                    textcoords="offset points", xytext=(8, 4), fontsize=9, color=c)
+    front = trained[trained["frontier"]].sort_values("trainable_params")
+    ax.plot(front["trainable_params"], front["test_bleu"], color="#333333", alpha=0.4, linewidth=1.2, zorder=2)
+    ax.set_xscale("log")
+    low, high = trained["trainable_params"].min(), trained["trainable_params"].max()
+    ax.set_xlim(low / 3, high * 4)  # room for the labels right of the largest
+    ax.set_xlabel("trainable parameters of the best trial (log scale)", fontsize=11)
+    ax.set_ylabel("test BLEU", fontsize=11)
+    ax.set_title("◆ frontier: no regime with fewer trainable parameters scored higher; label: best trial's wall time",
+                 fontsize=9)
+    fig.suptitle(f"Which part is worth training — study {analysis.path.name}", fontsize=13)
+    save(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True
+
+
 PLOTS: dict[str, Callable] = {"learning_curves.png": learning_curves, "hyperparameters.png": hyperparameters,
-                              "epoch_time.png": epoch_time}
+                              "epoch_time.png": epoch_time, "worth_training.png": worth_training}
 
 
 def make_plots(analysis, out_dir: Path, save) -> list[Path]:
@@ -199,4 +235,3 @@ def make_plots(analysis, out_dir: Path, save) -> list[Path]:
         if draw(analysis, out_dir / name, save):
             written.append(out_dir / name)
     return written
-

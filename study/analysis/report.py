@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.analysis import worth_training
 from study.analysis.load import StudyAnalysis
 from study.common import format_duration, write_text
 from study.results.record import searched_names
@@ -163,6 +164,8 @@ PLOT_CAPTIONS = {
                            "regime's best trial bold, every other trial faint (x: stopped by ASHA).",
     "hyperparameters.png": "Each trial's best validation BLEU against each searched hyperparameter.",
     "epoch_time.png": "Wall time per epoch (training + validation) by regime, every epoch of every trial.",
+    "worth_training.png": "Which part is worth training: each regime's test BLEU against the parameters it "
+                          "trains (log scale), labelled with its best trial's wall time.",
 }
 
 
@@ -216,6 +219,7 @@ def render_report(a: StudyAnalysis, images: list[Path]) -> str:
                    f". It leaves out data preparation, pretraining and test scoring. Total: "
                    f"{_fmt(a.comparison['cost_usd'].sum(), 'usd')} USD."), ""]
     lines += ["## What the numbers say", "", *[f"- {s}" for s in findings(a)], ""]
+    lines += worth_training.section(a, markdown_table)
     if images:
         lines += ["## Plots", ""]
         for p in images:
