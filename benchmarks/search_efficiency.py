@@ -1,25 +1,27 @@
-"""Search efficiency: Optuna (TPE) + ASHA vs random search without pruning, at the same number of trials.
+"""Search efficiency over seeds: TPE + ASHA, TPE alone, random + ASHA and random alone, at the same trial count.
 
-    python benchmarks/search_efficiency.py --num-samples 8 --max-epochs 4 --max-train-pairs 2000
-    python benchmarks/search_efficiency.py --name mine            # a rerun reuses finished studies of that name
+    python benchmarks/search_efficiency.py                                 # 4 arms x 5 seeds, quick preset
+    python benchmarks/search_efficiency.py --seeds 2 --num-samples 4 --max-epochs 2   # a small budget
+    python benchmarks/search_efficiency.py --name mine                     # a rerun reuses finished studies
 
-Runs the study twice on the quick preset (tiny model, bundled corpus unless `--data`), regime `scratch`, each
-as `python -m study.run --regime scratch --preset quick ...` in a subprocess with the same seed, search
-space (search_spaces/scratch.yaml), trial count and epoch budget:
+Each arm and seed is one study, `python -m study.run --regime scratch --preset quick --seed S ...` in a
+subprocess, with the same search space (search_spaces/scratch.yaml), trial count and epoch budget:
 
-  asha    - the study as it is: Optuna's TPE sampler + ASHA (grace period and reduction factor from the YAML);
-  random  - `--searcher random --scheduler none`: Optuna's RandomSampler, no scheduler (every trial runs
-            every epoch). If `study.run` does not have those flags yet, the arm falls back to the same TPE
-            searcher with ASHA's grace period set to the epoch budget, which never stops a trial ("TPE, no
-            pruning"); the table says which. Note that TPE samples at random for its first 10 trials
-            (n_startup_trials), so with 10 trials or fewer both arms draw alike and the comparison isolates
-            what pruning saves.
+  tpe_asha     - the study as it is: `--searcher tpe --scheduler asha`;
+  tpe          - `--searcher tpe --scheduler none`: TPE, every trial runs every epoch;
+  random_asha  - `--searcher random --scheduler asha`: Optuna's RandomSampler, ASHA stopping;
+  random       - `--searcher random --scheduler none`: random search, no pruning (the baseline).
 
-Reads `<results>/<name>/scratch/*/result.json` (one line per epoch a trial ran) and `best.json`, and reports
-per arm: trials, epochs consumed, trial-seconds (the sum of every trial's own time), the search's wall time,
-the whole command's wall time, the best validation BLEU and that trial's test BLEU. Target: ASHA reaches at
-least 95 % of random search's best val BLEU with at most 50 % of its epochs. Any other flag is passed to both
-`study.run` commands (e.g. `--tiny-d-model 64 --max-eval-pairs 100`). JSON goes to
+A seed S seeds the whole study (the regime's sampler seed derives from it, model init, batch order), so
+at one seed every arm starts from the same random draws: TPE's random start is the random arms' first
+trials, and the arms differ only in what TPE and ASHA do after it. The seeds are 0 … N-1 (`--first-seed`).
+
+Reads `<results>/<name>/scratch/*/result.json` (one line per epoch a trial ran) and `best.json`, and writes
+one record per arm and seed — trials, epochs consumed, trial-seconds (the sum of every trial's own time),
+pruned trials, the best trial's validation BLEU (by its best epoch, as the study selects) and its test BLEU
+— then per arm the mean ± sd over seeds of best val BLEU, test BLEU, epochs and trial-seconds. Target: TPE +
+ASHA's mean best val BLEU at least random alone's, with at most 50 % of its epochs. Any other flag is passed
+to every `study.run` command (e.g. `--tiny-d-model 64 --max-eval-pairs 100`). JSON goes to
 benchmarks/out/search_efficiency.json; the studies (and a log of each command) to benchmarks/out/search/.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -42,9 +45,16 @@ from study.config import StudyError  # noqa: E402
 
 NAME = "search_efficiency"
 REGIME = "scratch"
-BLEU_TARGET, EPOCH_TARGET = 0.95, 0.5
-ARMS = {"asha": "Optuna TPE + ASHA", "random": "random search, no pruning"}
-FALLBACK_LABEL = "TPE, no pruning (ASHA grace = max epochs)"
+BASELINE, CANDIDATE = "random", "tpe_asha"
+BLEU_TARGET, EPOCH_TARGET = 1.0, 0.5  # candidate's mean best val BLEU >= baseline's, with <= 50 % of its epochs
+# arm -> (label, study.run flags)
+ARMS: dict[str, tuple[str, list[str]]] = {
+    "tpe_asha": ("TPE + ASHA", ["--searcher", "tpe", "--scheduler", "asha"]),
+    "tpe": ("TPE alone", ["--searcher", "tpe", "--scheduler", "none"]),
+    "random_asha": ("random + ASHA", ["--searcher", "random", "--scheduler", "asha"]),
+    "random": ("random alone", ["--searcher", "random", "--scheduler", "none"]),
+}
+MEASURES = ("best_val_bleu", "test_bleu", "epochs", "trial_seconds")
 
 # runner(command, log_file) -> exit status; the default runs it in a subprocess from the repository root.
 Runner = Callable[[list[str], Path], int]
@@ -54,21 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/search_efficiency.py", description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--num-samples", type=int, default=8, help="trials per arm (default 8)")
-    p.add_argument("--max-epochs", type=int, default=4, help="epochs of a trial that is never stopped (default 4)")
-    p.add_argument("--max-train-pairs", type=int, help="training pairs per trial (default: the quick preset's 4000)")
+    p.add_argument("--seeds", type=int, default=5, help="studies per arm, seeds first-seed … first-seed+N-1 (default 5)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
+    p.add_argument("--num-samples", type=int, help="trials per study (default: the quick preset's)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped (default: the quick preset's)")
+    p.add_argument("--max-train-pairs", type=int, help="training pairs per trial (default: the quick preset's)")
     p.add_argument("--data", help="pairs (default: the quick preset's bundled corpus)")
-    p.add_argument("--seed", type=int, default=0, help="seed of both studies (searcher, init, batch order)")
-    p.add_argument("--cache-dir", help="the study's cache (default: its own default)")
-    p.add_argument("--results", type=Path, default=common.OUT_DIR / "search", help="where the two studies go")
-    p.add_argument("--name", help="prefix of the two study names (default search-<UTC time>); finished studies "
-                                  "of that name are reused, not rerun")
-    p.add_argument("--arms", default="asha,random", help="comma list of asha,random (default both)")
-    p.add_argument("--random-mode", default="auto", choices=("auto", "flags", "no-pruning"),
-                   help="random arm: study.run's --searcher random --scheduler none (flags), TPE with no pruning "
-                        "(no-pruning), or flags when study.run has them (auto, default)")
+    p.add_argument("--cache-dir", help="the studies' cache (default: the study's own default)")
+    p.add_argument("--results", type=Path, default=common.OUT_DIR / "search", help="where the studies go")
+    p.add_argument("--name", help="prefix of the study names (default search-<UTC time>); finished studies of that "
+                                  "name are reused, not rerun")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {','.join(ARMS)} (default all)")
     p.add_argument("--out", type=Path, help="where the JSON goes (default benchmarks/out/search_efficiency.json)")
     return p
+
+
+def quick_budget() -> dict:
+    """The quick preset's trial count and epochs: the defaults of --num-samples and --max-epochs."""
+    from study.config import PRESETS
+
+    preset = PRESETS["quick"]
+    return {"num_samples": preset["num_samples"], "max_epochs": preset["config"]["epochs"]}
 
 
 def study_run_has(*flags: str) -> bool:
@@ -79,21 +95,12 @@ def study_run_has(*flags: str) -> bool:
     return all(flag in known for flag in flags)
 
 
-def random_arm(mode: str, max_epochs: int) -> tuple[list[str], str]:
-    """The flags that make the random arm, and what that arm really is."""
-    supported = study_run_has("--searcher", "--scheduler")
-    if mode == "flags" and not supported:
-        raise StudyError("python -m study.run has no --searcher/--scheduler flags yet; "
-                         "use --random-mode no-pruning (TPE without pruning) or add the flags")
-    if mode == "flags" or (mode == "auto" and supported):
-        return ["--searcher", "random", "--scheduler", "none"], "random search (Optuna RandomSampler), no pruning"
-    return ["--grace-period", str(max_epochs)], FALLBACK_LABEL
-
-
-def study_command(args: argparse.Namespace, name: str, extra: list[str], arm_flags: list[str]) -> list[str]:
+def study_command(args: argparse.Namespace, name: str, seed: int, arm_flags: list[str], extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "study.run", "--regime", REGIME, "--preset", "quick",
            "--num-samples", str(args.num_samples), "--max-epochs", str(args.max_epochs),
-           "--results", str(Path(args.results).resolve()), "--name", name, "--seed", str(args.seed), "--no-analysis"]
+           "--results", str(Path(args.results).resolve()), "--name", name, "--seed", str(seed), "--no-analysis"]
+    if study_run_has("--seeds"):  # the search is measured, not re-runs of its best configuration
+        cmd += ["--seeds", "1"]
     if args.data:
         cmd += ["--data", args.data]
     if args.max_train_pairs:
@@ -122,30 +129,45 @@ def summarize_study(study_dir: Path, regime: str = REGIME) -> dict:
     if not trials:
         raise StudyError(f"no trial results in {study_dir / regime} (expected */result.json)")
     best_file = study_dir / regime / "best.json"
-    best = json.loads(best_file.read_text(encoding="utf-8")) if best_file.is_file() else {}
-    scored = [t["best_val_bleu"] for t in trials if t["best_val_bleu"] is not None]
-    record_file = study_dir / "study.json"
-    budget = json.loads(record_file.read_text(encoding="utf-8")).get("budget", {}) if record_file.is_file() else {}
+    if not best_file.is_file():
+        raise StudyError(f"{best_file} is missing: the study did not finish; rerun it (same --name) to complete it")
+    best = json.loads(best_file.read_text(encoding="utf-8"))
     return {"trials": len(trials), "epochs": sum(t["epochs"] for t in trials),
             "epochs_per_trial": [t["epochs"] for t in trials],
             "trial_seconds": sum(t["seconds"] for t in trials),
-            "best_val_bleu": max(scored, default=None), "best_json_val_bleu": best.get("best_val_bleu"),
-            "test_bleu": best.get("test_bleu"), "search_wall_s": best.get("search_wall_s"),
-            "pruned": best.get("pruned"), "best_trial": {k: best.get(k) for k in ("lr", "batch_size", "num_beams")},
-            "budget": budget, "per_trial": trials}
+            "best_val_bleu": best.get("best_val_bleu"), "test_bleu": best.get("test_bleu"),
+            "search_wall_s": best.get("search_wall_s"), "pruned": best.get("pruned"),
+            "best_trial": {k: best.get(k) for k in ("lr", "batch_size", "num_beams")}, "per_trial": trials}
+
+
+def mean_sd(values: list[float | None]) -> dict:
+    """Mean and sample standard deviation (None with fewer than two values) of the values that exist."""
+    present = [float(v) for v in values if v is not None]
+    return {"mean": statistics.fmean(present) if present else None,
+            "sd": statistics.stdev(present) if len(present) >= 2 else None, "n": len(present)}
+
+
+def aggregate(records: list[dict]) -> dict[str, dict]:
+    """Per arm, over its seeds: mean ± sd of every measure."""
+    arms: dict[str, dict] = {}
+    for arm in dict.fromkeys(r["arm"] for r in records):
+        mine = [r for r in records if r["arm"] == arm]
+        arms[arm] = {"label": mine[0]["label"], "seeds": [r["seed"] for r in mine],
+                     **{m: mean_sd([r[m] for r in mine]) for m in MEASURES}}
+    return arms
 
 
 def compare(arms: dict[str, dict]) -> dict:
-    if "asha" not in arms or "random" not in arms:
+    """TPE + ASHA against random alone, on the means over seeds."""
+    if CANDIDATE not in arms or BASELINE not in arms:
         return {}
-    a, r = arms["asha"], arms["random"]
-    bleu = common.ratio(a["best_val_bleu"] or 0.0, r["best_val_bleu"] or 0.0)
-    epochs = common.ratio(a["epochs"], r["epochs"])
-    return {"bleu_ratio": bleu, "epoch_ratio": epochs,
-            "trial_seconds_ratio": common.ratio(a["trial_seconds"], r["trial_seconds"]),
-            "search_wall_ratio": common.ratio(a.get("search_wall_s") or 0.0, r.get("search_wall_s") or 0.0),
-            "targets": {"bleu_ratio_at_least": BLEU_TARGET, "epoch_ratio_at_most": EPOCH_TARGET,
-                        "met": None if bleu is None or epochs is None else bleu >= BLEU_TARGET and epochs <= EPOCH_TARGET}}
+    a, b = arms[CANDIDATE], arms[BASELINE]
+    bleu = common.ratio(a["best_val_bleu"]["mean"] or 0.0, b["best_val_bleu"]["mean"] or 0.0)
+    epochs = common.ratio(a["epochs"]["mean"] or 0.0, b["epochs"]["mean"] or 0.0)
+    met = None if bleu is None or epochs is None else bleu >= BLEU_TARGET and epochs <= EPOCH_TARGET
+    return {"candidate": CANDIDATE, "baseline": BASELINE, "bleu_ratio": bleu, "epoch_ratio": epochs,
+            "trial_seconds_ratio": common.ratio(a["trial_seconds"]["mean"] or 0.0, b["trial_seconds"]["mean"] or 0.0),
+            "targets": {"bleu_ratio_at_least": BLEU_TARGET, "epoch_ratio_at_most": EPOCH_TARGET, "met": met}}
 
 
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
@@ -159,40 +181,48 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
 
 
 def run(args: argparse.Namespace, extra: list[str], runner: Runner) -> int:
-    common.positive("num-samples", args.num_samples)
-    common.positive("max-epochs", args.max_epochs)
+    budget = quick_budget()
+    args.num_samples = common.positive("num-samples", args.num_samples or budget["num_samples"])
+    args.max_epochs = common.positive("max-epochs", args.max_epochs or budget["max_epochs"])
+    common.positive("seeds", args.seeds)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not arms or any(a not in ARMS for a in arms):
         raise StudyError(f"--arms: use a comma list of {','.join(ARMS)}, got {args.arms!r}")
     prefix = args.name or f"search-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     results = Path(args.results).resolve()
-    summaries: dict[str, dict] = {}
-    for arm in arms:
-        flags, label = ([], ARMS["asha"]) if arm == "asha" else random_arm(args.random_mode, args.max_epochs)
-        name = f"{prefix}-{arm}"
-        cmd = study_command(args, name, extra, flags)
-        log = results / f"{name}.log"
-        wall = None
-        if (results / name / REGIME / "best.json").is_file():
-            print(f"[{arm}] reusing the finished study {results / name}", flush=True)
-        else:
-            print(f"[{arm}] {label}: {' '.join(cmd[1:])}\n[{arm}] log: {log}", flush=True)
-            start = time.perf_counter()
-            status = runner(cmd, log)
-            wall = time.perf_counter() - start
-            if status != 0:
-                tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log.exists() else []
-                raise StudyError(f"the {arm} study failed (exit {status}); see {log}:\n" + "\n".join(tail))
-        summaries[arm] = {"label": label, "study_dir": str(results / name), "command": cmd, "command_wall_s": wall,
-                          **summarize_study(results / name)}
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    records = []
+    for seed in seeds:  # seed by seed, so that a cut-short run has every arm at the seeds it finished
+        for arm in arms:
+            label, flags = ARMS[arm]
+            name = f"{prefix}-{arm}-s{seed}"
+            cmd = study_command(args, name, seed, flags, extra)
+            log = results / f"{name}.log"
+            wall = None
+            if (results / name / REGIME / "best.json").is_file():
+                print(f"[{arm} seed {seed}] reusing the finished study {results / name}", flush=True)
+            else:
+                print(f"[{arm} seed {seed}] {label}: {' '.join(cmd[1:])}\n[{arm} seed {seed}] log: {log}", flush=True)
+                start = time.perf_counter()
+                status = runner(cmd, log)
+                wall = time.perf_counter() - start
+                if status != 0:
+                    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log.exists() else []
+                    raise StudyError(f"the {arm} study at seed {seed} failed (exit {status}); see {log}:\n"
+                                     + "\n".join(tail))
+            records.append({"arm": arm, "seed": seed, "label": label, "study_dir": str(results / name),
+                            "command": cmd, "command_wall_s": wall, **summarize_study(results / name)})
+    summary = aggregate(records)
     record = {
         "benchmark": NAME,
         "settings": {"regime": REGIME, "preset": "quick", "num_samples": args.num_samples,
-                     "max_epochs": args.max_epochs, "max_train_pairs": args.max_train_pairs, "data": args.data or "sample",
-                     "seed": args.seed, "extra_flags": extra, "name": prefix},
+                     "max_epochs": args.max_epochs, "max_train_pairs": args.max_train_pairs,
+                     "data": args.data or "sample", "seeds": seeds, "arms": arms, "extra_flags": extra,
+                     "name": prefix},
         "run": {"utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": args.argv},
-        "arms": summaries,
-        "comparison": compare(summaries),
+        "records": records,
+        "arms": summary,
+        "comparison": compare(summary),
     }
     path = common.write_json(Path(args.out) if args.out else common.OUT_DIR / f"{NAME}.json", record)
     print_report(record)
@@ -200,19 +230,24 @@ def run(args: argparse.Namespace, extra: list[str], runner: Runner) -> int:
     return 0
 
 
+def fmt_mean_sd(stat: dict, digits: int = 2) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['sd']:.{digits}f}" if stat["sd"] is not None else "")
+
+
 def print_report(record: dict) -> None:
     s = record["settings"]
     print(f"\nsearch efficiency: regime {s['regime']}, quick preset, data {s['data']}, {s['num_samples']} trials x "
-          f"at most {s['max_epochs']} epochs, seed {s['seed']}\n")
-    rows = [[a["label"], a["trials"], a["epochs"], a["trial_seconds"], a["search_wall_s"], a["command_wall_s"],
-             a["best_val_bleu"], a["test_bleu"]] for a in record["arms"].values()]
-    print(common.format_table(["arm", "trials", "epochs", "trial-seconds", "search wall s", "command wall s",
-                               "best val BLEU", "its test BLEU"], rows))
+          f"at most {s['max_epochs']} epochs, seeds {s['seeds'][0]}..{s['seeds'][-1]} ({len(s['seeds'])})\n")
+    rows = [[a["label"], len(a["seeds"]), fmt_mean_sd(a["epochs"], 1), fmt_mean_sd(a["trial_seconds"], 0),
+             fmt_mean_sd(a["best_val_bleu"]), fmt_mean_sd(a["test_bleu"])] for a in record["arms"].values()]
+    print(common.format_table(["arm", "seeds", "epochs", "trial-seconds", "best val BLEU", "its test BLEU"], rows))
     c = record["comparison"]
     if c:
-        print(f"ASHA / random: best val BLEU {common.fmt_ratio(c['bleu_ratio'])} (target >= {BLEU_TARGET}), epochs "
-              f"{common.fmt_ratio(c['epoch_ratio'])} (target <= {EPOCH_TARGET}), trial-seconds "
-              f"{common.fmt_ratio(c['trial_seconds_ratio'])}: {verdict(c['targets']['met'])}")
+        print(f"TPE + ASHA / random alone (means): best val BLEU {common.fmt_ratio(c['bleu_ratio'])} "
+              f"(target >= {BLEU_TARGET}), epochs {common.fmt_ratio(c['epoch_ratio'])} (target <= {EPOCH_TARGET}), "
+              f"trial-seconds {common.fmt_ratio(c['trial_seconds_ratio'])}: {verdict(c['targets']['met'])}")
 
 
 def verdict(met: bool | None) -> str:

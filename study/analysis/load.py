@@ -37,12 +37,16 @@ from study.results.record import searched_names
 from study.results.storage import is_uri, pull_study, study_location
 from study.tuning import trials as trials_lib
 from study.tuning.internals import read_experiment_state
+from study.tuning.seeds import SEEDS_EXPERIMENT
 
 STATUSES = ("finished", "pruned", "diverged", "errored", "running", "pending")
 METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_chrf", "train_loss", "lr", "epoch_time_s",
            "train_tokens_per_s", "diverged", "trainable_params", "total_params"]
 TUNE_FIELDS = ["training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "node_id", "node_ip"]
-TEST = ["test_loss", "test_ppl", "test_exact_match", "test_bleu", "test_chrf"]
+TEST = ["test_loss", "test_ppl", "test_exact_match", "test_bleu", "test_chrf", "test_bleu_multi"]
+# Over the seed runs of each regime's best configuration (best.json; n = 1 without --seeds).
+SPREAD = [f"{metric}_{part}" for metric in ("test_bleu", "test_chrf", "test_loss", "test_bleu_multi")
+          for part in ("mean", "sd", "n")]
 # BLEU's parts, recomputed from each regime's test.hyp.txt / test.ref.txt: they tell output that is short
 # (brevity penalty below 1) from output of the right length with the wrong words (low n-gram precisions).
 BLEU_PARTS = ["test_bleu_p1", "test_bleu_p2", "test_bleu_p3", "test_bleu_p4", "test_brevity_penalty",
@@ -212,7 +216,7 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
                ("unfinished" if len(t) else "not started")}
         if row["state"] == "finished":
             b = best[best["regime"] == regime].iloc[0]
-            row |= {k: b.get(k) for k in TEST + BLEU_PARTS + ["best_val_bleu"]  + hyper + ["best_epoch", "epochs_run", "trial_wall_s",
+            row |= {k: b.get(k) for k in TEST + SPREAD + BLEU_PARTS + ["best_val_bleu"]  + hyper + ["best_epoch", "epochs_run", "trial_wall_s",
                                                                               "search_wall_s", "trainable_params",
                                                                               "total_params"]}
         elif len(t) and t["best_val_bleu"].notna().any():  # best so far, no test score yet
@@ -231,7 +235,7 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
             row["gpus_billed"] = _cost_gpus(record.get("budget", {}))
             row["cost_usd"] = (row.get("search_wall_s") or math.nan) / 3600 * row["gpus_billed"] * gpu_hour_cost
         rows.append(row)
-    columns = ["regime", "state", *TEST, "best_val_bleu", *hyper, "best_epoch", "epochs_run", "trial_wall_s",
+    columns = ["regime", "state", *TEST, *SPREAD, "best_val_bleu", *hyper, "best_epoch", "epochs_run", "trial_wall_s",
                "search_wall_s", "trials", *STATUSES, "epoch_s_median", "trainable_params", "total_params", *BLEU_PARTS]
     columns += ["gpus_billed", "cost_usd"] if gpu_hour_cost is not None else []
     frame = pd.DataFrame(rows).reindex(columns=columns)
@@ -263,10 +267,11 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
         raise StudyError(f"--gpu-hour-cost must be a non-negative number of USD, got {gpu_hour_cost}")
     regimes = list(dict.fromkeys(list(record.get("regimes", [])) +
                                  sorted(d.name for d in path.iterdir() if (d / "tuner.pkl").exists())))
-    trials, epochs, best_rows = [], [], []
+    trials, epochs, best_rows, seed_trials = [], [], [], []
     for regime in regimes:
         t, e = _read_regime(regime, path / regime, _max_epochs(record), _trains(record, regime))
         trials += t
+        seed_trials += _read_regime(regime, path / regime / SEEDS_EXPERIMENT, _max_epochs(record), True)[0]
         epochs += e
         b = _read_json(path / regime / "best.json")
         if b is not None:
@@ -290,5 +295,35 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
             ["regime", "number"], key=lambda col: col.map(order) if col.name == "regime" else col, kind="stable",
         ).reset_index(drop=True)
     searched = {r: list(record.get("search_spaces", {}).get(r, {}).get("search", {})) for r in regimes}
-    return StudyAnalysis(path, record, trials_df, epochs_df, best_df,
-                         _comparison(record, trials_df, epochs_df, best_df, gpu_hour_cost), searched)
+    comparison = _comparison(record, trials_df, epochs_df, best_df, gpu_hour_cost)  # the search's trials only
+    return StudyAnalysis(path, record, _with_seed_runs(trials_df, seed_trials, best_df, regimes), epochs_df,
+                         best_df, comparison, searched)
+
+
+SEED_SCORES = ["seed", "test_bleu", "test_chrf", "test_loss", "test_bleu_multi"]
+
+
+def _with_seed_runs(trials: pd.DataFrame, seed_trials: list[dict], best: pd.DataFrame,
+                    regimes: list[str]) -> pd.DataFrame:
+    """The trials table with the runs behind each regime's test spread: `run` is "search" (the search's
+    trials) or "seeds" (its best configuration trained again, study.tuning.seeds), and every run scored on
+    test (the best trial and each seed re-run) carries its seed and test scores, from best.json's `seeds`."""
+    if not len(trials):
+        return trials
+    scores = {}
+    for _, b in best.iterrows():
+        for s in json.loads(b["seeds"]) if isinstance(b.get("seeds"), str) else []:
+            scores[(b["regime"], s.get("trial_id"))] = s
+    frame = trials.assign(run="search")
+    if seed_trials:
+        seeds = pd.DataFrame(seed_trials).assign(run="seeds", is_best=False)
+        frame = pd.concat([frame, seeds.reindex(columns=[c for c in frame.columns if c in seeds or c == "run"]
+                                                + [c for c in seeds.columns if c not in frame])], ignore_index=True)
+    keys = list(zip(frame["regime"], frame["trial_id"]))
+    for col in SEED_SCORES:
+        known = frame[col] if col in frame else pd.Series(math.nan, index=frame.index)
+        frame[col] = [scores[k].get(col, v) if k in scores else v for k, v in zip(keys, known)]
+    order = {r: i for i, r in enumerate(regimes)}
+    frame = frame.sort_values(["regime", "run"], key=lambda col: col.map(order) if col.name == "regime" else
+                              col.map({"search": 0, "seeds": 1}), kind="stable").reset_index(drop=True)
+    return _tidy(frame)
