@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import optuna
 import pytest
