@@ -98,8 +98,6 @@ def test_eval_throughput_runs_and_writes_json(toy, tmp_path):
             assert r[way]["sentences_per_s"] == pytest.approx(8 / r[way]["seconds"][0]), way
         assert r["ratio"] == pytest.approx(r["project"]["sentences_per_s"] / r["original"]["sentences_per_s"])
         assert 0 <= r["no_eos_fraction_original"] <= 1
-        # the project's (mean) limit comes from each batch's sources: below the original's label-length limit
-        assert 0 < r["project"]["new_token_limit_per_batch"] < r["original"]["new_token_limit_per_batch"]
         # the original's limit is the padded label length, the corpus's longest target
         assert r["original"]["new_token_limit_per_batch"] == record["settings"]["original_max_length"] - 1
 
