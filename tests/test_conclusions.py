@@ -115,3 +115,104 @@ def test_a_tiny_difference_is_not_significant():
     result = paired_bootstrap(refs, weak, twin)
     assert 0 < result["difference"] < 2 and result["ci_low"] < 0 < result["ci_high"]
     assert not result["significant"] and result["p_value"] > 0.05
+
+
+def _fake_study(path: Path, systems: dict[str, list[str]], refs: list[str], seeds: int = 1) -> Path:
+    """A finished study's files as the analysis reads them (study.json, each regime's best.json and test
+    texts), without training anything."""
+    path.mkdir(parents=True)
+    (path / "study.json").write_text(json.dumps({"name": path.name, "regimes": list(systems), "preset": "quick",
+                                                 "config": {"model": "tiny", "data": "sample"},
+                                                 "budget": {"max_epochs": 1, "seeds": seeds}}))
+    for regime, hyps in systems.items():
+        (path / regime).mkdir()
+        (path / regime / "test.hyp.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+        (path / regime / "test.ref.txt").write_text("\n".join(refs) + "\n", encoding="utf-8")
+        bleu = translation_scores(hyps, refs)["bleu"]
+        (path / regime / "best.json").write_text(json.dumps({
+            "regime": regime, "trial_id": f"t_{regime}", "test_bleu": bleu, "test_bleu_mean": bleu,
+            "test_bleu_sd": None, "test_bleu_n": 1, "best_val_bleu": bleu, "trainable_params": 1,
+            "config": {"model": "tiny"}}))
+    return path
+
+
+def test_report_calls_a_difference_a_finding_only_when_its_interval_excludes_zero(tmp_path):
+    from study.analysis import conclusions
+    from study.analysis.load import load
+    from study.analysis.report import markdown_table
+
+    refs, weak, strong, twin = _systems(300)
+    study = _fake_study(tmp_path / "fake", {"full": strong, "decoder": twin, "scratch": weak}, refs)
+    a = load(study)
+    pairs = conclusions.pairwise(a).set_index(["a", "b"])
+    assert set(pairs.index) == {("full", "decoder"), ("full", "scratch"), ("decoder", "scratch")}
+    assert pairs.loc[("full", "scratch"), "significant"] and not pairs.loc[("decoder", "scratch"), "significant"]
+    # The table's p-value is what the sacrebleu command line prints for the files the study wrote.
+    cli = json.loads(sacrebleu_cli([study / "scratch" / "test.ref.txt"],
+                                   [study / "scratch" / "test.hyp.txt", study / "full" / "test.hyp.txt"],
+                                   "--paired-bs", "-f", "json"))
+    assert cli[1]["BLEU"]["p_value"] == pairs.loc[("full", "scratch"), "p_value"]
+
+    text = "\n".join(conclusions.section(a, markdown_table))
+    assert "`full` − `scratch`" in text and "a finding, `full` translates this test set better" in text
+    not_found = next(line for line in text.splitlines() if line.startswith("- `decoder` − `scratch`"))
+    assert not_found.endswith(f"{conclusions.NO_DIFFERENCE}.") and "finding" not in not_found
+    claims = conclusions.original_claims(conclusions.pairwise(a))
+    assert "not borne out here" in claims[0]  # decoder ≈ full: full is significantly better here
+    assert any("against `full`" in c and "significantly worse here" in c for c in claims)
+    assert any("against `decoder`" in c and "not significantly worse here" in c for c in claims)
+    assert "skipped: the study has no optuna.db" in text and not (study / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, monkeypatch):
+    """A head without GPUs and a worker with one (Ray's fake resources: no CUDA, so torch runs on CPU): with
+    --gpus-per-trial 1 the search, the seed re-run and the test scoring all run on the worker; best.json gives
+    the spread over both seeds and names the node that scored; the trials table holds each seed's score."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from study.analysis.load import load
+    from study.data.sample import corpus
+    from study.run import main as run_main
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    space = tmp_path / "space.yaml"
+    space.write_text("search:\n  lr: {distribution: choice, values: [3.0e-3]}\n"
+                     "  num_beams: {distribution: choice, values: [1]}\nfixed: {batch_size: 16}\n", encoding="utf-8")
+    temp_dir = Path(__import__("tempfile").mkdtemp(prefix="rsc", dir="/tmp"))  # short: Ray's socket paths
+    monkeypatch.setenv("RAY_TMPDIR", str(temp_dir))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1, num_gpus=1)
+        ray.init(address=cluster.address)
+        code = run_main(["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"),
+                         "--name", "placed", "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space),
+                         "--num-samples", "1", "--max-epochs", "1", "--seeds", "2", "--gpus-per-trial", "1",
+                         "--max-concurrent", "1", "--address", cluster.address, "--no-analysis",
+                         "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64",
+                         "--tiny-vocab-size", "300", "--max-eval-pairs", "20", "--max-test-pairs", "30"])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        __import__("shutil").rmtree(temp_dir, ignore_errors=True)
+    assert code == 0
+    study = tmp_path / "results" / "placed"
+    best = json.loads((study / "scratch" / "best.json").read_text())
+    assert worker.node_id != cluster.head_node.node_id
+    assert best["scored_node_id"] == worker.node_id and best["scored_device"] == "cpu"
+    assert [s["seed"] for s in best["seeds"]] == [0, 1]
+    assert all(s["node_id"] == worker.node_id for s in best["seeds"])
+    bleus = [s["test_bleu"] for s in best["seeds"]]
+    assert best["test_bleu_n"] == 2 and best["test_bleu_mean"] == pytest.approx(sum(bleus) / 2)
+    assert best["test_bleu_sd"] == pytest.approx(abs(bleus[0] - bleus[1]) / 2 ** 0.5)
+    assert best["test_bleu"] == bleus[0]  # the search's own run stays the ranked figure
+    assert (study / "scratch" / "test.hyp.seed1.txt").exists()
+
+    a = load(study)
+    runs = a.trials.set_index("run")
+    assert sorted(a.trials["run"]) == ["search", "seeds"] and int(runs.loc["seeds", "seed"]) == 1
+    assert runs.loc["seeds", "test_bleu"] == pytest.approx(bleus[1]) and runs.loc["search", "test_bleu"] == bleus[0]
+    row = a.comparison.set_index("regime").loc["scratch"]
+    assert row["test_bleu_n"] == 2 and row["trials"] == 1  # the seed re-run is no trial of the search

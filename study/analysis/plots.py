@@ -190,6 +190,57 @@ def epoch_time(analysis, path: Path, save) -> bool:
     return True
 
 
+def seed_spread(analysis, path: Path, save) -> bool:
+    """Each regime's test BLEU: a dot per seed run of its best configuration, the mean with ± sd as a bar."""
+    t, regimes = analysis.trials, list(analysis.comparison["regime"])
+    if not len(t) or "test_bleu" not in t or t["test_bleu"].notna().sum() == 0:
+        return False
+    shown = [r for r in regimes if t.loc[t["regime"] == r, "test_bleu"].notna().any()]
+    fig, (ax,) = _figure(max(7.0, 1.8 * len(shown) + 2), 4.8, 1)
+    ax.grid(False, axis="x")
+    rng = np.random.default_rng(0)
+    for i, regime in enumerate(shown):
+        scores = t.loc[(t["regime"] == regime) & t["test_bleu"].notna(), "test_bleu"].astype(float)
+        ax.scatter(i + rng.uniform(-0.08, 0.08, len(scores)), scores, color=colour(regime, regimes), s=46,
+                   alpha=0.8, zorder=3)
+        sd = float(scores.std()) if len(scores) >= 2 else 0.0
+        ax.errorbar(i + 0.22, float(scores.mean()), yerr=sd, color="black", capsize=6, marker="_", markersize=16,
+                    linewidth=2, zorder=4)
+        ax.text(i + 0.3, float(scores.mean()), f"{scores.mean():.2f}" + (f" ± {sd:.2f}" if len(scores) >= 2 else "")
+                + f"\nn={len(scores)}", va="center", fontsize=9)
+    ax.set_xticks(range(len(shown)), shown, fontsize=11)
+    ax.set_xlim(-0.5, len(shown) - 0.2)
+    ax.set_ylabel("test BLEU", fontsize=11)
+    ax.set_title("each dot: one seed run of the regime's best configuration; bar: mean ± sd", fontsize=10)
+    fig.suptitle(f"Test BLEU over seeds — study {analysis.path.name}", fontsize=13)
+    save(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True
+
+
+def importance(analysis, path: Path, save) -> bool:
+    """fANOVA importance of each searched hyperparameter, one bar group per regime that has enough trials."""
+    from study.analysis.conclusions import importances
+
+    found = {r: v for r, v in importances(analysis).items() if isinstance(v, dict)}
+    if not found:
+        return False
+    names = sorted({k for v in found.values() for k in v if k not in ("epoch", "trials")})
+    regimes = list(analysis.comparison["regime"])
+    fig, (ax,) = _figure(max(7.0, 1.6 * len(names) * len(found) + 2), 4.8, 1)
+    width = 0.8 / len(found)
+    for i, (regime, values) in enumerate(found.items()):
+        x = np.arange(len(names)) + (i - (len(found) - 1) / 2) * width
+        ax.bar(x, [values.get(n, 0.0) for n in names], width=width, color=colour(regime, regimes),
+               label=f"{regime} ({values['trials']} trials, epoch {values['epoch']})")
+    ax.set_xticks(range(len(names)), names, fontsize=11)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of validation BLEU's variance (fANOVA)", fontsize=11)
+    ax.legend(fontsize=9, frameon=False)
+    fig.suptitle(f"Which hyperparameters mattered — study {analysis.path.name}", fontsize=13)
+    save(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True
+
+
 def worth_training(analysis, path: Path, save) -> bool:
     """Test BLEU against trainable parameters (log x), the frontier joined; untrained regimes as lines."""
     from study.analysis.worth_training import worth_training as table
@@ -225,7 +276,8 @@ def worth_training(analysis, path: Path, save) -> bool:
 
 
 PLOTS: dict[str, Callable] = {"learning_curves.png": learning_curves, "hyperparameters.png": hyperparameters,
-                              "epoch_time.png": epoch_time, "worth_training.png": worth_training}
+                              "epoch_time.png": epoch_time, "seeds.png": seed_spread, "importance.png": importance,
+                              "worth_training.png": worth_training}
 
 
 def make_plots(analysis, out_dir: Path, save) -> list[Path]:
@@ -235,3 +287,4 @@ def make_plots(analysis, out_dir: Path, save) -> list[Path]:
         if draw(analysis, out_dir / name, save):
             written.append(out_dir / name)
     return written
+

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.analysis import worth_training
+from study.analysis import conclusions, worth_training
 from study.analysis.load import StudyAnalysis
 from study.common import format_duration, write_text
 from study.results.record import searched_names
@@ -101,8 +101,7 @@ def findings(a: StudyAnalysis) -> list[str]:
         w, n = done.index[0], done.index[1]
         gap = bleu[w] - bleu[n]
         s = f"`{w}` won on test BLEU with {bleu[w]:.2f}, {gap:.2f} ahead of `{n}` ({bleu[n]:.2f})"
-        s += (": a gap under 1 BLEU is within the noise of a single test set, so treat the two as tied." if gap < 1
-              else ".")
+        s += ". Whether that gap is a finding or test-set noise: the paired bootstrap under \"How sure\"."
         s += (f" Its search took {format_duration(c.loc[w, 'search_wall_s'])} ({c.loc[w, 'trials']:.0f} trials), its best trial "
               f"{format_duration(c.loc[w, 'trial_wall_s'])}; `{n}`'s search took {format_duration(c.loc[n, 'search_wall_s'])} and its best "
               f"trial {format_duration(c.loc[n, 'trial_wall_s'])}.")
@@ -113,8 +112,8 @@ def findings(a: StudyAnalysis) -> list[str]:
     if "scratch" in done.index:
         for r in pretrained:
             d = bleu[r] - bleu["scratch"]
-            verdict = ("pre-training helped here" if d >= 1 else "within 1 BLEU, so this test set cannot tell them apart"
-                       if d > -1 else "`scratch` did better: pre-training did not help on this run")
+            verdict = ("higher with pre-training" if d > 0 else "`scratch` scored higher") + (
+                "; whether that is a finding: the paired bootstrap under \"How sure\"")
             s = (f"Pre-training: `{r}` scored {bleu[r]:.2f} test BLEU against {bleu['scratch']:.2f} for `scratch` "
                  f"(random init), {d:+.2f}: {verdict}.")
             loss_r, loss_s = done.loc[r, "test_loss"], done.loc["scratch", "test_loss"]
@@ -131,7 +130,7 @@ def findings(a: StudyAnalysis) -> list[str]:
         out.append(f"Training only the decoder (`decoder`, {c.loc['decoder', 'trainable_params']:,.0f} trainable "
                    f"parameters) against everything (`full`, {c.loc['full', 'trainable_params']:,.0f}): "
                    f"{bleu['decoder']:.2f} vs {bleu['full']:.2f} test BLEU ({d:+.2f}"
-                   f"{', within noise' if abs(d) < 1 else ''}), {format_duration(c.loc['decoder', 'epoch_s_median'])} vs "
+                   f"), {format_duration(c.loc['decoder', 'epoch_s_median'])} vs "
                    f"{format_duration(c.loc['full', 'epoch_s_median'])} per epoch (median).")
     if "upstream" in done.index:
         s = f"`upstream` (pretrained, never trained on the task) scored {bleu['upstream']:.2f} test BLEU zero-shot."
@@ -164,6 +163,8 @@ PLOT_CAPTIONS = {
                            "regime's best trial bold, every other trial faint (x: stopped by ASHA).",
     "hyperparameters.png": "Each trial's best validation BLEU against each searched hyperparameter.",
     "epoch_time.png": "Wall time per epoch (training + validation) by regime, every epoch of every trial.",
+    "seeds.png": "Test BLEU of each regime: every seed run of its best configuration (dots), mean ± sd (bar).",
+    "importance.png": "Which searched hyperparameters mattered: fANOVA importance per regime (Optuna).",
     "worth_training.png": "Which part is worth training: each regime's test BLEU against the parameters it "
                           "trains (log scale), labelled with its best trial's wall time.",
 }
@@ -220,6 +221,7 @@ def render_report(a: StudyAnalysis, images: list[Path]) -> str:
                    f"{_fmt(a.comparison['cost_usd'].sum(), 'usd')} USD."), ""]
     lines += ["## What the numbers say", "", *[f"- {s}" for s in findings(a)], ""]
     lines += worth_training.section(a, markdown_table)
+    lines += conclusions.section(a, markdown_table)
     if images:
         lines += ["## Plots", ""]
         for p in images:

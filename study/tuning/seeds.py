@@ -9,11 +9,13 @@ seed runs the full epoch budget, and keeps its best validation epoch's checkpoin
 
 from __future__ import annotations
 
-from study.config import Budget, Config
-from study.data.prepared import PreparedData
-from study.tuning.searcher import METRIC, MODE
-from study.tuning.trainables import TRAINABLES
+from typing import TYPE_CHECKING
+
 from study.tuning.trials import trial_dirname
+
+if TYPE_CHECKING:  # the analysis imports SEEDS_EXPERIMENT from here, and must not import Ray or torch
+    from study.config import Budget, Config
+    from study.data.prepared import PreparedData
 
 SEEDS_EXPERIMENT = "seeds"  # under the regime's experiment folder: <study>/<regime>/seeds/trial_*
 
@@ -29,6 +31,9 @@ def run_seed_trials(regime: str, base: Config, budget: Budget, params: dict, see
 
     `base`: the regime's Config (search space's fixed values applied), as the search's trials got it."""
     from ray import tune
+
+    from study.tuning.searcher import METRIC, MODE
+    from study.tuning.trainables import TRAINABLES
 
     trainable = tune.with_resources(
         tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials()),
