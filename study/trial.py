@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from study import progress
 from study.cli import ArgumentParser, run_cli
 from study.config import Config, StudyError, add_config_flags, config_from_flags
 from study.data.prepared import PreparedData
@@ -70,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     parser.add_argument("--checkpoint-dir", type=Path, help="keep the latest epoch's checkpoint here")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar inside epochs and validation (the per-epoch line stays)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    progress.set_mode("off" if args.no_progress else "auto")  # auto: a bar on a terminal, else a line per ~10 %
 
     def body() -> None:
         config = config_from_flags(args)

@@ -25,6 +25,7 @@ from study.config import Config
 from study.data.batching import make_loader
 from study.metrics.scoring import multi_reference_bleu, translation_scores
 from study.model.device import autocast
+from study.progress import Progress
 
 
 def generation_limit(source_len: int, max_target_tokens: int) -> int:
@@ -58,12 +59,14 @@ def token_nll(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch
 
 @torch.no_grad()
 def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBase, *, num_beams: int,
-              batch_size: int, max_target_tokens: int, device: torch.device, prefix_tokens: int = 0) -> list[str]:
+              batch_size: int, max_target_tokens: int, device: torch.device, prefix_tokens: int = 0,
+              progress: str | None = None) -> list[str]:
     """Translate tokenized sources (each starting with `prefix_tokens` of task prefix), batched by length;
-    returns text in the input order."""
+    returns text in the input order. `progress`: a description to show progress over the batches under."""
     model.eval()
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
     out: list[str] = [""] * len(sources)
+    bar = Progress(math.ceil(len(order) / batch_size) if progress else 0, progress or "", unit="batch")
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [sources[i] for i in idx]}, return_tensors="pt").to(device)
@@ -74,6 +77,8 @@ def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBas
         for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True,
                                                               clean_up_tokenization_spaces=False)):
             out[i] = text.strip()
+        bar.update()
+    bar.close()
     return out
 
 
@@ -92,7 +97,9 @@ def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config
         distinct.setdefault(tuple(ids), len(distinct))
     translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=config.num_beams,
                              batch_size=config.eval_batch_size, max_target_tokens=config.max_target_tokens,
-                             device=device, prefix_tokens=prefix_length(tokenizer, config.prefix))
+                             device=device, prefix_tokens=prefix_length(tokenizer, config.prefix),
+                             progress=f"{split} generation"
+                             + (f" ({config.num_beams} beams)" if config.num_beams > 1 else ""))
     hypotheses = [translations[distinct[tuple(ids)]] for ids in dataset["input_ids"]]
     references = list(dataset["fr"])
     scores = translation_scores(hypotheses, references)

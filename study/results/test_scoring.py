@@ -18,6 +18,7 @@ import math
 import sys
 from pathlib import Path
 
+from study import progress
 from study.common import write_json, write_text
 from study.config import Config
 from study.data.prepared import PreparedData
@@ -35,8 +36,9 @@ def score_checkpoint(config: dict, checkpoint, data: PreparedData, regime: Regim
     `regime`: its definition, for a regime registered in the driver that the worker has never imported."""
     import torch
 
-    if regime is not None:
+    if regime is not None:  # given only to a Ray task: register it there, and let the driver draw the progress
         ensure_registered(regime)
+        progress.running_in_ray(regime.name)
 
     from study.metrics.generation import evaluate
     from study.model.device import pick_device

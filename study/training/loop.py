@@ -25,6 +25,7 @@ from study.data.prepared import PreparedData
 from study.metrics.generation import evaluate
 from study.model.device import autocast, pick_device
 from study.model.regimes import build_model, get_regime
+from study.progress import Progress
 from study.training.checkpoints import load_for_resume, save_checkpoint, set_rng_state
 from study.training.step import optimizer_step
 
@@ -113,11 +114,13 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         model.train()
         start = time.perf_counter()
         loss_sum, tokens = 0.0, 0
+        bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs} train")
         # The batch order depends only on (seed, epoch): a resumed trial sees the batches it would have seen.
         for batch in make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
                                  seed=config.seed, epoch=epoch):
             loss, n = training_step(model, batch, optimizer, scheduler, config, device)
             if not math.isfinite(loss):
+                bar.close()
                 log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)
                 metrics = {"epoch": epoch, "diverged": True, "train_loss": float("nan"), "val_loss": float("nan"),
                            "val_ppl": float("nan"), "val_bleu": 0.0, "val_bleu_greedy": 0.0, "val_chrf": 0.0,
@@ -128,6 +131,8 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
                 return metrics
             loss_sum += loss * n
             tokens += n
+            bar.update(loss=loss_sum / max(tokens, 1))
+        bar.close()
         train_time = time.perf_counter() - start
         metrics = {**validate(), "epoch": epoch, "train_loss": loss_sum / max(tokens, 1),
                    "lr": scheduler.get_last_lr()[0], "train_tokens_per_s": tokens / train_time,

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from study import progress
 from study.config import Config
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES, Regime, ensure_registered, get_regime
@@ -37,6 +38,9 @@ def run_in_tune(regime: Regime, params: dict, base: dict, data: PreparedData) ->
     # unknown to a fresh worker). Registered here, not in `train`: Ray ships `train` by value, with a *copy*
     # of the registry it refers to.
     ensure_registered(regime)
+    # Progress bars inside epochs and validation drawn by the driver (ray.experimental.tqdm_ray), each
+    # labelled with its trial's name.
+    progress.running_in_ray(tune.get_context().get_trial_name() or regime.name)
     config = Config.from_dict(base).replace(regime=regime.name, **params)
     where = node()
 

@@ -1,0 +1,66 @@
+"""Progress a user can see inside epochs and validation: `python -m study.trial` writes a bar (terminal) or a
+line every ~10 % (no terminal) with the step count, the rate and an ETA, and nothing with --no-progress."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from study import progress
+from study.data.sample import corpus
+from study.trial import main as trial_main
+
+pytestmark = pytest.mark.slow  # each test trains a (tiny) model for an epoch
+
+# epoch 1/1 train:  40% 8/20 step [00:01, ETA 00:01, 6.20step/s, loss 6.443]
+TRAIN_LINE = re.compile(r"epoch 1/1 train: +(\d+)% (\d+)/(\d+) step \[[\d:]+, ETA [\d:?]+, .*loss \d+\.\d+\]")
+
+
+@pytest.fixture(scope="module")
+def argv(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("progress")
+    pairs = root / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(200, seed=0)), encoding="utf-8")
+    # 160 training pairs in batches of 8: 20 steps, enough for every 10 % to be its own line.
+    return ["--regime", "scratch", "--data", str(pairs), "--cache-dir", str(root / "cache"), "--epochs", "1",
+            "--batch-size", "8", "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff",
+            "64", "--tiny-vocab-size", "300", "--max-eval-pairs", "16", "--eval-batch-size", "8", "--torch-threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def auto_progress(monkeypatch):
+    monkeypatch.delenv(progress.ENV, raising=False)
+    yield
+    progress.set_mode("auto")  # whatever a test's CLI call chose, the next test starts from the default
+
+
+def _run(argv: list[str], capsys) -> tuple[str, str]:
+    assert trial_main(argv) == 0
+    out = capsys.readouterr()
+    assert len([line for line in out.out.splitlines() if line.startswith("epoch  1")]) == 1  # the epoch line stays
+    return out.out, out.err
+
+
+def test_without_a_terminal_progress_is_a_line_every_tenth(argv, capsys):
+    _, err = _run(argv, capsys)  # pytest's captured stderr is not a terminal
+    lines = [m for m in map(TRAIN_LINE.search, err.splitlines()) if m]
+    assert [int(m[2]) for m in lines] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20], err  # every 10 %, not every step
+    assert all(m[3] == "20" for m in lines)
+    assert re.search(r"val generation: +100% 2/2 batch \[[\d:]+, ETA", err), err
+    assert not any("\r" in line for line in err.split("\n") if "epoch 1/1" in line)  # plain lines for a log file
+
+
+def test_on_a_terminal_progress_is_a_tqdm_bar(argv, capsys, monkeypatch):
+    monkeypatch.setenv(progress.ENV, "bar")  # what `auto` picks on a terminal
+    _, err = _run(argv, capsys)
+    frames = [f for f in err.split("\r") if "epoch 1/1 train:" in f]
+    assert frames and len(frames) <= 23, err  # the first frame, at most one a step, the last
+    assert re.search(r"epoch 1/1 train: +\d+%\|.*\| \d+/20 step \[[\d:]+, ETA [\d:?]+, .*loss \d+\.\d+\]", err), err
+
+
+def test_no_progress_writes_none(argv, capsys, monkeypatch):
+    monkeypatch.setenv(progress.ENV, "bar")  # --no-progress wins over the environment too
+    _, err = _run([*argv, "--no-progress"], capsys)
+    assert "train:" not in err and "ETA" not in err and "generation:" not in err, err
