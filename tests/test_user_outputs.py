@@ -1,0 +1,330 @@
+"""What a user takes away from a study: each regime's exported Hugging Face folder, the translate and evaluate
+commands, the study in optuna-dashboard and TensorBoard, a clean `pip install .`, and the early failures a
+new user meets, each one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from study import common
+from study.data.sample import corpus
+from study.run import main as run_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
+              "--tiny-vocab-size", "500", "--pretrain-steps", "40"]
+slow = pytest.mark.slow  # starts Ray and trains tiny models
+
+
+def _pairs(path: Path, n: int, seed: int) -> Path:
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=seed)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """One real study of `full`: a learning rate that learns and one that cannot, so that ASHA stops a trial
+    once a good one has set the first rung (Optuna then records it PRUNED); its best model exported."""
+    root = tmp_path_factory.mktemp("user_outputs")
+    space = root / "space.yaml"
+    space.write_text("search:\n  lr: {distribution: choice, values: [3.0e-3, 1.0e-6]}\n"
+                     "  num_beams: {distribution: choice, values: [1]}\n"
+                     "fixed: {batch_size: 16}\nasha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
+    argv = ["--regime", "full", "--data", str(_pairs(root / "pairs.tsv", 1500, 0)), "--results", str(root / "results"),
+            "--name", "study", "--cache-dir", str(root / "cache"), "--search-space", str(space), "--num-samples", "4",
+            "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--seeds", "1", "--no-analysis",
+            "--max-eval-pairs", "40", "--max-test-pairs", "60", *TINY_FLAGS]
+    assert run_main(argv) == 0
+    return root / "results" / "study"
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+# --- the exported folder and the translate command ----------------------------------------------------------
+
+
+@slow
+def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, capsys):
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    from study.training.checkpoints import load_checkpoint
+    from study.translate import main as translate_main
+
+    folder = study / "full" / "model"
+    best = json.loads((study / "full" / "best.json").read_text())
+    assert {"model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md"} <= {
+        p.name for p in folder.iterdir()}
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = T5ForConditionalGeneration.from_pretrained(folder)
+    # the study's decoding settings travel in generation_config.json
+    assert model.generation_config.num_beams == best["config"]["num_beams"]
+    assert model.generation_config.max_new_tokens == best["config"]["max_target_tokens"]
+    # the weights are the best trial's best epoch, the checkpoint best.json records
+    trained = load_checkpoint(best["checkpoint"])["model"]
+    exported = model.state_dict()
+    assert trained.keys() <= exported.keys()
+    assert all((trained[k] == exported[k]).all() for k in trained)
+    card = (folder / "README.md").read_text()
+    assert f"| test BLEU | {best['test_bleu']:.2f} |" in card and "license: apache-2.0" in card and "CC BY" in card
+
+    prefix = model.config.task_specific_params["translation_en_to_fr"]["prefix"]
+    assert prefix == best["config"]["prefix"]
+    english = [en for en, _ in corpus.generate_pairs(24, seed=7)]
+    plain = [tokenizer.decode(model.generate(**tokenizer(prefix + text, return_tensors="pt"))[0],
+                              skip_special_tokens=True).strip() for text in english]
+    lines = english[:12] + [""] + english[12:]  # a blank line stays blank, in its place
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert translate_main([str(study), "--regime", "full", "--input", str(tmp_path / "in.txt")]) == 0
+    printed = capsys.readouterr().out.split("\n")[:-1]
+    assert printed == plain[:12] + [""] + plain[12:]
+    # the default regime is the best by test BLEU (the only one here), sentences may come as arguments
+    assert translate_main([str(study), english[0], english[1]]) == 0
+    assert capsys.readouterr().out.splitlines() == plain[:2]
+
+
+@slow
+@pytest.mark.parametrize("args, needle", [
+    (["--regime", "scratch", "Hello."], "no exported model for regime(s) ['scratch']"),
+    ([], "nothing to translate"),
+    (["--input", "/no/such/file.txt"], "no such file"),
+])
+def test_translate_bad_input_is_one_line(study, args, needle, capsys):
+    from study.translate import main as translate_main
+
+    assert translate_main([str(study), *args]) == 2
+    assert needle in _one_error_line(capsys)
+
+
+def test_translate_and_evaluate_need_a_study_folder(tmp_path, capsys):
+    from study.evaluate import main as evaluate_main
+    from study.translate import main as translate_main
+
+    (tmp_path / "file").write_text("x")
+    assert translate_main([str(tmp_path / "file"), "Hello."]) == 2
+    assert "is not a study folder (it is a file)" in _one_error_line(capsys)
+    assert evaluate_main([str(tmp_path), "--data", "sample"]) == 2
+    assert "no exported model in" in _one_error_line(capsys)
+
+
+# --- the evaluate command -----------------------------------------------------------------------------------
+
+
+@slow
+def test_evaluate_scores_as_the_sacrebleu_command_line_does(study, tmp_path, capsys):
+    from study.evaluate import main as evaluate_main
+
+    other = _pairs(tmp_path / "other.tsv", 60, seed=11)
+    assert evaluate_main([str(study), "--data", str(other), "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:3] == ["regime", "pairs", "bleu"] and out.splitlines()[1].startswith("full")
+    rows = list(csv.DictReader((study / "evaluate-other.csv").open()))
+    assert [r["regime"] for r in rows] == ["full"] and int(rows[0]["pairs"]) == 60
+    assert rows[0]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    hyp, ref = study / "full" / "evaluate-other.hyp.txt", study / "full" / "evaluate-other.ref.txt"
+    cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-b",
+                          "-w", "4"], capture_output=True, text=True, check=True).stdout
+    bleu, chrf = json.loads(cli)
+    assert round(float(rows[0]["bleu"]), 4) == bleu and round(float(rows[0]["chrf"]), 4) == chrf
+
+    # bad --data: the study's one-line error, and nothing written
+    assert evaluate_main([str(study), "--data", str(tmp_path / "missing.tsv")]) == 2
+    assert "data file not found" in _one_error_line(capsys)
+    assert not (study / "evaluate-missing.csv").exists()
+
+
+# --- the tools users already open ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@slow
+def test_optuna_dashboard_serves_the_study_with_its_pruned_trials(study):
+    pytest.importorskip("optuna_dashboard")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.exit(main())",
+                               f"sqlite:///{study / 'optuna.db'}", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, studies = time.monotonic() + 120, None
+        while studies is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, server.stdout.read() if server.poll() is not None else "no answer"
+        (full,) = [s for s in studies if s["study_name"] == "full"]
+        trials = _get(f"http://127.0.0.1:{port}/api/studies/{full['study_id']}")["trials"]
+        states = [t["state"] for t in trials]
+        assert len(trials) == 4 and "Pruned" in states and "Complete" in states, states
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _scalars(event_file: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a TensorBoard event file: tensorboard's reader if installed, else the TFRecord frames
+    (length, crc, Event, crc) parsed with tensorboardX's Event message."""
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        from tensorboardX.proto.event_pb2 import Event
+
+        found: dict[str, list[tuple[int, float]]] = {}
+        data = event_file.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+        return found
+    accumulator = EventAccumulator(str(event_file))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+@slow
+def test_tensorboard_event_files_carry_val_bleu_per_epoch(study):
+    trials = sorted(p for p in (study / "full").iterdir() if p.name.startswith("trial_"))
+    assert len(trials) == 4
+    for trial in trials:
+        (event_file,) = trial.glob("events.out.tfevents.*")
+        (tag,) = [t for t in _scalars(event_file) if t.endswith("/val_bleu")]
+        logged = [round(v, 4) for _, v in _scalars(event_file)[tag]]
+        results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        assert logged == [round(r["val_bleu"], 4) for r in results] and len(logged) == results[-1]["epoch"]
+
+
+# --- early failures: one line, non-zero exit ----------------------------------------------------------------
+
+
+CLIS = {  # each CLI with the arguments it needs besides the mistyped flag
+    "study.run": [], "study.trial": [], "study.pretrain": [], "study.analyze": ["somewhere"],
+    "study.translate": ["somewhere", "text"], "study.evaluate": ["somewhere", "--data", "x.tsv"],
+}
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_mistyped_flag_prints_a_short_usage_and_the_error(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module(module).main([*CLIS[module], "--lerning-rate", "3"])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("usage: python -m") and "--help" in err[0], err
+    assert err[1].startswith("error: unrecognized arguments: --lerning-rate")
+
+
+def test_results_naming_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.txt").write_text("not a folder")
+    assert run_main(["--regime", "scratch", "--results", str(tmp_path / "results.txt")]) == 2
+    assert "is a file, not a folder" in _one_error_line(capsys)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """A machine without network: no connection to anywhere, and no offline variable set."""
+    for name in common.OFFLINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    common.hub_offline.cache_clear()
+    yield
+    common.hub_offline.cache_clear()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--model", "no-such-user/no-such-model-19"], "cannot load the model 'no-such-user/no-such-model-19': the "
+                                                   "Hugging Face Hub is unreachable (no connection to huggingface.co:443"),
+    (["--data", "hf:no-such-user/no-such-data-19"], "cannot load the dataset 'hf:no-such-user/no-such-data-19': the "
+                                                    "Hugging Face Hub is unreachable"),
+])
+def test_hub_without_network_is_one_line(no_network, flags, needle, tmp_path, capsys):
+    assert run_main(["--regime", "scratch", *flags, "--results", str(tmp_path / "results")]) == 2
+    assert needle in _one_error_line(capsys)
+    assert not (tmp_path / "results").exists()
+
+
+def test_hub_model_with_hf_hub_offline_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    common.hub_offline.cache_clear()
+    try:
+        assert run_main(["--regime", "scratch", "--model", "no-such-user/no-such-model-19",
+                         "--results", str(tmp_path / "results")]) == 2
+    finally:
+        common.hub_offline.cache_clear()
+    line = _one_error_line(capsys)
+    assert "unreachable (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache" in line
+    assert not (tmp_path / "results").exists()
+
+
+# --- a clean install ----------------------------------------------------------------------------------------
+
+
+@slow
+def test_pip_install_into_a_fresh_venv_runs_a_study_from_another_folder(tmp_path):
+    """`pip install .` (not editable) of the project's files alone, then a study from a folder that is not the
+    checkout: the installed copy runs, and finds its default search spaces as package data."""
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "study", source / "study", ignore=ignore, symlinks=True)
+    shutil.copytree(ROOT / "search_spaces", source / "search_spaces", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    # The system's packages (torch, ray, ...) are seen, so nothing is downloaded; this project is not.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    install = subprocess.run([python, "-m", "pip", "install", "--no-build-isolation", "--quiet", str(source)],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    shutil.rmtree(source)  # nothing may come from the copied sources
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([python, "-c", "import study; print(study.__file__)"], capture_output=True, text=True,
+                           env=env, cwd=elsewhere, check=True).stdout.strip()
+    assert Path(where).is_relative_to(venv), where
+    run = subprocess.run([python, "-m", "study.run", "--regime", "upstream", "--no-analysis",
+                          "--data", str(_pairs(elsewhere / "pairs.tsv", 400, 0)), "--results", "results",
+                          "--name", "clean", "--cache-dir", str(tmp_path / "cache"), "--max-eval-pairs", "20",
+                          "--max-test-pairs", "20", *TINY_FLAGS[:-2], "--pretrain-steps", "10"],
+                         capture_output=True, text=True, env=env, cwd=elsewhere, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    record = json.loads((elsewhere / "results" / "clean" / "study.json").read_text())
+    assert Path(record["search_spaces"]["upstream"]["source"]).is_relative_to(venv)
+    assert (elsewhere / "results" / "clean" / "upstream" / "best.json").is_file()
+    assert (elsewhere / "results" / "clean" / "upstream" / "model" / "model.safetensors").is_file()
