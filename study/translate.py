@@ -78,7 +78,8 @@ def translate_texts(study_dir: Path, regime: str, texts: list[str], device: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # intermixed: sentences may come before or after --regime and friends (`STUDY --regime full "text"`)
+    args = build_parser().parse_intermixed_args(argv)
     return run_cli(lambda: _main(args))
 
 
