@@ -161,6 +161,20 @@ def test_searcher_and_scheduler_get_the_settings(tmp_path):
     assert make_scheduler(SPACE, 3, None, None)._metric == RUNG_METRIC == "val_bleu_greedy"
 
 
+def test_a_regime_that_trains_nothing_tries_each_decoding_choice_once(tmp_path):
+    """upstream's 2 trials are its 2 beam choices, whatever the seed (drawn, both could pick the same)."""
+    from study.tuning.searcher import METRIC, MODE
+
+    space = load_search_space(default_search_space_path("upstream"))
+    assert space.grid_points() == [{"num_beams": 1}, {"num_beams": 4}] and SPACE.grid_points() is None
+    for seed in range(4):
+        (tmp_path / str(seed)).mkdir()
+        searcher = make_searcher(tmp_path / str(seed), "upstream", 0, sampler_settings("tpe", "upstream", 2, seed),
+                                 points_to_evaluate=space.grid_points())
+        searcher.set_search_properties(METRIC, MODE, space.tune_space())
+        assert sorted(searcher.suggest(f"t{i}")["num_beams"] for i in range(2)) == [1, 4], seed
+
+
 @pytest.mark.slow
 def test_a_beam_trial_reports_the_greedy_bleu_its_rungs_are_ranked_by(tmp_path):
     """Beams change decoding, not training: a beam-4 trial's val_bleu_greedy is the val_bleu of the same trial

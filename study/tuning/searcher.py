@@ -23,6 +23,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from study.common import content_hash
+from study.config import StudyError
 from study.tuning import internals
 from study.tuning.space import SearchSpace
 from study.tuning.trials import PRUNED, ended_as
@@ -100,7 +101,7 @@ def planned_trials(trains: bool, num_samples: int, space: SearchSpace) -> int:
 def sampler_settings(searcher: str, regime: str, n_trials: int, study_seed: int, same_draws: bool = False) -> dict:
     """Everything that defines a regime's sampler, as recorded in study.json and built by `make_sampler`."""
     if searcher not in SAMPLERS:
-        raise ValueError(f"unknown searcher {searcher!r}; one of {SAMPLERS}")
+        raise StudyError(f"unknown searcher {searcher!r}; use one of {', '.join(SAMPLERS)}")
     settings: dict[str, Any] = {"sampler": searcher, "seed": regime_seed(study_seed, regime, same_draws),
                                 "same_draws": same_draws, "trials": n_trials}
     if searcher == "tpe":
@@ -119,9 +120,12 @@ def make_sampler(settings: dict):
                                       constant_liar=settings["constant_liar"])
 
 
-def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict) -> AshaAwareOptunaSearch:
+def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict,
+                  points_to_evaluate: list[dict] | None = None) -> AshaAwareOptunaSearch:
     """The sampler `sampler` (from `sampler_settings`) behind Ray's OptunaSearch, its study `<regime>`
-    stored in `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard.
+    stored in `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard; `points_to_evaluate`
+    are enqueued to run first (a regime that trains nothing walks its whole grid of decoding choices:
+    drawn at random, its 2 trials could both pick the same num_beams).
 
     OptunaSearch takes the sampler as it is (its own `seed` argument applies only to the default sampler
     it would build) and asks it through `study.ask(fixed_distributions=...)`; its trials stay RUNNING in
@@ -131,7 +135,7 @@ def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict) 
     return AshaAwareOptunaSearch(
         metric=METRIC, mode=MODE, max_epochs=max_epochs, study_name=regime,
         storage=optuna.storages.RDBStorage(optuna_storage_url(study_dir)),
-        sampler=make_sampler(sampler),
+        sampler=make_sampler(sampler), points_to_evaluate=points_to_evaluate,
     )
 
 

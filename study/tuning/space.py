@@ -61,6 +61,15 @@ class SearchSpace:
             size *= len(spec["values"])
         return size
 
+    def grid_points(self) -> list[dict[str, Any]] | None:
+        """Every point of a space of choices only (None if any hyperparameter is continuous or a range)."""
+        import itertools
+
+        if any(spec["distribution"] != "choice" for spec in self.search.values()):
+            return None
+        names = list(self.search)
+        return [dict(zip(names, values)) for values in itertools.product(*(self.search[n]["values"] for n in names))]
+
 
 def _fail(source: str, message: str) -> StudyError:
     return StudyError(f"invalid search space {source}: {message}")
