@@ -39,7 +39,8 @@ NOT_FLAGS = ("lr", "batch_size", "num_beams", "epochs", "regime", "torch_threads
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--regime", default="all", help=f"all, or a comma list of {','.join(REGIMES)}")
+    p.add_argument("--regime", default="all", help=f"all (the original four), all+extra (every regime), or a comma list of "
+                                                     f"{','.join(REGIMES)}")
     p.add_argument("--preset", default="quick", help="quick (offline, ~10 min on a laptop) or paper (t5-small, GPUs)")
     p.add_argument("--num-samples", type=int, help="trials per trained regime (upstream: one per beam choice)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
