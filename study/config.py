@@ -94,6 +94,8 @@ class Config:
     eval_batch_size: int = _field(64, "trial", "batch size for evaluation and generation", positive=True)
     seed: int = _field(0, "trial", "seed of the model initialisation, dropout and batch order")
     device: str = _field("auto", "trial", "auto, cpu, cuda or mps")
+    # Weights and optimizer state stay fp32 either way; only the matmuls run in bf16 (study.model.device).
+    precision: str = _field("auto", "trial", "auto (bf16 on GPUs that have it, and on CPUs with avx512_bf16/AMX for models of d_model >= 512; else fp32), fp32, or bf16")
     torch_threads: int | None = _field(None, "trial", "torch intra-op threads per trial (default: torch's choice)", positive=True)
 
     # --- tiny model sizes (only for model="tiny") ------------------------------------------------
@@ -159,7 +161,8 @@ class Config:
         if not isinstance(self.regime, str) or not self.regime:
             raise StudyError(f"regime must be a regime's name, got {self.regime!r}")
         choices = {"overlong": ("drop", "truncate"), "decoder_embedding": ("frozen", "trained", "untied"),
-                   "device": ("auto", "cpu", "cuda", "mps"), "lora_targets": ("q,v", "q,k,v,o")}
+                   "device": ("auto", "cpu", "cuda", "mps"), "lora_targets": ("q,v", "q,k,v,o"),
+                   "precision": ("auto", "fp32", "bf16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise StudyError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -203,10 +206,12 @@ class Budget:
     max_failures: int
     searcher: str = "tpe"  # tpe | random (both record every trial in optuna.db)
     scheduler: str = "asha"  # asha | none (no early stopping)
-    # every regime's sampler seeded with the study seed (common random numbers) rather than a per-regime seed
-    same_draws: bool = False
     # runs of each regime's best configuration (its search's seed + seeds-1 re-runs) behind its test mean ± sd
     seeds: int = 1
+    # every regime's sampler seeded with the study seed (common random numbers) rather than a per-regime seed
+    same_draws: bool = False
+    # every checkpoint kept (--keep-checkpoints) instead of only what resuming and test scoring need
+    keep_checkpoints: bool = False
 
 
 PRESETS: dict[str, dict] = {

@@ -272,3 +272,41 @@ def test_trial_cli_bad_input_is_one_line(argv, needle, capsys, tmp_path):
     code = trial_main(argv + ["--cache-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+
+
+def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays(tmp_path):
+    """bf16 needs the CPU's native bf16 (a flag, not a timing) and a model wide enough to gain from it."""
+    from study.config import StudyError
+    from study.model import device as dev
+
+    with_bf16, without = tmp_path / "bf16", tmp_path / "none"
+    with_bf16.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16 amx_tile\n")
+    without.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
+    assert dev.cpu_has_native_bf16.__wrapped__(str(with_bf16))
+    assert not dev.cpu_has_native_bf16.__wrapped__(str(without))
+    assert not dev.cpu_has_native_bf16.__wrapped__(str(tmp_path / "absent"))
+    cpu = torch.device("cpu")
+    native = dev.cpu_has_native_bf16()
+    assert dev.resolve_precision("auto", cpu, 128) == "fp32"  # the quick preset's tiny model
+    assert dev.resolve_precision("auto", cpu, 512) == ("bf16" if native else "fp32")  # t5-small
+    assert dev.resolve_precision("bf16", cpu, 128) == "bf16" and dev.resolve_precision("fp32", cpu, 512) == "fp32"
+    with pytest.raises(StudyError, match="precision must be one of"):
+        dev.resolve_precision("fp16", cpu)
+
+
+@pytest.mark.slow
+def test_bf16_trial_keeps_fp32_weights_and_optimizer_state(small_config, small_data, tmp_path):
+    """bf16 autocast changes the arithmetic (losses differ from fp32's) but not what is stored: weights and
+    AdamW's moments stay fp32, and validation still scores."""
+    from study.training.checkpoints import load_checkpoint
+
+    config = small_config.replace(regime="scratch", epochs=1)
+    fp32 = run_single(config.replace(precision="fp32"), data=small_data, quiet=True)[0]
+    bf16 = run_single(config.replace(precision="bf16"), tmp_path, data=small_data, quiet=True)[0]
+    assert bf16["train_loss"] != fp32["train_loss"]  # autocast really ran in bf16
+    assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.02) and math.isfinite(bf16["val_bleu"])
+    state = load_checkpoint(tmp_path)
+    assert {t.dtype for t in state["model"].values()} == {torch.float32}
+    moments = [t for s in state["optimizer"]["state"].values() for k, t in s.items() if k.startswith("exp_avg")]
+    assert moments and {t.dtype for t in moments} == {torch.float32}
+    assert state["config"]["precision"] == "bf16"

@@ -41,13 +41,13 @@ def prefix_length(tokenizer: PreTrainedTokenizerBase, prefix: str) -> int:
 
 @torch.no_grad()
 def token_nll(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int,
-              device: torch.device) -> tuple[float, int]:
+              device: torch.device, precision: str = "auto") -> tuple[float, int]:
     """Summed NLL over real target tokens and their count (teacher forcing)."""
     model.eval()
     total, count = 0.0, 0
     for batch in make_loader(dataset, tokenizer, batch_size, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            labels=batch["labels"]).logits
         labels = batch["labels"]
@@ -60,7 +60,7 @@ def token_nll(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch
 @torch.no_grad()
 def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBase, *, num_beams: int,
               batch_size: int, max_target_tokens: int, device: torch.device, prefix_tokens: int = 0,
-              progress: str | None = None) -> list[str]:
+              precision: str = "auto", progress: str | None = None) -> list[str]:
     """Translate tokenized sources (each starting with `prefix_tokens` of task prefix), batched by length;
     returns text in the input order. `progress`: a description to show progress over the batches under."""
     model.eval()
@@ -71,7 +71,7 @@ def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBas
         idx = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [sources[i] for i in idx]}, return_tensors="pt").to(device)
         limit = generation_limit(max(len(sources[i]) for i in idx) - prefix_tokens, max_target_tokens)
-        with autocast(device):
+        with autocast(device, precision):
             generated = model.generate(**batch, num_beams=num_beams, max_new_tokens=limit, do_sample=False,
                                        early_stopping=num_beams > 1)
         for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True,
@@ -90,7 +90,7 @@ def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config
     Returns (metrics named `<split>_...`, hypotheses, references). Each distinct source is translated
     once, however many references it has in the split.
     """
-    nll, tokens = token_nll(model, dataset, tokenizer, config.eval_batch_size, device)
+    nll, tokens = token_nll(model, dataset, tokenizer, config.eval_batch_size, device, config.precision)
     mean_nll = nll / max(tokens, 1)
     distinct: dict[tuple[int, ...], int] = {}
     for ids in dataset["input_ids"]:
@@ -98,7 +98,7 @@ def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config
     translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=config.num_beams,
                              batch_size=config.eval_batch_size, max_target_tokens=config.max_target_tokens,
                              device=device, prefix_tokens=prefix_length(tokenizer, config.prefix),
-                             progress=f"{split} generation"
+                             precision=config.precision, progress=f"{split} generation"
                              + (f" ({config.num_beams} beams)" if config.num_beams > 1 else ""))
     hypotheses = [translations[distinct[tuple(ids)]] for ids in dataset["input_ids"]]
     references = list(dataset["fr"])

@@ -23,7 +23,7 @@ from study.config import Config
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData
 from study.metrics.generation import evaluate
-from study.model.device import autocast, pick_device
+from study.model.device import autocast, pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
 from study.progress import Progress
 from study.training.checkpoints import load_for_resume, save_checkpoint, set_rng_state
@@ -47,7 +47,7 @@ def training_step(model, batch: dict, optimizer, scheduler, config: Config, devi
     """One optimizer step on one batch; returns (loss, real target tokens). A non-finite loss is returned
     without stepping, for the caller to end the trial as diverged."""
     batch = {k: v.to(device) for k, v in batch.items()}
-    with autocast(device):
+    with autocast(device, config.precision):
         loss = model(**batch).loss  # mean over real target tokens: labels of -100 are ignored
     if not torch.isfinite(loss):
         return float("nan"), 0
@@ -76,6 +76,9 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
     np.random.seed(config.seed)
     model, counts = build_model(config, data.tokenizer, data.upstream)  # seeds torch with config.seed
     model.to(device)
+    # `auto` decided once, knowing the model's width: training and validation run in the same precision.
+    config = config.replace(precision=resolve_precision(config.precision, device,
+                                                             getattr(model.config, "d_model", 0)))
 
     def validate() -> dict:
         # Evaluation draws from torch's RNG (generation does): run it on a forked RNG so that the next epoch's
