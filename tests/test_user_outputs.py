@@ -112,6 +112,47 @@ def test_translate_bad_input_is_one_line(study, args, needle, capsys):
     assert needle in _one_error_line(capsys)
 
 
+def test_a_model_a_standard_t5_cannot_hold_is_refused_and_nothing_published(spm_tokenizer, tmp_path):
+    """decoder_embedding=untied trains a decoder embedding of its own, which T5ForConditionalGeneration ties
+    back to the encoder's on load: the export must say so rather than publish a different model."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from study.config import Config, StudyError
+    from study.data.prepared import PreparedData
+    from study.model.regimes import build_model
+    from study.model.weights import tiny_config
+    from study.results.export import export_best
+    from study.training.checkpoints import save_checkpoint
+
+    base = Config(regime="decoder", tiny_d_model=32, tiny_heads=2, tiny_d_ff=64, tiny_layers=1,
+                  cache_dir=str(tmp_path / "cache"))
+    upstream = T5ForConditionalGeneration(tiny_config(base, spm_tokenizer)).state_dict()
+    data = PreparedData(spm_tokenizer, None, None, None, {"train": 10}, upstream)
+    for embedding in ("frozen", "untied"):
+        config = base.replace(decoder_embedding=embedding)
+        model, _ = build_model(config, spm_tokenizer, upstream)
+        with torch.no_grad():  # as training would: the decoder's (own or shared) embedding moves
+            model.decoder.embed_tokens.weight.add_(1.0)
+        optimizer = torch.optim.AdamW(model.parameters())
+        checkpoint = tmp_path / embedding / "checkpoint"
+        checkpoint.mkdir(parents=True)
+        save_checkpoint(checkpoint, model=model, optimizer=optimizer, epoch=1, config=config,
+                        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+        study = tmp_path / embedding / "study"
+        (study / "decoder").mkdir(parents=True)
+        (study / "decoder" / "best.json").write_text(json.dumps(
+            {"config": config.to_dict(), "checkpoint": str(checkpoint), "test_bleu": 1.0}))
+        if embedding == "frozen":
+            folder = export_best(study, "decoder", data)
+            reloaded = T5ForConditionalGeneration.from_pretrained(folder).state_dict()
+            assert all(torch.equal(v, reloaded[k]) for k, v in model.state_dict().items())
+            continue
+        with pytest.raises(StudyError, match="cannot hold decoder's model: decoder.embed_tokens.weight"):
+            export_best(study, "decoder", data)
+        assert sorted(p.name for p in (study / "decoder").iterdir()) == ["best.json"]  # no folder, no leftovers
+
+
 def test_translate_and_evaluate_need_a_study_folder(tmp_path, capsys):
     from study.evaluate import main as evaluate_main
     from study.translate import main as translate_main
