@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="NAME", help="continue the interrupted study NAME in --results")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto or host:6379); default: start a local one")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every trial's checkpoints (default: only running trials' and each regime's best)")
     # Every Config field that is neither searched nor set by another flag (see search_spaces/*.yaml for those).
     add_config_flags(p, [f for f in FIELDS if f not in NOT_FLAGS])
     return p
@@ -112,7 +114,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
                     max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler,
-                    same_draws=args.same_draws)
+                    same_draws=args.same_draws, keep_checkpoints=args.keep_checkpoints)
     budget.seeds = args.seeds or preset.get("seeds", 1)
     return config, budget, regimes, spaces
 
@@ -141,6 +143,8 @@ def _main(args: argparse.Namespace) -> int:
         args.preset, args.regime = record["preset"], ",".join(record["regimes"])
         args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
         args.seeds = record["budget"].get("seeds", 1)  # studies recorded before --seeds ran one seed
+        # a study started with --keep-checkpoints keeps them when resumed
+        args.keep_checkpoints = args.keep_checkpoints or record["budget"].get("keep_checkpoints", False)
     config, budget, regimes, spaces = resolve(args)
     if args.resume:  # the study's own settings, not today's files and defaults
         config = Config.from_dict(record["config"])
@@ -156,6 +160,7 @@ def _main(args: argparse.Namespace) -> int:
     from study.results.export import export_or_warn
     from study.results.test_scoring import evaluate_best
     from study.tuning.best import best_trial
+    from study.tuning.retention import delete_checkpoints, keep_only_best
     from study.tuning.seeds import extra_seeds, run_seed_trials
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.runner import (
@@ -210,6 +215,10 @@ def _main(args: argparse.Namespace) -> int:
         rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
                                   resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
         export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
+        if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
+            keep_only_best(grid, regime, study_dir)
+            if seed_grid is not None:  # the seed re-runs are scored too: none of theirs is needed any more
+                delete_checkpoints(seed_grid)
         where.push()
     summary = write_summary(study_dir, rows, searched)
     print("\n" + summary.to_string(index=False), flush=True)

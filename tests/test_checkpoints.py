@@ -141,8 +141,9 @@ def _checkpoints(trial_dir: Path) -> list[Path]:
 
 
 def _results(study_dir: Path) -> dict[str, list[dict]]:
-    return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
-            for p in (study_dir / "scratch").glob("trial_*/result.json")}
+    found = {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
+             for p in (study_dir / "scratch").glob("trial_*/result.json")}
+    return {name: rows for name, rows in found.items() if rows}  # a trial just started has reported nothing
 
 
 def _finished(db: Path) -> int:
@@ -159,34 +160,39 @@ def _finished(db: Path) -> int:
 def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
     """ASHA prunes the hopeless learning rate; after an interruption and a resume, the pruned and the
     beaten trials have no checkpoint left and the best trial keeps one, model only, which test scoring read."""
-    pairs = write_pairs(tmp_path / "pairs.tsv", 600)
+    pairs = write_pairs(tmp_path / "pairs.tsv", 400)
     space = tmp_path / "space.yaml"
-    space.write_text("search:\n  lr: {distribution: choice, values: [3e-3, 1e-6]}\n"
+    # A continuous range: no two trials share a learning rate, so no two tie on validation BLEU.
+    space.write_text("search:\n  lr: {distribution: loguniform, low: 1.0e-6, high: 5.0e-3}\n"
                      "fixed: {batch_size: 16}\nasha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
     argv = ["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "kept",
-            "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", "3",
+            "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", "4",
             "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--no-analysis", "--tiny-d-model", "32",
             "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
-            "--max-eval-pairs", "30"]
+            "--max-eval-pairs", "20"]
     study_dir = tmp_path / "results" / "kept"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while _finished(study_dir / "optuna.db") < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
     assert proc.poll() is None, "the study ended before it could be interrupted"
+    assert _finished(study_dir / "optuna.db") >= 2, "no two trials finished in time"
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=180)
+    out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 130, out[-3000:]
-    # During the search: a trial that has finished and is beaten by another keeps no checkpoint.
-    finished = {name: rows for name, rows in _results(study_dir).items() if len(rows) == 2}
-    top = max(max(r["val_bleu"] for r in rows) for rows in _results(study_dir).values())
-    beaten = [name for name, rows in finished.items() if max(r["val_bleu"] for r in rows) < top]
-    assert beaten, f"sampling changed: no finished trial was beaten before the interruption ({finished})"
+    # During the search: a trial that has ended (finished or pruned) and is beaten keeps no checkpoint.
+    # Trials run one at a time, so every trial but the last one started has ended.
+    results = _results(study_dir)
+    last_started = max(results, key=lambda name: results[name][0]["timestamp"])
+    ended = {name: max(r["val_bleu"] for r in rows) for name, rows in results.items() if name != last_started}
+    top = max(max(r["val_bleu"] for r in rows) for rows in results.values())
+    beaten = [name for name, bleu in ended.items() if bleu < top]
+    assert beaten, f"sampling changed: no ended trial was beaten before the interruption ({results})"
     for name in beaten:
         assert not _checkpoints(study_dir / "scratch" / name), name
-    assert any(_checkpoints(study_dir / "scratch" / name) for name in finished if name not in beaten)
+    assert any(_checkpoints(study_dir / "scratch" / name) for name in results if name not in beaten)
 
     resume = subprocess.run([sys.executable, "-m", "study.run", "--resume", "kept", "--results",
                              str(tmp_path / "results"), "--no-analysis"], cwd=ROOT, env=env,
@@ -194,7 +200,7 @@ def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
     best = json.loads((study_dir / "scratch" / "best.json").read_text())
     trials = _results(study_dir)
-    assert len(trials) == 3
+    assert len(trials) == 4
     pruned = [name for name, rows in trials.items() if len(rows) < 2]
     assert pruned, {name: len(rows) for name, rows in trials.items()}
     best_dir = next(name for name, rows in trials.items() if rows[0]["trial_id"] == best["trial_id"])
@@ -203,4 +209,5 @@ def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
         assert len(kept) == (1 if name == best_dir else 0), (name, kept)
     kept = _checkpoints(study_dir / "scratch" / best_dir)[0]
     assert Path(best["checkpoint"]) == kept
+    assert sorted(study_dir.rglob("checkpoint_*")) == [kept]  # nothing elsewhere either (seed re-runs)
     assert "optimizer" not in load_checkpoint(kept) and best["test_bleu"] >= 0

@@ -15,8 +15,6 @@ from study.config import Budget, Config, StudyError
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES
 from study.tuning.searcher import (
-    METRIC,
-    MODE,
     make_scheduler,
     make_searcher,
     optuna_storage_url,
@@ -87,6 +85,8 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from study.tuning.retention import CheckpointRetention, checkpoint_config
+
     base = config.replace(regime=regime, **space.fixed)
     trainable = tune.with_resources(
         # The trials get the data without its test split: selection can only ever see validation.
@@ -116,8 +116,9 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
             ),
             run_config=tune.RunConfig(
                 name=regime, storage_path=tune_storage,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=METRIC,
-                                                        checkpoint_score_order=MODE),
+                # Disk bounded: what resumes a running trial, and the checkpoints of the best so far.
+                checkpoint_config=checkpoint_config(keep_all=budget.keep_checkpoints),
+                callbacks=[] if budget.keep_checkpoints else [CheckpointRetention()],
                 failure_config=tune.FailureConfig(max_failures=budget.max_failures),
                 verbose=1,
             ),
