@@ -186,6 +186,7 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
     try:
         worker = cluster.add_node(num_cpus=1, num_gpus=1)
+        head_id, worker_id = cluster.head_node.node_id, worker.node_id
         ray.init(address=cluster.address)
         code = run_main(["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"),
                          "--name", "placed", "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space),
@@ -200,10 +201,10 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     assert code == 0
     study = tmp_path / "results" / "placed"
     best = json.loads((study / "scratch" / "best.json").read_text())
-    assert worker.node_id != cluster.head_node.node_id
-    assert best["scored_node_id"] == worker.node_id and best["scored_device"] == "cpu"
+    assert worker_id != head_id
+    assert best["scored_node_id"] == worker_id and best["scored_device"] == "cpu"
     assert [s["seed"] for s in best["seeds"]] == [0, 1]
-    assert all(s["node_id"] == worker.node_id for s in best["seeds"])
+    assert all(s["node_id"] == worker_id for s in best["seeds"])
     bleus = [s["test_bleu"] for s in best["seeds"]]
     assert best["test_bleu_n"] == 2 and best["test_bleu_mean"] == pytest.approx(sum(bleus) / 2)
     assert best["test_bleu_sd"] == pytest.approx(abs(bleus[0] - bleus[1]) / 2 ** 0.5)
@@ -216,3 +217,33 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     assert runs.loc["seeds", "test_bleu"] == pytest.approx(bleus[1]) and runs.loc["search", "test_bleu"] == bleus[0]
     row = a.comparison.set_index("regime").loc["scratch"]
     assert row["test_bleu_n"] == 2 and row["trials"] == 1  # the seed re-run is no trial of the search
+
+
+def test_importances_find_the_hyperparameter_that_matters_and_skip_small_searches(tmp_path):
+    import math
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from study.analysis import conclusions
+    from study.analysis.load import load
+
+    refs, weak, strong, _ = _systems(50)
+    study = _fake_study(tmp_path / "fake", {"scratch": weak, "full": strong}, refs)
+    storage = f"sqlite:///{study / 'optuna.db'}"
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "weight_decay": CategoricalDistribution([0.0, 0.1])}
+    rng = random.Random(0)
+    for regime, n in (("scratch", 10), ("full", 3)):
+        s = optuna.create_study(study_name=regime, storage=storage, direction="maximize")
+        for i in range(n):
+            lr, wd = 10 ** rng.uniform(-4, -2), rng.choice([0.0, 0.1])
+            bleu = 10 * (math.log10(lr) + 4) + rng.uniform(-0.1, 0.1)  # BLEU follows lr; weight decay is noise
+            pruned = i % 2  # ASHA stopped half after epoch 1: their first-rung score still counts
+            s.add_trial(optuna.trial.create_trial(
+                params={"lr": lr, "weight_decay": wd}, distributions=space,
+                state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
+                value=None if pruned else bleu + 2, intermediate_values={1: bleu} if pruned else {1: bleu, 2: bleu + 2}))
+    found = conclusions.importances(load(study))
+    assert found["scratch"]["trials"] == 10 and found["scratch"]["epoch"] == 1
+    assert found["scratch"]["lr"] > 0.8 > found["scratch"]["weight_decay"]
+    assert found["full"].startswith("skipped: 3 trial(s)") and str(conclusions.MIN_IMPORTANCE_TRIALS) in found["full"]
