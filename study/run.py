@@ -143,6 +143,9 @@ def _main(args: argparse.Namespace) -> int:
         args.preset, args.regime = record["preset"], ",".join(record["regimes"])
         args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
         args.seeds = record["budget"].get("seeds", 1)  # studies recorded before --seeds ran one seed
+        # a regime not started before the interruption gets the sampler and scheduler the study started with
+        args.searcher, args.scheduler = record["budget"].get("searcher", "tpe"), record["budget"].get("scheduler", "asha")
+        args.same_draws = record["budget"].get("same_draws", False)
         # a study started with --keep-checkpoints keeps them when resumed
         args.keep_checkpoints = args.keep_checkpoints or record["budget"].get("keep_checkpoints", False)
     config, budget, regimes, spaces = resolve(args)

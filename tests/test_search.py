@@ -200,3 +200,32 @@ def test_a_beam_trial_reports_the_greedy_bleu_its_rungs_are_ranked_by(tmp_path):
     assert [m["val_bleu_greedy"] for m in greedy] == [m["val_bleu"] for m in greedy]
     assert [m["val_bleu_greedy"] for m in beams] == pytest.approx([m["val_bleu"] for m in greedy], abs=1e-9)
     assert [m["val_bleu"] for m in beams] != [m["val_bleu"] for m in greedy]  # the beams did decode differently
+
+
+def test_a_resumed_study_keeps_the_sampler_it_started_with(tmp_path, monkeypatch):
+    """A regime the interruption left unstarted is searched as the study began: --searcher, --scheduler and
+    --same-draws come from study.json, not from the resume command's defaults."""
+    from study import run
+
+    study = tmp_path / "results" / "s"
+    study.mkdir(parents=True)
+    budget = {"num_samples": 8, "max_epochs": 3, "searcher": "random", "scheduler": "none", "same_draws": True}
+    (study / "study.json").write_text(json.dumps({"preset": "quick", "regimes": ["scratch"], "budget": budget}))
+
+    class Resolved(Exception):
+        pass
+
+    seen = {}
+
+    def resolve_then_stop(args):
+        seen["budget"] = run_resolve(args)[1]
+        raise Resolved
+
+    run_resolve = run.resolve
+    monkeypatch.setattr(run, "resolve", resolve_then_stop)
+    args = run.build_parser().parse_args(["--resume", "s", "--results", str(tmp_path / "results"),
+                                          "--cache-dir", str(tmp_path / "cache")])
+    with pytest.raises(Resolved):
+        run._main(args)
+    b = seen["budget"]
+    assert (b.searcher, b.scheduler, b.same_draws, b.num_samples) == ("random", "none", True, 8)
