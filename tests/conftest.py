@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,69 @@ def t5_small_tokenizer():
     from transformers import T5Tokenizer
 
     return T5Tokenizer.from_pretrained(str(SHARED_T5))
+
+
+# ------------------------------------------------------------------------------ one real pruning study, shared
+
+# The tiny model the Ray tests train, on the CPU whatever the machine has (trials ask for no GPU).
+STUDY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
+               "--tiny-vocab-size", "500", "--max-eval-pairs", "60", "--device", "cpu", "--gpus-per-trial", "0",
+               # no seed re-runs of the best trial (the quick preset's 2): these tests read the search alone
+               "--seeds", "1"]
+PRUNING_EPOCHS = 3
+
+
+def write_space(path: Path, lrs: list[float], fixed: str = "{batch_size: 16}") -> Path:
+    """A search space over `lr` only (greedy decoding, `fixed` settings), ASHA stopping after one epoch."""
+    path.write_text("search:\n"
+                    f"  lr: {{distribution: choice, values: {lrs}}}\n"
+                    "  num_beams: {distribution: choice, values: [1]}\n"
+                    f"fixed: {fixed}\n"
+                    "asha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def study_pairs(tmp_path_factory) -> Path:
+    """1,500 pairs of the bundled grammar corpus: what the Ray study tests search on (their tokenizer is
+    cached once, in `cache` beside them)."""
+    path = tmp_path_factory.mktemp("study-pairs") / "pairs.tsv"
+    from study.data.sample import corpus
+
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(1500, seed=0)), encoding="utf-8")
+    return path
+
+
+def study_argv(pairs: Path, results: Path, name: str, space: Path, samples: int, epochs: int, cache: Path,
+               seed: int = 0) -> list[str]:
+    return ["--regime", "scratch", "--data", str(pairs), "--results", str(results), "--name", name,
+            "--cache-dir", str(cache), "--search-space", str(space), "--num-samples", str(samples),
+            "--max-epochs", str(epochs), "--max-concurrent", "1", "--seed", str(seed), "--no-analysis", *STUDY_FLAGS,
+            # random draws seeded with --seed itself: the lr order the studies below rely on (TPE would learn)
+            "--searcher", "random", "--same-draws"]
+
+
+@dataclass
+class PruningStudy:
+    path: Path  # results/<name>: the study's folder
+    output: str  # what the study printed
+
+
+@pytest.fixture(scope="session")
+def pruning_study(tmp_path_factory, study_pairs) -> PruningStudy:
+    """One real study of `scratch`, run once per session and read (never changed) by the study and analysis
+    tests: a learning rate that learns and one that cannot; random draws seeded 0 give bad, good, bad, bad, so
+    once the good trial has set the first rung ASHA stops the later bad ones."""
+    import contextlib
+    import io
+
+    from study.run import main as run_main
+
+    root = tmp_path_factory.mktemp("pruning")
+    space = write_space(root / "space.yaml", [3e-3, 1e-6])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = run_main(study_argv(study_pairs, root / "results", "pruned", space, 4, PRUNING_EPOCHS,
+                                  study_pairs.parent / "cache"))
+    assert code == 0, out.getvalue()[-3000:]
+    return PruningStudy(root / "results" / "pruned", out.getvalue())

@@ -12,45 +12,27 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import PRUNING_EPOCHS, study_argv, write_space
 
 from study.analyze import load, main
-from study.data.sample import corpus
 from study.run import main as run_main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
-              "--tiny-vocab-size", "500", "--max-eval-pairs", "60"]
-MAX_EPOCHS = 3
+MAX_EPOCHS = PRUNING_EPOCHS
 PLOTS = ("learning_curves.png", "hyperparameters.png", "epoch_time.png")
 slow = pytest.mark.slow  # starts a local Ray and trains tiny models
 
 
-def _space(path: Path, lrs: list[float], fixed: str) -> Path:
-    path.write_text("search:\n"
-                    f"  lr: {{distribution: choice, values: {lrs}}}\n"
-                    "  num_beams: {distribution: choice, values: [1]}\n"
-                    f"fixed: {fixed}\n"
-                    "asha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory) -> Path:
-    """Two real studies of `scratch`: `pruned` (TPE seeded 0 draws bad, good, bad, bad lr: ASHA stops the later
-    bad ones) and `errored` (every trial asks for CUDA on a CPU-only machine and fails)."""
-    root = tmp_path_factory.mktemp("analyze")
-    pairs = root / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(1500, seed=0)), encoding="utf-8")
-
-    def argv(name: str, space: Path, samples: int, epochs: int) -> list[str]:
-        return ["--regime", "scratch", "--data", str(pairs), "--results", str(root / "results"), "--name", name,
-                "--cache-dir", str(root / "cache"), "--search-space", str(space), "--num-samples", str(samples),
-                "--max-epochs", str(epochs), "--max-concurrent", "1", "--seed", "0", "--no-analysis", *TINY_FLAGS]
-
-    assert run_main(argv("pruned", _space(root / "good.yaml", [3e-3, 1e-6], "{batch_size: 16}"), 4, MAX_EPOCHS)) == 0
-    cuda = _space(root / "cuda.yaml", [3e-3], "{batch_size: 16, device: cuda}")
-    assert run_main(argv("errored", cuda, 2, 1) + ["--max-failures", "0"]) == 2  # no trial scored
-    return root / "results"
+def studies(pruning_study, study_pairs) -> Path:
+    """A results folder with two real studies of `scratch`: `pruned` (the session's shared pruning study: TPE
+    seeded 0 draws bad, good, bad, bad lr, and ASHA stops the later bad ones) and `errored` (every trial asks
+    for CUDA and is given no GPU, so it fails on any machine: conftest hides GPUs from zero-GPU trials)."""
+    results = pruning_study.path.parent
+    cuda = write_space(results.parent / "cuda.yaml", [3e-3], "{batch_size: 16, device: cuda}")
+    argv = study_argv(study_pairs, results, "errored", cuda, 2, 1, study_pairs.parent / "cache")
+    assert run_main(argv + ["--max-failures", "0"]) == 2  # no trial scored
+    return results
 
 
 def _copy(studies: Path, name: str, tmp_path: Path) -> Path:
