@@ -211,3 +211,14 @@ def test_worth_training_ranks_every_regime_and_marks_the_frontier(tmp_path):
     drawn = []
     assert plots.worth_training(a, tmp_path / "w.png", lambda path, write: drawn.append(write(path)))
     assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_worth_training_ranks_a_tie_by_fewer_trainable_parameters(tmp_path):
+    from study.analysis.report import markdown_table
+    from study.analysis.worth_training import section, worth_training
+
+    a = _analysis(tmp_path, [{"regime": "many", "test_bleu": 3.0, "trainable_params": 900, "total_params": 1000},
+                             {"regime": "few", "test_bleu": 3.0, "trainable_params": 90, "total_params": 1000}])
+    assert list(worth_training(a)["regime"]) == ["few", "many"]
+    assert "`few`, `many` tie for the highest test BLEU (3.00); `few` trains the fewest" in "\n".join(
+        section(a, markdown_table))

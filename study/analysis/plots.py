@@ -250,6 +250,7 @@ def worth_training(analysis, path: Path, save) -> bool:
     if trained.empty:
         return False
     fig, (ax,) = _figure(8.0, 5.2, 1)
+    by_params = {name: k for k, name in enumerate(trained.sort_values("trainable_params")["regime"])}
     for r in w.itertuples():
         c = colour(r.regime, regimes)
         if r.trainable_params <= 0:  # log x has no 0: a zero-shot reference line instead
@@ -259,8 +260,9 @@ def worth_training(analysis, path: Path, save) -> bool:
             continue
         ax.errorbar(r.trainable_params, r.test_bleu, yerr=None if np.isnan(r.test_bleu_sd) else r.test_bleu_sd,
                     color=c, marker="D" if r.frontier else "o", markersize=9, capsize=4, linestyle="none", zorder=3)
+        below = by_params[r.regime] % 2  # neighbours along x alternate above and below: their labels never overlap
         ax.annotate(f"{r.regime}\n{format_duration(r.trial_wall_s)}", (r.trainable_params, r.test_bleu),
-                    textcoords="offset points", xytext=(8, 4), fontsize=9, color=c)
+                    textcoords="offset points", xytext=(8, -26 if below else 6), fontsize=9, color=c)
     front = trained[trained["frontier"]].sort_values("trainable_params")
     ax.plot(front["trainable_params"], front["test_bleu"], color="#333333", alpha=0.4, linewidth=1.2, zorder=2)
     ax.set_xscale("log")
@@ -287,4 +289,3 @@ def make_plots(analysis, out_dir: Path, save) -> list[Path]:
         if draw(analysis, out_dir / name, save):
             written.append(out_dir / name)
     return written
-

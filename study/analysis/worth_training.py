@@ -37,7 +37,8 @@ def worth_training(a: StudyAnalysis) -> pd.DataFrame:
         frontier[i] = row["test_bleu"] > best_so_far
         best_so_far = max(best_so_far, row["test_bleu"])
     done["frontier"] = pd.Series(frontier)
-    return done.sort_values("test_bleu", ascending=False, kind="stable")[COLUMNS].reset_index(drop=True)
+    # Equal BLEU: the regime that trains fewer parameters ranks first (it got there for less).
+    return done.sort_values(["test_bleu", "trainable_params"], ascending=[False, True])[COLUMNS].reset_index(drop=True)
 
 
 def _params(n: float) -> str:
@@ -63,7 +64,11 @@ def section(a: StudyAnalysis, table: Table) -> list[str]:
     top, trained = w.iloc[0], w[w["trainable_params"] > 0]
     cheaper = w[w["frontier"] & (w["trainable_params"] < top["trainable_params"])]
     if len(w) >= 2:
-        s = f"`{top.regime}` scored highest ({top.test_bleu:.2f} test BLEU) training {_params(top.trainable_params)} parameters."
+        tied = w[w["test_bleu"] == top.test_bleu]
+        s = (f"`{top.regime}` scored highest ({top.test_bleu:.2f} test BLEU) training {_params(top.trainable_params)} "
+             "parameters." if len(tied) == 1 else
+             f"{', '.join(f'`{r}`' for r in tied['regime'])} tie for the highest test BLEU ({top.test_bleu:.2f}); "
+             f"`{top.regime}` trains the fewest parameters of them ({_params(top.trainable_params)}).")
         cheap = cheaper[cheaper["trainable_params"] > 0]
         if len(cheap):
             best_cheap = cheap.iloc[0]  # the highest-scoring cheaper frontier regime
