@@ -14,6 +14,7 @@ writes `<study>/evaluate-<data name>.csv`, and each regime's translations and re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def score_regime(study_dir: Path, regime: str, pairs, config: Config, device: st
     from study.results.export import load_exported
 
     model, tokenizer = load_exported(study_dir, regime)
-    tokenized, counts = tokenize_splits(DatasetDict({"evaluate": pairs}), tokenizer, config)
+    with contextlib.redirect_stdout(sys.stderr):  # its cache lines are progress; stdout is the table
+        tokenized, counts = tokenize_splits(DatasetDict({"evaluate": pairs}), tokenizer, config)
     if len(tokenized["evaluate"]) == 0:
         raise StudyError(f"every pair of --data {config.data} is over the study's token limits "
                          f"({config.max_source_tokens} source, {config.max_target_tokens} target tokens)")
