@@ -82,6 +82,7 @@ def test_frozen_parts_do_not_move_in_a_step(config, data, regime):
         assert all(".lora_" in k for k in moved), moved
 
 
+@pytest.mark.slow
 def test_lora_checkpoint_resumes_exactly_and_exports_a_plain_t5(config, data, tmp_path):
     config = config.replace(regime="lora", lora_rank=4, lora_alpha=8)
     uninterrupted = run_single(config, data=data, quiet=True)
