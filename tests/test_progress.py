@@ -4,7 +4,6 @@ line every ~10 % (no terminal) with the step count, the rate and an ETA, and not
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
