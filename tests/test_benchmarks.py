@@ -289,7 +289,7 @@ def test_project_loop_reproduces_fit_training_loss(toy, tmp_path):
     cache = toy[toy.index("--cache-dir") + 1]
     config = Config(data=toy[1], model="tiny", regime="scratch", cache_dir=cache, batch_size=8, epochs=1,
                     tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, max_train_pairs=40, max_eval_pairs=2,
-                    eval_batch_size=2, max_target_tokens=24, torch_threads=1)
+                    eval_batch_size=2, max_target_tokens=24, torch_threads=1, device="cpu")  # as ProjectLoop below
     prepared = prepare_data(config)
     data = PreparedData(prepared.tokenizer, prepared.train, prepared.validation, prepared.validation)
     reported = []

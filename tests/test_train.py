@@ -23,7 +23,8 @@ from study.trial import main as trial_main
 from study.trial import run_single
 
 SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
-             max_eval_pairs=40, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
+             max_eval_pairs=40, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1,
+             device="cpu")  # the figures compared below are CPU float32's, on a GPU machine too
 
 
 def write_pairs(path: Path, n: int, seed: int = 0) -> Path:
