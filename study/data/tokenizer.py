@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer
 
-from study.common import atomic_dir, content_hash, not_loadable, publish_dir
+from study.common import atomic_dir, content_hash, not_loadable, publish_dir, require_hub
 from study.config import Config, StudyError
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ def load_tokenizer(config: Config, train_en: list[str], train_fr: list[str]) -> 
     """The tokenizer of `config.model`; for `tiny`, one trained on the given training texts."""
     if is_tiny(config.model):
         return train_tiny_tokenizer(train_en, train_fr, config)
+    # the first thing of a hub model every command loads: offline, fail in seconds rather than after retries
+    require_hub(config.model, "model", "--model tiny or a local model directory")
     try:
         return AutoTokenizer.from_pretrained(config.model)
     except Exception as err:  # noqa: BLE001 - hub, network and format errors all mean the same to a user

@@ -66,9 +66,9 @@ def export_best(study_dir: Path, regime: str, data: PreparedData, tune_storage: 
     generation.num_beams = config.num_beams
     generation.max_new_tokens = config.max_target_tokens
     generation.do_sample = False
-    # As the study's generate call: beams stop once num_beams hypotheses are done. transformers rejects
-    # early_stopping without beams, hence only then.
-    generation.early_stopping = True if config.num_beams > 1 else False
+    # As the study's generate call: beam search stops once num_beams hypotheses are done (transformers warns
+    # about early_stopping with greedy decoding, hence only with beams).
+    generation.early_stopping = config.num_beams > 1
     final = model_dir(study_dir, regime)
     tmp = atomic_dir(final)
     transformers.utils.logging.disable_progress_bar()  # the study's log is no place for save/load bars
