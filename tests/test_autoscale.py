@@ -315,6 +315,8 @@ def test_study_scales_up_cluster_yaml_gpu_workers_runs_there_and_releases_them(f
                for p in (study_dir / "scratch").rglob("result.json")}
     assert len([name for name in results if name.count("/") == 1]) == SAMPLES, sorted(results)
     ran_on = {r["node_id"] for lines in results.values() for r in lines}
+    # The regime's test scoring asks for a trial's resources as well: a worker's GPU, not the head's CPU.
+    ran_on.add(json.loads((study_dir / "scratch" / "best.json").read_text())["scored_node_id"])
     assert heads[0] not in ran_on, (heads, ran_on)
     assert ran_on <= released, (ran_on, released)  # full ids: the fake ones differ only in their last digits
     alive = {n["NodeID"] for n in nodes if n["Alive"]}
