@@ -74,13 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    import datasets
     import pandas as pd
 
     from study.common import write_text
     from study.metrics.scoring import signatures
     from study.results.export import pick_regimes, study_config
-
-    import datasets
 
     datasets.utils.logging.disable_progress_bar()  # the command's output is its table
     study_dir = Path(args.study)
