@@ -162,10 +162,9 @@ def _main(args: argparse.Namespace) -> int:
 
     from study.results.export import export_or_warn
     from study.results.test_scoring import evaluate_best
+    from study.training.upstream import prepare_data_and_upstream
     from study.tuning.best import best_trial
     from study.tuning.retention import delete_checkpoints, keep_only_best
-    from study.tuning.seeds import extra_seeds, run_seed_trials
-    from study.training.upstream import prepare_data_and_upstream
     from study.tuning.runner import (
         check_optuna_agrees,
         finish_budget,
@@ -173,6 +172,7 @@ def _main(args: argparse.Namespace) -> int:
         start_ray,
         unfinished_trials,
     )
+    from study.tuning.seeds import extra_seeds, run_seed_trials
 
     start_ray(args.address)
     budget = finish_budget(budget, args.address)
