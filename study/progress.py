@@ -95,6 +95,10 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            if self.mode == "bar":
+                # tqdm draws at most every mininterval: a loop shorter than that would end on its first,
+                # empty frame. Draw the final state once (steps, rate, loss) before the bar is cleared.
+                self._bar.refresh()
             self._bar.close()
             self._bar = None
 
