@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 # The one helper that finds a cluster's processes by its temp dir (Ray renames its workers; see its docstring).
-from test_cluster import _ray_processes
+from test_cluster import _ray_processes, finish
 
 from study.data.sample import corpus
 
@@ -266,14 +266,8 @@ def test_study_scales_up_cluster_yaml_gpu_workers_runs_there_and_releases_them(f
     log = tmp_path / "driver.log"
     started = datetime.now()
     proc = fake_cluster.start_study(study_argv(tmp_path), log)
-    try:
-        proc.wait(timeout=STUDY_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    out = log.read_text(errors="replace")
-    assert proc.returncode == 0, (f"study exited with {proc.returncode}:\n{out[-5000:]}\n"
-                                  f"--- monitor.log ---\n{fake_cluster.log_tail('monitor.log')}")
+    finish(proc, log, lambda: f"--- monitor.log ---\n{fake_cluster.log_tail('monitor.log')}",
+                 timeout_s=STUDY_TIMEOUT_S)
     finished = datetime.now()
     study_dir = tmp_path / "results" / "scale"
     assert (study_dir / "scratch" / "best.json").exists() and (study_dir / "summary.csv").exists()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,14 +315,18 @@ def study_argv(pairs: Path, cache_dir: Path, results: str, name: str, samples: i
             "--seed", "0", "--no-analysis", *TINY_FLAGS]
 
 
-def finish(proc: subprocess.Popen, log: Path) -> str:
+def finish(proc: subprocess.Popen, log: Path, detail: Callable[[], str] | None = None,
+           timeout_s: float = STUDY_TIMEOUT_S) -> str:
+    """Wait for a study driver (killing it past `timeout_s`); assert it succeeded; return its log.
+    `detail` adds more to the failure message (e.g. the autoscaler's log)."""
     try:
-        proc.wait(timeout=STUDY_TIMEOUT_S)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     out = log.read_text(errors="replace")
-    assert proc.returncode == 0, f"study exited with {proc.returncode}:\n{out[-6000:]}"
+    assert proc.returncode == 0, (f"study exited with {proc.returncode}:\n{out[-6000:]}"
+                                  + (f"\n{detail()}" if detail else ""))
     return out
 
 
