@@ -42,6 +42,11 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def write_lines(path: Path, texts: list[str]) -> None:
+    """One text per line (a text's own newlines become spaces), as sacrebleu's command line reads them."""
+    write_text(path, "".join(t.replace("\n", " ") + "\n" for t in texts))
+
+
 def write_json(path: Path, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 

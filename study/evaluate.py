@@ -77,7 +77,7 @@ def _main(args: argparse.Namespace) -> int:
     import datasets
     import pandas as pd
 
-    from study.common import write_text
+    from study.common import write_lines, write_text
     from study.metrics.scoring import signatures
     from study.results.export import pick_regimes, study_config
 
@@ -95,8 +95,8 @@ def _main(args: argparse.Namespace) -> int:
     # Every regime scored before anything is written: an error leaves no partial result behind.
     name = output_name(args.data)
     for regime, (_, hypotheses, references) in scored.items():
-        write_text(study_dir / regime / f"{name}.hyp.txt", "".join(h.replace("\n", " ") + "\n" for h in hypotheses))
-        write_text(study_dir / regime / f"{name}.ref.txt", "".join(r.replace("\n", " ") + "\n" for r in references))
+        write_lines(study_dir / regime / f"{name}.hyp.txt", hypotheses)
+        write_lines(study_dir / regime / f"{name}.ref.txt", references)
     table = pd.DataFrame([row for row, _, _ in scored.values()]).assign(data=args.data, **signatures())
     csv = study_dir / f"{name}.csv"
     write_text(csv, table.to_csv(index=False))

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from study import progress
-from study.common import write_json, write_text
+from study.common import write_json, write_lines
 from study.config import Config
 from study.data.prepared import PreparedData
 from study.metrics.scoring import multi_reference_bleu, reference_streams, references_by_source, signatures
@@ -72,23 +72,19 @@ def score_on_test(jobs: list[tuple[Config, object]], data: PreparedData, resourc
                     for config, checkpoint in jobs])
 
 
-def _lines(texts: list[str]) -> str:
-    return "".join(t.replace("\n", " ") + "\n" for t in texts)
-
-
 def write_test_texts(out_dir: Path, sources: list[str], scored: dict) -> dict:
     """test.hyp/ref.txt and the multi-reference files of the primary model; returns its multi-reference scores."""
     hypotheses, references = scored["hypotheses"], scored["references"]
-    write_text(out_dir / "test.hyp.txt", _lines(hypotheses))
-    write_text(out_dir / "test.ref.txt", _lines(references))
+    write_lines(out_dir / "test.hyp.txt", hypotheses)
+    write_lines(out_dir / "test.ref.txt", references)
     distinct_hyps, refs = references_by_source(sources, hypotheses, references)
-    write_text(out_dir / "test.hyp.multi.txt", _lines(distinct_hyps))
+    write_lines(out_dir / "test.hyp.multi.txt", distinct_hyps)
     streams = reference_streams(refs)
     for old in out_dir.glob("test.ref.*.txt"):  # a re-scored regime may have had more reference streams
         if old.name.split(".")[2].isdigit() and int(old.name.split(".")[2]) >= len(streams):
             old.unlink()
     for k, stream in enumerate(streams):
-        write_text(out_dir / f"test.ref.{k}.txt", _lines(stream))
+        write_lines(out_dir / f"test.ref.{k}.txt", stream)
     return multi_reference_bleu(sources, hypotheses, references)
 
 
@@ -134,7 +130,7 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
     per_seed = [{"seed": config.seed, "trial_id": best.result.metrics.get("trial_id"), "best_epoch": best.best_epoch,
                  "best_val_bleu": best.best_val_bleu, "scored": primary}]
     for info, scored in zip(seeds, others):
-        write_text(out_dir / f"test.hyp.seed{info['seed']}.txt", _lines(scored["hypotheses"]))
+        write_lines(out_dir / f"test.hyp.seed{info['seed']}.txt", scored["hypotheses"])
         per_seed.append({**info, "scored": scored})
     for entry in per_seed:
         scored = entry.pop("scored")
