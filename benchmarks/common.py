@@ -35,7 +35,7 @@ from study.data import batching
 from study.data import pairs as data_lib
 from study.data.prepared import prepare_text
 from study.data.tokenize import tokenize_splits
-from study.model.device import pick_device
+from study.model.device import pick_device, resolve_precision
 from study.training.loop import make_optimizer, training_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,11 +203,13 @@ class StepStats:
     tokens: int  # real target tokens (labels that are not padding)
     source_tokens: int  # real source tokens (attention mask 1)
     positions: int  # every source and label position computed, padding included
+    source_positions: int = 0  # of which source positions (the rest are label positions)
 
     @classmethod
     def of(cls, batch: dict[str, torch.Tensor], label_pad: int) -> StepStats:
         labels, mask = batch["labels"], batch["attention_mask"]
-        return cls(labels.shape[0], int((labels != label_pad).sum()), int(mask.sum()), mask.numel() + labels.numel())
+        return cls(labels.shape[0], int((labels != label_pad).sum()), int(mask.sum()), mask.numel() + labels.numel(),
+                   mask.numel())
 
 
 class OriginalLoop:
@@ -244,6 +246,9 @@ class ProjectLoop:
 
     def __init__(self, model, train: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,
                  device: torch.device, total_steps: int, regions: bool = False):
+        # `auto` made concrete knowing the model's width, as `fit` does (bf16 for t5-small on a bf16 CPU).
+        config = config.replace(precision=resolve_precision(config.precision, device,
+                                                            getattr(model.config, "d_model", 0)))
         self.model, self.train, self.tokenizer, self.config, self.device = model, train, tokenizer, config, device
         self.optimizer, self.scheduler = make_optimizer(model, config, total_steps)
         self.regions = regions
@@ -272,13 +277,19 @@ def sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def time_pass(loop, device: torch.device, warmup: bool = True) -> dict:
-    """One untimed warm-up step on the loop's first batch, then one timed pass over all of its batches."""
+def time_pass(loop, device: torch.device, warmup: bool = True, max_steps: int | None = None) -> dict:
+    """One untimed warm-up step on the loop's first batch, then a timed pass over its batches: all of them,
+    or the first `max_steps` (the batches of a shuffled epoch, so any run of them is a random sample)."""
+    batches = iter(loop.batches())
     if warmup:
-        loop.step(next(iter(loop.batches())))
+        loop.step(next(batches))
     sync(device)
     start = time.perf_counter()
-    stats = [loop.step(batch) for batch in loop.batches()]
+    stats = []
+    for batch in batches:
+        stats.append(loop.step(batch))
+        if max_steps is not None and len(stats) == max_steps:
+            break
     sync(device)
     return throughput(time.perf_counter() - start, stats)
 
@@ -289,8 +300,59 @@ def throughput(seconds: float, stats: list[StepStats]) -> dict:
     pairs, tokens = sum(s.pairs for s in stats), sum(s.tokens for s in stats)
     real, positions = tokens + sum(s.source_tokens for s in stats), sum(s.positions for s in stats)
     return {"seconds": seconds, "steps": len(stats), "pairs": pairs, "tokens": tokens, "positions": positions,
+            "source_tokens": sum(s.source_tokens for s in stats),
+            "source_positions": sum(s.source_positions for s in stats),
             "pairs_per_s": pairs / seconds, "tokens_per_s": tokens / seconds,
             "padding": 1 - real / positions if positions else None, "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------------------- FLOPs and the machine's peak
+
+
+def flop_weights(model) -> dict[str, int]:
+    """The matmul parameters a T5 applies per source token (the encoder's blocks) and per target token (the
+    decoder's blocks and the output head), and whether each side trains. Embedding lookups are not matmuls
+    and are left out; so are attention's score and mixing products, which are small for sentences this
+    short (each is ~2 x length x d_model per token and layer, against ~12 x d_model^2)."""
+    model = getattr(model, "base_model", model)
+    model = getattr(model, "model", model)  # a peft wrapper holds the T5 inside
+    encoder = sum(p.numel() for p in model.encoder.block.parameters())
+    decoder = sum(p.numel() for p in model.decoder.block.parameters())
+    head = model.lm_head.weight.numel()
+    return {"encoder": encoder, "decoder_and_head": decoder + head,
+            "encoder_trains": any(p.requires_grad for p in model.encoder.parameters())}
+
+
+def training_flops(weights: dict, source: int, target: int) -> float:
+    """Training FLOPs for `source` and `target` token positions: 2 per parameter and token forward, 4 more
+    backward (gradients of activations and of weights), i.e. the usual 6 x parameters x tokens; a frozen
+    encoder runs forward only (2 x), since nothing before it needs a gradient."""
+    encoder_factor = 6 if weights["encoder_trains"] else 2
+    return encoder_factor * weights["encoder"] * source + 6 * weights["decoder_and_head"] * target
+
+
+def flop_rates(weights: dict, run: dict) -> dict:
+    """A timed run's training FLOP/s over its real tokens (useful work) and over every position computed,
+    padding included (what the hardware did)."""
+    useful = training_flops(weights, run["source_tokens"], run["tokens"])
+    computed = training_flops(weights, run["source_positions"], run["positions"] - run["source_positions"])
+    return {"useful_flops_per_s": useful / run["seconds"], "computed_flops_per_s": computed / run["seconds"]}
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's dense matmul rate (FLOP/s) at the current torch threads: the best of `repeats` timed
+    n x n products after a warm-up. The ceiling a training step's matmuls can approach, not exceed."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        if i:  # the first is the warm-up
+            best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
 
 
 # ----------------------------------------------------------------------------------------- reporting

@@ -54,34 +54,62 @@ def read(path: Path) -> dict:
 
 def test_train_throughput_runs_and_writes_json(toy, tmp_path, capsys):
     out = tmp_path / "train.json"
-    argv = [*toy, "--steps", "3", "--batch-size", "8", "--repeats", "1", "--out", str(out),
-            "--profile", "--profile-steps", "2", "--profile-rows", "5"]
+    argv = [*toy, "--steps", "3", "--original-steps", "2", "--pool-pairs", "40", "--batch-size", "8", "--repeats", "1",
+            "--matmul-size", "256", "--out", str(out), "--profile", "--profile-steps", "2", "--profile-rows", "5"]
     assert train_throughput.main(argv) == 0
     record = read(out)
-    assert {"benchmark", "settings", "run", "ways", "skipped", "ratios", "targets", "profile"} <= set(record)
+    assert {"benchmark", "settings", "run", "ways", "skipped", "ratios", "targets", "profile", "c_over_a",
+            "c_over_b", "share_of_peak", "matmul_peak_flops_per_s"} <= set(record)
     expected_trainer = train_throughput.trainer_unavailable() is None
     assert ("trainer" in record["ways"]) == expected_trainer and ("trainer" in record["skipped"]) != expected_trainer
+    assert "trainer_bf16" in record["ways"] or "trainer_bf16" in record["skipped"]
+    weights, peaks = record["settings"]["flop_weights"], record["matmul_peak_flops_per_s"]
     tokens = {}
     for name, way in record["ways"].items():
         assert len(way["repeats"]) == 1
         run = way["repeats"][0]
-        assert run["steps"] == 3 and run["pairs"] == 24, name  # the same pairs, the same number of steps
+        expected_steps = 2 if name == "original" else 3
+        assert run["steps"] == expected_steps and run["pairs"] == 8 * expected_steps, name
         # The rates are what was counted over what was timed (one repeat: its own figures, not a median).
         assert way["pairs_per_s"] == pytest.approx(run["pairs"] / run["seconds"]), name
         assert way["tokens_per_s"] == pytest.approx(run["tokens"] / run["seconds"]), name
+        # 6 x parameters x tokens, by hand: encoder blocks per real source token, decoder + head per target token
+        flops = 6 * (weights["encoder"] * run["source_tokens"] + weights["decoder_and_head"] * run["tokens"])
+        assert way["useful_flops_per_s"] == pytest.approx(flops / run["seconds"]), name
+        assert way["share_of_peak"] == pytest.approx(way["useful_flops_per_s"] / peaks[way["precision"]]), name
+        assert way["computed_flops_per_s"] > way["useful_flops_per_s"], name  # padding is computed too
         tokens[name] = run["tokens"]
-    assert all(n > run["pairs"] for n in tokens.values()), tokens  # several real target tokens a pair
+    assert all(n > 8 for n in tokens.values()), tokens  # several real target tokens a pair
     ways = record["ways"]
     for unit in ("pairs_per_s", "tokens_per_s"):
         assert record["ratios"]["project_vs_original"][unit] == pytest.approx(
             ways["project"][unit] / ways["original"][unit])
-    assert record["settings"]["sample_pairs"] == 24
+    assert record["c_over_a"] == record["ratios"]["project_vs_original"]["tokens_per_s"]
+    if expected_trainer:  # c/b is against the faster of the Trainer's settings
+        trainers = [w for w in ("trainer", "trainer_bf16") if w in ways]
+        best = max(ways[w]["tokens_per_s"] for w in trainers)
+        assert record["c_over_b"] == pytest.approx(ways["project"]["tokens_per_s"] / best)
+    assert record["settings"]["pool_pairs"] == 40
     # (a) computes every row at the corpus maximum: more positions per step than (c)'s own-length batches.
     assert record["ways"]["original"]["positions_per_step"] >= record["ways"]["project"]["positions_per_step"]
     assert record["ways"]["original"]["padding"] > record["ways"]["project"]["padding"]
     assert "aten::" in record["profile"]["table"] and record["profile"]["phase_ms_per_step"]["step"] > 0
     printed = capsys.readouterr().out
-    assert "c/a:" in printed and "(a) original notebook loop" in printed
+    assert "c/a (against original)" in printed and "(a) original notebook loop" in printed
+
+
+def test_train_throughput_decoder_regime_counts_a_forward_only_encoder(toy, tmp_path):
+    """`--regime decoder`: (c) trains the decoder only; its FLOPs count the frozen encoder forward only."""
+    out = tmp_path / "train.json"
+    argv = [*toy, "--steps", "2", "--original-steps", "1", "--pool-pairs", "24", "--batch-size", "8", "--repeats", "1",
+            "--matmul-size", "128", "--ways", "project", "--regime", "decoder", "--out", str(out)]
+    assert train_throughput.main(argv) == 0
+    record = read(out)
+    s, run = record["settings"], record["ways"]["project"]["repeats"][0]
+    weights = s["flop_weights"]
+    assert not weights["encoder_trains"] and s["trainable_params"] < s["total_params"]
+    flops = 2 * weights["encoder"] * run["source_tokens"] + 6 * weights["decoder_and_head"] * run["tokens"]
+    assert record["ways"]["project"]["useful_flops_per_s"] == pytest.approx(flops / run["seconds"])
 
 
 def test_eval_throughput_runs_and_writes_json(toy, tmp_path):

@@ -82,6 +82,30 @@ def test_frozen_parts_do_not_move_in_a_step(config, data, regime):
         assert all(".lora_" in k for k in moved), moved
 
 
+def test_decoder_regime_runs_no_encoder_backward_and_keeps_no_encoder_optimizer_state(config, data):
+    """The frozen encoder costs `decoder` trials a forward pass only: autograd records nothing through it (its
+    output needs no gradient), no encoder tensor gets a gradient, and AdamW holds state for decoder tensors only."""
+    from study.training.loop import make_optimizer, training_step
+
+    config = config.replace(regime="decoder")
+    model, _ = build_model(config, data.tokenizer, data.upstream)
+    encoder_out = []
+    model.encoder.register_forward_hook(lambda module, args, out: encoder_out.append(out.last_hidden_state))
+    optimizer, scheduler = make_optimizer(model, config, total_steps=4)
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    assert not encoder_ids & {id(p) for group in optimizer.param_groups for p in group["params"]}
+    batch = next(iter(make_loader(data.train, data.tokenizer, 8, shuffle=False)))
+    model(**batch).loss.backward()
+    assert encoder_out and not encoder_out[-1].requires_grad and encoder_out[-1].grad_fn is None
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None for p in model.decoder.parameters())
+    model.zero_grad(set_to_none=True)
+    training_step(model, batch, optimizer, scheduler, config, torch.device("cpu"))
+    state_ids = {id(p) for p in optimizer.state}
+    assert state_ids and not state_ids & encoder_ids
+    assert state_ids == {id(p) for p in model.parameters() if p.requires_grad}
+
+
 @pytest.mark.slow
 def test_lora_checkpoint_resumes_exactly_and_exports_a_plain_t5(config, data, tmp_path):
     config = config.replace(regime="lora", lora_rank=4, lora_alpha=8)
