@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/eval_throughput.py`
 from benchmarks import common  # noqa: E402
 from study.config import StudyError  # noqa: E402
 from study.metrics.generation import generation_limit, prefix_length, translate  # noqa: E402
+from study.model.device import PRECISIONS, resolve_precision  # noqa: E402
 from study.model.regimes import build_model  # noqa: E402
 
 NAME = "eval_throughput"
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also benchmark a model trained this many steps with the project's loop (default 0: only the random init)")
     p.add_argument("--train-batch-size", type=int, default=32, help="batch size of that training")
     p.add_argument("--train-lr", type=float, default=1e-3, help="learning rate of that training")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="the project's precision, resolved as a trial resolves it (default auto: bf16 for "
+                        "t5-small on a bf16 CPU); the original always ran fp32")
     return p
 
 
@@ -134,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if any(b < 1 for b in args.beams) or args.train_steps < 0:
         raise StudyError("--beams must be at least 1 and --train-steps non-negative")
     device = common.setup_torch(args)
-    bench = common.load_data(args, regime="scratch", batch_size=args.train_batch_size, lr=args.train_lr)
+    bench = common.load_data(args, regime="scratch", batch_size=args.train_batch_size, lr=args.train_lr,
+                             precision=args.precision)
     tokenizer, config = bench.tokenizer, bench.config
     rows = sample_rows(bench.tokenized[args.split], args.pairs, args.seed, args.order)
     sources = [list(s) for s in rows["input_ids"]]
@@ -144,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     base_model, counts = build_model(config, tokenizer)
     base_model.to(device)
+    precision = resolve_precision(config.precision, device, base_model.config.d_model)  # as `fit` resolves it
     models = [("random init", base_model, None)]
     if args.train_steps:
         trained = copy.deepcopy(base_model)
@@ -167,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                 original_s.append(seconds)
                 seconds, _ = timed(partial(translate, model, sources, tokenizer, num_beams=beams,
                                            batch_size=args.batch_size, max_target_tokens=config.max_target_tokens,
-                                           device=device, prefix_tokens=prefix_tokens))
+                                           device=device, prefix_tokens=prefix_tokens, precision=precision))
                 project_s.append(seconds)
             original = {"sentences_per_s": len(sources) / common.median(original_s), "seconds": original_s,
                         "new_token_limit_per_batch": info["limit_per_batch"],
@@ -190,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                      "distinct_sources": distinct, "batch_size": args.batch_size, "beams": args.beams,
                      "repeats": args.repeats, "order": args.order, "seed": args.seed,
                      "original_source_len": bench.corpus_source_max, "original_max_length": bench.corpus_target_max,
-                     "project_max_target_tokens": config.max_target_tokens,
+                     "project_max_target_tokens": config.max_target_tokens, "project_precision": precision,
                      "mean_source_tokens": common.mean_length(sources)},
         "run": common.run_info(args, device),
         "results": results,
@@ -205,7 +211,7 @@ def print_report(record: dict) -> None:
           f"median of {s['repeats']}, {record['run']['threads']} threads on {record['run']['device']}")
     print(f"original: sources padded to {s['original_source_len']} tokens, max_length {s['original_max_length']}; "
           f"project: sources padded per batch (mean {s['mean_source_tokens']:.1f} tokens), limit "
-          f"min({s['project_max_target_tokens']}, 1.5 x source + 10)\n")
+          f"min({s['project_max_target_tokens']}, 1.5 x source + 10), {s['project_precision']}\n")
     rows = [[r["model"], r["num_beams"], r["original"]["sentences_per_s"], r["project"]["sentences_per_s"],
              common.fmt_ratio(r["ratio"]), f"{r['original']['new_token_limit_per_batch']:.0f} / "
              f"{r['project']['new_token_limit_per_batch']:.0f}", f"{100 * r['no_eos_fraction_original']:.0f}%",
