@@ -61,6 +61,7 @@ def test_tables_agree_with_what_ray_reads_back(studies):
         assert curve["epoch"].tolist() == history["epoch"].tolist()
         assert curve["val_loss"].tolist() == pytest.approx(history["val_loss"].tolist())
         assert curve["val_bleu"].tolist() == pytest.approx(history["val_bleu"].tolist())
+        assert curve["val_bleu_greedy"].tolist() == pytest.approx(history["val_bleu_greedy"].tolist())  # ASHA's rungs
     assert set(trials["status"]) == {"finished", "pruned"}
     assert (trials.loc[trials["status"] == "pruned", "lr"] == 1e-6).all()
 

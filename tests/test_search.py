@@ -141,7 +141,10 @@ def test_study_json_and_report_record_the_sampler(tmp_path):
         assert samplers[regime] == {"sampler": "tpe", "seed": regime_seed(0, regime), "same_draws": False,
                                     "trials": n, "n_startup_trials": startup_trials(n), "multivariate": True,
                                     "constant_liar": True}
-    assert samplers["upstream"]["trials"] == 2  # one per beam choice
+    assert samplers["upstream"]["trials"] == samplers["upstream"]["enqueued_grid_points"] == 2  # one per beam choice
+    assert "enqueued_grid_points" not in samplers["scratch"]
+    upstream = sampler_line("upstream", samplers["upstream"])
+    assert "2 points of its decoding grid, enqueued" in upstream and "at random" not in upstream
     same = record("--same-draws", "--seed", "3")["samplers"]
     assert {s["seed"] for s in same.values()} == {3} and all(s["same_draws"] for s in same.values())
     random = record("--searcher", "random")["samplers"]["full"]

@@ -40,7 +40,7 @@ from study.tuning.internals import read_experiment_state
 from study.tuning.seeds import SEEDS_EXPERIMENT
 
 STATUSES = ("finished", "pruned", "diverged", "errored", "running", "pending")
-METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_chrf", "val_bleu_multi", "train_loss", "lr", "epoch_time_s",
+METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_bleu_greedy", "val_chrf", "val_bleu_multi", "train_loss", "lr", "epoch_time_s",
            "train_tokens_per_s", "diverged", "trainable_params", "total_params"]
 TUNE_FIELDS = ["training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "node_id", "node_ip"]
 TEST = ["test_loss", "test_ppl", "test_exact_match", "test_bleu", "test_chrf", "test_bleu_multi"]

@@ -196,6 +196,9 @@ def sampler_line(regime: str, s: dict) -> str:
            f"{s.get('multivariate')}, constant liar {s.get('constant_liar')})" if s.get("sampler") == "tpe"
            else f"{s.get('sampler')} sampling ({s.get('trials')} trials)")
     seed = "the study seed for every regime" if s.get("same_draws") else "a seed of its own"
+    if s.get("enqueued_grid_points"):  # nothing trains: its trials are the decoding grid's points, in order
+        return (f"- `{regime}` trials: the {s['enqueued_grid_points']} points of its decoding grid, enqueued "
+                "(no sampler proposal)")
     return f"- `{regime}` trials proposed by {how}, sampler seed {s.get('seed')} ({seed})"
 
 

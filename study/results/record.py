@@ -66,7 +66,8 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
                           for r, s in spaces.items()},
         # each regime's sampler as the runner builds it: which, its seed, TPE's random start, ...
         "samplers": {r: sampler_settings(budget.searcher, r, planned_trials(REGIMES[r].trains, budget.num_samples,
-                                                                            spaces[r]), config.seed, budget.same_draws)
+                                                                            spaces[r]), config.seed, budget.same_draws,
+                                             REGIMES[r].trains)
                      for r in regimes},
         "versions": versions(), "git_commit": git_commit(),
         **signature,

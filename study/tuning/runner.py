@@ -101,7 +101,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         max_epochs = budget.max_epochs if trains else 0
-        sampler = sampler_settings(budget.searcher, regime, n, config.seed, budget.same_draws)
+        sampler = sampler_settings(budget.searcher, regime, n, config.seed, budget.same_draws, trains)
         searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, sampler,
                                                     points_to_evaluate=None if trains else space.grid_points()),
                                       max_concurrent=budget.max_concurrent)

@@ -98,12 +98,16 @@ def planned_trials(trains: bool, num_samples: int, space: SearchSpace) -> int:
     return num_samples if trains else min(num_samples, space.grid_size())
 
 
-def sampler_settings(searcher: str, regime: str, n_trials: int, study_seed: int, same_draws: bool = False) -> dict:
-    """Everything that defines a regime's sampler, as recorded in study.json and built by `make_sampler`."""
+def sampler_settings(searcher: str, regime: str, n_trials: int, study_seed: int, same_draws: bool = False,
+                     trains: bool = True) -> dict:
+    """Everything that defines a regime's sampler, as recorded in study.json and built by `make_sampler`.
+    A regime that trains nothing runs its grid's points, enqueued (`grid_points`): the sampler proposes none."""
     if searcher not in SAMPLERS:
         raise StudyError(f"unknown searcher {searcher!r}; use one of {', '.join(SAMPLERS)}")
     settings: dict[str, Any] = {"sampler": searcher, "seed": regime_seed(study_seed, regime, same_draws),
                                 "same_draws": same_draws, "trials": n_trials}
+    if not trains:
+        settings["enqueued_grid_points"] = n_trials
     if searcher == "tpe":
         settings.update(n_startup_trials=startup_trials(n_trials), multivariate=True, constant_liar=True)
     return settings
