@@ -40,8 +40,15 @@ def test_asha_prunes_and_optuna_records_pruned(pruning_study):
     for t in complete:
         assert sorted(t.intermediate_values) == list(range(1, PRUNING_EPOCHS + 1))
     # The Tune side agrees: pruned trials ran fewer epochs than the budget.
-    epochs = [len(p.read_text().splitlines()) for p in (study_dir / "scratch").glob("*/result.json")]
+    results = [[json.loads(line) for line in p.read_text().splitlines()]
+               for p in (study_dir / "scratch").glob("*/result.json")]
+    epochs = [len(r) for r in results]
     assert sorted(epochs)[0] < PRUNING_EPOCHS and max(epochs) == PRUNING_EPOCHS
+    # Trials run in a reused worker process (`reuse_actors`), and a trial's numbers do not depend on what ran
+    # there before it: the three trials at lr 1e-6 (same config, same seed) have the same first epoch.
+    assert len({r[0]["pid"] for r in results}) < len(results), [r[0]["pid"] for r in results]
+    hopeless = [r[0] for r in results if r[0]["config"]["lr"] == 1e-6]
+    assert len(hopeless) == 3 and len({(m["train_loss"], m["val_loss"], m["val_bleu"]) for m in hopeless}) == 1
 
     # best.json's test BLEU is what the sacrebleu command line gives on the written files.
     best = json.loads((study_dir / "scratch" / "best.json").read_text())

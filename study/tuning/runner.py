@@ -111,6 +111,10 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
             tune_config=tune.TuneConfig(
                 search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
                 trial_dirname_creator=trial_dirname,
+                # A finished trial's worker process runs the next trial: no new process importing torch and
+                # transformers and fetching the data per trial. Safe because `fit` seeds every RNG and
+                # restores torch's threads, so a trial's numbers never depend on what ran before it.
+                reuse_actors=True,
                 scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
                 if trains and budget.scheduler == "asha" else None,
             ),
