@@ -14,6 +14,24 @@ import pytest
 # Set before any test starts Ray, in-process or as a subprocess, so every raylet and worker inherits it.
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")
 
+# The suite runs on pytest-xdist workers (pyproject's addopts). `ray.init()` joins the cluster recorded under
+# Ray's temp dir when there is one, so each worker gets a temp dir of its own: a Ray started by one worker's
+# test is never joined by another's study. (Short paths: Ray's socket paths live under it.)
+if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["RAY_TMPDIR"] = f"/tmp/ray-{_worker}"
+    os.makedirs(os.environ["RAY_TMPDIR"], exist_ok=True)
+
+# Tests are handed to workers a module at a time (`--dist loadgroup`, one group per module), so a module's
+# fixtures are built once; modules that share a session fixture share a group, so it is built once too.
+SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            module = item.module.__name__.rpartition(".")[2]
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_T5 = SHARED / "t5-small"
 SHARED_PAIRS = SHARED / "data" / "eng-fra.tsv"

@@ -232,7 +232,7 @@ def fake_cluster(launcher_config):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
         _stop(_ray_processes(str(temp_dir)), signal.SIGTERM)
-        deadline = time.time() + 30
+        deadline = time.time() + 5  # Ray's processes that honour SIGTERM are gone within seconds; the rest get SIGKILL
         while (left := _ray_processes(str(temp_dir))) and time.time() < deadline:
             time.sleep(0.5)
         _stop(left, signal.SIGKILL)

@@ -375,13 +375,13 @@ def test_gpu_check_runs_on_a_cpu_with_a_tiny_budget(tmp_path):
     sample.write_text("\n".join(random.Random(0).sample(lines, 400)) + "\n", encoding="utf-8")
     out = tmp_path / "gpu_check.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--data", str(sample),
-                          "--model", str(SHARED_T5), "--max-train-pairs", "64", "--max-eval-pairs", "16",
+                          "--model", str(SHARED_T5), "--max-train-pairs", "32", "--max-eval-pairs", "8",
                           "--device", "cpu", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     record = json.loads(out.read_text())
-    assert record["train_pairs"] == 64 and record["validation_pairs"] == 16 and record["autocast"] == "bfloat16"
+    assert record["train_pairs"] == 32 and record["validation_pairs"] == 8 and record["autocast"] == "bfloat16"
     assert record["train_s"] > 0 and record["validation_s"] > 0
     assert record["train_s"] + record["validation_s"] == pytest.approx(record["epoch_s"])
     assert record["train_tokens_per_s"] > record["train_target_tokens_per_s"] > 0 and record["peak_rss_gb"] > 0

@@ -177,7 +177,9 @@ def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
     deadline = time.time() + 600
     while _finished(study_dir / "optuna.db") < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-    assert proc.poll() is None, "the study ended before it could be interrupted"
+    if proc.poll() is not None:
+        pytest.fail(f"the study ended (exit {proc.returncode}) before it could be interrupted:\n"
+                    + proc.stdout.read()[-4000:])
     ended_count = _finished(study_dir / "optuna.db")
     assert ended_count >= 2, "no two trials finished in time"
     proc.send_signal(signal.SIGINT)
