@@ -26,6 +26,7 @@ if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
 SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if not item.get_closest_marker("xdist_group"):
@@ -166,3 +167,20 @@ def pruning_study(tmp_path_factory, study_pairs) -> PruningStudy:
                                   study_pairs.parent / "cache"))
     assert code == 0, out.getvalue()[-3000:]
     return PruningStudy(root / "results" / "pruned", out.getvalue())
+
+
+def optuna_trials_in(db: Path, states: tuple[str, ...]) -> int:
+    """Trials of a study's optuna.db in `states` (e.g. "COMPLETE", "PRUNED"), read from a read-only
+    connection while its driver may still be creating or writing it: `optuna.load_study` would open the
+    file for writing (creating tables, stamping the schema version) and can make the driver's own
+    RDBStorage fail on a duplicate version row."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    marks = ", ".join("?" * len(states))
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute(f"SELECT COUNT(*) FROM trials WHERE state IN ({marks})", states).fetchone()[0]
+    except sqlite3.Error:  # the driver has not created the tables yet
+        return 0

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 import torch
+from conftest import optuna_trials_in
 from transformers import T5Config, T5ForConditionalGeneration
 
 from study.config import Config, StudyError
@@ -147,13 +147,7 @@ def _results(study_dir: Path) -> dict[str, list[dict]]:
 
 
 def _finished(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        trials = optuna.load_study(study_name="scratch", storage=f"sqlite:///{db}").trials
-    except Exception:  # noqa: BLE001 - the driver may not have created the study yet
-        return 0
-    return sum(t.state.is_finished() for t in trials)
+    return optuna_trials_in(db, ("COMPLETE", "PRUNED", "FAIL"))  # what optuna's TrialState.is_finished() counts
 
 
 @pytest.mark.slow

@@ -183,6 +183,7 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
                      "  num_beams: {distribution: choice, values: [1]}\nfixed: {batch_size: 16}\n", encoding="utf-8")
     temp_dir = Path(__import__("tempfile").mkdtemp(prefix="rsc", dir="/tmp"))  # short: Ray's socket paths
     monkeypatch.setenv("RAY_TMPDIR", str(temp_dir))
+    ray.shutdown()  # an in-process study that ran before in this worker keeps its local Ray up (start_ray)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
     try:
         worker = cluster.add_node(num_cpus=1, num_gpus=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import PRUNING_EPOCHS, study_argv, write_space
+from conftest import PRUNING_EPOCHS, optuna_trials_in, study_argv, write_space
 
 from study.run import main as run_main
 
@@ -65,16 +64,7 @@ def test_asha_prunes_and_optuna_records_pruned(pruning_study):
 
 
 def _completed(db: Path) -> int:
-    """Trials Optuna has recorded COMPLETE, read from a read-only connection: `optuna.load_study` would open
-    the file for writing (creating tables, checking versions) while the driver writes it, and a locked or
-    half-created database would read as 0 again and again."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
-    except sqlite3.Error:  # the driver has not created the tables yet
-        return 0
+    return optuna_trials_in(db, ("COMPLETE",))
 
 
 def test_interrupted_study_resumes_without_rerunning_finished_trials(study_pairs, tmp_path):
