@@ -55,7 +55,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/train_throughput.py`
 from benchmarks import common  # noqa: E402
 from study.config import StudyError  # noqa: E402
 from study.model.device import PRECISIONS, cpu_has_native_bf16, resolve_precision  # noqa: E402
-from study.model.regimes import build_model, get_regime  # noqa: E402
+from study.model.regimes import build_model, get_regime, parameter_counts  # noqa: E402
 
 NAME = "train_throughput"
 WAYS = {"original": "(a) original notebook loop", "trainer": "(b) HF Seq2SeqTrainer, group_by_length",
@@ -251,8 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
     base_model, _ = build_model(config, tokenizer)  # seeded with --seed: every run starts from these weights
     regime.set_trainable(base_model, config)  # a random init trains as fast as the pretrained weights would
-    counts = {"total_params": sum(p.numel() for p in base_model.parameters()),
-              "trainable_params": sum(p.numel() for p in base_model.parameters() if p.requires_grad)}
+    counts = parameter_counts(base_model)
     flop_weights = common.flop_weights(base_model)
     project_precision = resolve_precision(config.precision, device, base_model.config.d_model)
     precision = {"original": "fp32", "trainer": "fp32", "trainer_bf16": "bf16", "project": project_precision}

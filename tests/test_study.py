@@ -43,7 +43,7 @@ def test_asha_prunes_and_optuna_records_pruned(pruning_study):
                for p in (study_dir / "scratch").glob("*/result.json")]
     epochs = [len(r) for r in results]
     assert sorted(epochs)[0] < PRUNING_EPOCHS and max(epochs) == PRUNING_EPOCHS
-    # Trials run in a reused worker process (`reuse_actors`), and a trial's numbers do not depend on what ran
+    # Trials run in a reused worker process (`reuse_actors`; Tune writes each result's `pid`), and a trial's numbers do not depend on what ran
     # there before it: the three trials at lr 1e-6 (same config, same seed) have the same first epoch.
     assert len({r[0]["pid"] for r in results}) < len(results), [r[0]["pid"] for r in results]
     hopeless = [r[0] for r in results if r[0]["config"]["lr"] == 1e-6]

@@ -9,7 +9,6 @@ in how the model is built and which parameters train.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,15 +21,13 @@ from study.training.loop import fit
 
 
 def node() -> dict:
-    """Which Ray node runs this code: its id (unique even when several nodes share one machine) and IP, and
-    the worker process (trials reuse a finished trial's process: `reuse_actors`)."""
+    """Which Ray node runs this code: its id (unique even when several nodes share one machine) and IP."""
     try:
         import ray
 
-        return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid()}
+        return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
     except Exception:  # noqa: BLE001 - outside Ray there is no node to name
-        return {"node_id": "local", "node_ip": "local", "pid": os.getpid()}
+        return {"node_id": "local", "node_ip": "local"}
 
 
 def run_in_tune(regime: Regime, params: dict, base: dict, data: PreparedData) -> None:
