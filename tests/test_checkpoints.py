@@ -1,5 +1,6 @@
-"""Checkpoints are plain data (a checkpoint that would run code is refused, not opened), and a study keeps
-only the checkpoints it needs: a running trial's, and its regime's best (model only once scored)."""
+"""Checkpoints are plain data (a checkpoint that would run code is refused, not opened); a study interrupted
+with Ctrl-C resumes from them without re-running a trial, and keeps only the checkpoints it needs: a running
+trial's, and its regime's best (model only once scored)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from conftest import optuna_trials_in
@@ -151,9 +153,11 @@ def _finished(db: Path) -> int:
 
 
 @pytest.mark.slow
-def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
-    """ASHA prunes the hopeless learning rate; after an interruption and a resume, the pruned and the
-    beaten trials have no checkpoint left and the best trial keeps one, model only, which test scoring read."""
+def test_interrupted_study_resumes_without_rerunning_and_keeps_only_the_checkpoints_it_needs(tmp_path):
+    """Ctrl-C mid-study, then --resume: the trials that had ended are not re-run, the one running goes on from
+    its checkpoint (no epoch twice), and the study finishes. ASHA prunes the hopeless learning rates; the pruned
+    and the beaten trials have no checkpoint left, and the best trial keeps one, model only, which test scoring
+    read."""
     pairs = write_pairs(tmp_path / "pairs.tsv", 400)
     space = tmp_path / "space.yaml"
     # A continuous range: no two trials share a learning rate, so no two tie on validation BLEU.
@@ -163,22 +167,27 @@ def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
             "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", "4",
             "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--no-analysis", "--tiny-d-model", "32",
             "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
-            "--max-eval-pairs", "20"]
+            "--max-eval-pairs", "20", "--device", "cpu", "--gpus-per-trial", "0"]  # (the quick preset's 2 seeds)
     study_dir = tmp_path / "results" / "kept"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "driver.log"
+    with open(log, "w") as sink:  # a file, not a pipe: a driver blocked on a full pipe would never finish a trial
+        proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while _finished(study_dir / "optuna.db") < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
     if proc.poll() is not None:
         pytest.fail(f"the study ended (exit {proc.returncode}) before it could be interrupted:\n"
-                    + proc.stdout.read()[-4000:])
+                    + log.read_text()[-4000:])
     ended_count = _finished(study_dir / "optuna.db")
     assert ended_count >= 2, "no two trials finished in time"
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=600)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+    proc.wait(timeout=600)
+    out = log.read_text()
     assert proc.returncode == 130, out[-3000:]
+    assert "python -m study.run --resume kept" in out  # the driver says how to go on
+    assert not (study_dir / "scratch" / "best.json").exists()  # nothing scored from a half-done search
     # During the search: a trial that has ended (finished or pruned) and is beaten keeps no checkpoint.
     # Trials run one at a time, so the first `ended_count` started are those Optuna had seen end.
     results = _results(study_dir)
@@ -190,16 +199,24 @@ def test_ended_trials_keep_no_checkpoint_and_a_resumed_study_finishes(tmp_path):
     for name in beaten:
         assert not _checkpoints(study_dir / "scratch" / name), name
     assert any(_checkpoints(study_dir / "scratch" / name) for name in results if name not in beaten)
+    reported = {name: len(results[name]) for name in ended}
 
     resume = subprocess.run([sys.executable, "-m", "study.run", "--resume", "kept", "--results",
                              str(tmp_path / "results"), "--no-analysis"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
-    best = json.loads((study_dir / "scratch" / "best.json").read_text())
     trials = _results(study_dir)
     assert len(trials) == 4
+    for name, rows in trials.items():  # every trial ran its epochs once each, in order: none ran one twice
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), (name, rows)
+    for name, n in reported.items():  # the trials that had ended before the interruption were not re-run
+        assert len(trials[name]) == n, name
+    states = [t.state.name for t in optuna.load_study(
+        study_name="scratch", storage=f"sqlite:///{study_dir / 'optuna.db'}").trials]
+    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
     pruned = [name for name, rows in trials.items() if len(rows) < 2]
     assert pruned, {name: len(rows) for name, rows in trials.items()}
+    best = json.loads((study_dir / "scratch" / "best.json").read_text())
     best_dir = next(name for name, rows in trials.items() if rows[0]["trial_id"] == best["trial_id"])
     for name in trials:
         kept = _checkpoints(study_dir / "scratch" / name)

@@ -1,19 +1,16 @@
-"""The study end to end on a real local Ray: ASHA pruning reaches Optuna as PRUNED, Ctrl-C + --resume loses
-nothing, best.json's test BLEU is what the sacrebleu command line says, bad input writes nothing."""
+"""The study end to end on a real local Ray: ASHA pruning reaches Optuna as PRUNED, best.json's test BLEU is what
+the sacrebleu command line says, bad input writes nothing. (Ctrl-C + --resume: tests/test_checkpoints.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import PRUNING_EPOCHS, optuna_trials_in, study_argv, write_space
+from conftest import PRUNING_EPOCHS
 
 from study.run import main as run_main
 
@@ -61,50 +58,6 @@ def test_asha_prunes_and_optuna_records_pruned(pruning_study):
     record = json.loads((study_dir / "study.json").read_text())
     assert record["seed"] == 0 and record["versions"]["ray"] and record["bleu_signature"].startswith("nrefs:1")
     assert "regime" in pruning_study.output  # the final summary table was printed
-
-
-def _completed(db: Path) -> int:
-    return optuna_trials_in(db, ("COMPLETE",))
-
-
-def test_interrupted_study_resumes_without_rerunning_finished_trials(study_pairs, tmp_path):
-    space = write_space(tmp_path / "space.yaml", [3e-3, 2e-3])
-    # No ASHA here: this test is about resuming, and every trial must run its full budget.
-    argv = study_argv(study_pairs, tmp_path / "results", "resumable", space, samples=3, epochs=2,
-                      cache=study_pairs.parent / "cache") + ["--scheduler", "none"]
-    study_dir = tmp_path / "results" / "resumable"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "driver.log"
-    with open(log, "w") as sink:  # a file, not a pipe: a driver blocked on a full pipe would never finish a trial
-        proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
-                                stdout=sink, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while _completed(study_dir / "optuna.db") < 1 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, f"the study ended before it could be interrupted:\n{log.read_text()[-3000:]}"
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-    proc.wait(timeout=300)
-    out = log.read_text()
-    assert proc.returncode == 130, out[-3000:]
-    assert "python -m study.run --resume resumable" in out
-    assert not (study_dir / "scratch" / "best.json").exists()
-    first = {p.parent.name: len(p.read_text().splitlines())
-             for p in (study_dir / "scratch").glob("*/result.json") if len(p.read_text().splitlines()) == 2}
-    assert len(first) >= 1
-
-    resume = subprocess.run([sys.executable, "-m", "study.run", "--resume", "resumable", "--results",
-                             str(tmp_path / "results"), "--no-analysis"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
-    results = {p.parent.name: p.read_text().splitlines() for p in (study_dir / "scratch").glob("*/result.json")}
-    assert len(results) == 3
-    for trial, lines in results.items():  # every trial finished, none ran an epoch twice
-        assert [json.loads(line)["epoch"] for line in lines] == [1, 2], trial
-    for trial, n in first.items():  # the trials finished before the interruption were not re-run
-        assert len(results[trial]) == n
-    study = optuna.load_study(study_name="scratch", storage=f"sqlite:///{study_dir / 'optuna.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    assert (study_dir / "scratch" / "best.json").exists()
 
 
 @pytest.mark.parametrize("argv, needle", [
