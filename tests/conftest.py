@@ -23,7 +23,8 @@ if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Tests are handed to workers a module at a time (`--dist loadgroup`, one group per module), so a module's
 # fixtures are built once; modules that share a session fixture share a group, so it is built once too.
-SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study"}
+SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study",
+                 "test_user_outputs": "pruning_study"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups
@@ -151,8 +152,8 @@ class PruningStudy:
 
 @pytest.fixture(scope="session")
 def pruning_study(tmp_path_factory, study_pairs) -> PruningStudy:
-    """One real study of `scratch`, run once per session and read (never changed) by the study and analysis
-    tests: a learning rate that learns and one that cannot; random draws seeded 0 give bad, good, bad, bad, so
+    """One real study of `scratch`, run once per session and read (never changed) by the study, analysis and
+    user-output tests: a learning rate that learns and one that cannot; random draws seeded 0 give bad, good, bad, bad, so
     once the good trial has set the first rung ASHA stops the later bad ones."""
     import contextlib
     import io

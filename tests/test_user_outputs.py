@@ -34,20 +34,11 @@ def _pairs(path: Path, n: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """One real study of `full`: a learning rate that learns and one that cannot, so that ASHA stops a trial
-    once a good one has set the first rung (Optuna then records it PRUNED); its best model exported."""
-    root = tmp_path_factory.mktemp("user_outputs")
-    space = root / "space.yaml"
-    space.write_text("search:\n  lr: {distribution: choice, values: [3.0e-3, 1.0e-6]}\n"
-                     "  num_beams: {distribution: choice, values: [1]}\n"
-                     "fixed: {batch_size: 16}\nasha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
-    argv = ["--regime", "full", "--data", str(_pairs(root / "pairs.tsv", 1500, 0)), "--results", str(root / "results"),
-            "--name", "study", "--cache-dir", str(root / "cache"), "--search-space", str(space), "--num-samples", "4",
-            "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--seeds", "1", "--no-analysis",
-            "--max-eval-pairs", "40", "--max-test-pairs", "60", *TINY_FLAGS]
-    assert run_main(argv) == 0
-    return root / "results" / "study"
+def study(pruning_study) -> Path:
+    """The session's real study of `scratch` (conftest's `pruning_study`: a learning rate that learns and one
+    that cannot, so ASHA stopped trials and Optuna recorded them PRUNED), its best model exported. Read only:
+    a test that writes into a study folder works on a copy."""
+    return pruning_study.path
 
 
 def _one_error_line(capsys) -> str:
@@ -66,8 +57,8 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
     from study.training.checkpoints import load_checkpoint
     from study.translate import main as translate_main
 
-    folder = study / "full" / "model"
-    best = json.loads((study / "full" / "best.json").read_text())
+    folder = study / "scratch" / "model"
+    best = json.loads((study / "scratch" / "best.json").read_text())
     assert {"model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md"} <= {
         p.name for p in folder.iterdir()}
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -91,7 +82,7 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
     lines = english[:12] + [""] + english[12:]  # a blank line stays blank, in its place
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     capsys.readouterr()
-    assert translate_main([str(study), "--regime", "full", "--input", str(tmp_path / "in.txt")]) == 0
+    assert translate_main([str(study), "--regime", "scratch", "--input", str(tmp_path / "in.txt")]) == 0
     printed = capsys.readouterr().out.split("\n")[:-1]
     assert printed == plain[:12] + [""] + plain[12:]
     # the default regime is the best by test BLEU (the only one here), sentences may come as arguments
@@ -101,7 +92,7 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
 
 @slow
 @pytest.mark.parametrize("args, needle", [
-    (["--regime", "scratch", "Hello."], "no exported model for regime(s) ['scratch']"),
+    (["--regime", "full", "Hello."], "no exported model for regime(s) ['full']"),
     ([], "nothing to translate"),
     (["--input", "/no/such/file.txt"], "no such file"),
 ])
@@ -171,15 +162,16 @@ def test_translate_and_evaluate_need_a_study_folder(tmp_path, capsys):
 def test_evaluate_scores_as_the_sacrebleu_command_line_does(study, tmp_path, capsys):
     from study.evaluate import main as evaluate_main
 
+    study = Path(shutil.copytree(study, tmp_path / "study"))  # evaluate writes beside the study's own files
     other = _pairs(tmp_path / "other.tsv", 60, seed=11)
     assert evaluate_main([str(study), "--data", str(other), "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     header, row = out.splitlines()  # stdout is the table alone
-    assert header.split()[:3] == ["regime", "pairs", "bleu"] and row.split()[:2] == ["full", "60"]
+    assert header.split()[:3] == ["regime", "pairs", "bleu"] and row.split()[:2] == ["scratch", "60"]
     rows = list(csv.DictReader((study / "evaluate-other.csv").open()))
-    assert [r["regime"] for r in rows] == ["full"] and int(rows[0]["pairs"]) == 60
+    assert [r["regime"] for r in rows] == ["scratch"] and int(rows[0]["pairs"]) == 60
     assert rows[0]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
-    hyp, ref = study / "full" / "evaluate-other.hyp.txt", study / "full" / "evaluate-other.ref.txt"
+    hyp, ref = study / "scratch" / "evaluate-other.hyp.txt", study / "scratch" / "evaluate-other.ref.txt"
     cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-b",
                           "-w", "4"], capture_output=True, text=True, check=True).stdout
     bleu, chrf = json.loads(cli)
@@ -220,8 +212,8 @@ def test_optuna_dashboard_serves_the_study_with_its_pruned_trials(study):
             except OSError:
                 time.sleep(0.5)
         assert studies is not None, server.stdout.read() if server.poll() is not None else "no answer"
-        (full,) = [s for s in studies if s["study_name"] == "full"]
-        trials = _get(f"http://127.0.0.1:{port}/api/studies/{full['study_id']}")["trials"]
+        (scratch,) = [s for s in studies if s["study_name"] == "scratch"]
+        trials = _get(f"http://127.0.0.1:{port}/api/studies/{scratch['study_id']}")["trials"]
         states = [t["state"] for t in trials]
         assert len(trials) == 4 and "Pruned" in states and "Complete" in states, states
     finally:
@@ -254,7 +246,7 @@ def _scalars(event_file: Path) -> dict[str, list[tuple[int, float]]]:
 
 @slow
 def test_tensorboard_event_files_carry_val_bleu_per_epoch(study):
-    trials = sorted(p for p in (study / "full").iterdir() if p.name.startswith("trial_"))
+    trials = sorted(p for p in (study / "scratch").iterdir() if p.name.startswith("trial_"))
     assert len(trials) == 4
     for trial in trials:
         (event_file,) = trial.glob("events.out.tfevents.*")
