@@ -80,6 +80,7 @@ def _config_only_directory(tmp_path: Path) -> Path:
 def test_pretrained_regime_on_a_directory_without_weights_fails_before_any_trial(regime, model, tmp_path, capsys):
     import ray
 
+    ray.shutdown()  # an in-process study that ran earlier in this worker keeps its local Ray up (start_ray)
     if model == "shared":
         if not (SHARED_T5 / "config.json").exists():
             pytest.skip(f"{SHARED_T5} not present")
