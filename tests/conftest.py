@@ -25,14 +25,26 @@ if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
 # fixtures are built once; modules that share a session fixture share a group, so it is built once too.
 SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study",
                  "test_user_outputs": "pruning_study"}
+# The groups that run whole Ray studies, longest first (as measured on a 2-core machine), are handed out
+# before the rest (pyproject passes --no-loadscope-reorder, so this order is the order workers get them):
+# the many short modules then fill in while the last long ones run, instead of a long one running alone at
+# the end. Only the order depends on this list: a group missing from it runs later, never not at all.
+LONGEST_FIRST = ("pruning_study", "test_checkpoints", "test_cluster", "test_paper_path", "test_autoscale",
+                 "test_regimes_e2e", "test_conclusions", "test_benchmarks", "test_regimes_extra", "test_selection")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups
 def pytest_collection_modifyitems(config, items):
+    def group(item) -> str:
+        return item.get_closest_marker("xdist_group").args[0]
+
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             module = item.module.__name__.rpartition(".")[2]
             item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: file order within a rank
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_T5 = SHARED / "t5-small"
