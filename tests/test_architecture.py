@@ -1,5 +1,6 @@
 """The layout docs/architecture.md describes: stages import only the stages above them, no cycles,
-the analysis needs neither Ray nor torch, and no module grows far past 400 lines."""
+the analysis needs neither Ray nor torch, no module grows far past 400 lines, and the
+tests the docs name exist."""
 
 from __future__ import annotations
 
@@ -66,3 +67,22 @@ def test_no_module_far_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "study").rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
     assert not long, long
+
+
+def test_the_docs_name_only_tests_that_exist():
+    """README and docs/ point readers at tests by `tests/<file>.py[::<name>]`: each file and test they name is
+    there (a renamed test would otherwise leave a claim pointing at nothing)."""
+    import re
+
+    named = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        named += [(doc.name, *m) for m in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", doc.read_text(encoding="utf-8"))]
+    assert named
+    missing = []
+    for doc, file, test in named:
+        path = ROOT / "tests" / file
+        if not path.exists():
+            missing.append((doc, file))
+        elif test and not re.search(rf"^def {test}\(", path.read_text(encoding="utf-8"), re.M):
+            missing.append((doc, f"{file}::{test}"))
+    assert not missing, missing
