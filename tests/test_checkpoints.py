@@ -167,7 +167,8 @@ def test_interrupted_study_resumes_without_rerunning_and_keeps_only_the_checkpoi
             "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", "4",
             "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--no-analysis", "--tiny-d-model", "32",
             "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
-            "--max-eval-pairs", "20", "--device", "cpu", "--gpus-per-trial", "0"]  # (the quick preset's 2 seeds)
+            "--max-eval-pairs", "20", "--device", "cpu", "--gpus-per-trial", "0",
+            "--seeds", "1"]  # the seed re-runs' checkpoints: test_conclusions.py
     study_dir = tmp_path / "results" / "kept"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "driver.log"
@@ -223,5 +224,5 @@ def test_interrupted_study_resumes_without_rerunning_and_keeps_only_the_checkpoi
         assert len(kept) == (1 if name == best_dir else 0), (name, kept)
     kept = _checkpoints(study_dir / "scratch" / best_dir)[0]
     assert Path(best["checkpoint"]) == kept
-    assert sorted(study_dir.rglob("checkpoint_*")) == [kept]  # nothing elsewhere either (seed re-runs)
+    assert sorted(study_dir.rglob("checkpoint_*")) == [kept]  # nothing elsewhere either
     assert "optimizer" not in load_checkpoint(kept) and best["test_bleu"] >= 0

@@ -211,6 +211,8 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     assert best["test_bleu_sd"] == pytest.approx(abs(bleus[0] - bleus[1]) / 2 ** 0.5)
     assert best["test_bleu"] == bleus[0]  # the search's own run stays the ranked figure
     assert (study / "scratch" / "test.hyp.seed1.txt").exists()
+    # Scored, the seed re-run keeps no checkpoint: the search's best checkpoint is the study's only one.
+    assert sorted(study.rglob("checkpoint_*")) == [Path(best["checkpoint"])]
 
     a = load(study)
     runs = a.trials.set_index("run")
