@@ -165,8 +165,8 @@ class PruningStudy:
 @pytest.fixture(scope="session")
 def pruning_study(tmp_path_factory, study_pairs) -> PruningStudy:
     """One real study of `scratch`, run once per session and read (never changed) by the study, analysis and
-    user-output tests: a learning rate that learns and one that cannot; random draws seeded 0 give bad, good, bad, bad, so
-    once the good trial has set the first rung ASHA stops the later bad ones."""
+    user-output tests: a learning rate that learns and one that cannot; random draws seeded 0 give bad, good,
+    bad, bad, so once the good trial has set the first rung ASHA stops the later bad ones."""
     import contextlib
     import io
 

@@ -1,10 +1,11 @@
 """The layout docs/architecture.md describes: stages import only the stages above them, no cycles,
-the analysis needs neither Ray nor torch, no module grows far past 400 lines, and the
-tests the docs name exist."""
+the analysis needs neither Ray nor torch, no module grows far past 400 lines, and the tests the
+docs name exist."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,8 +73,6 @@ def test_no_module_far_over_400_lines():
 def test_the_docs_name_only_tests_that_exist():
     """README and docs/ point readers at tests by `tests/<file>.py[::<name>]`: each file and test they name is
     there (a renamed test would otherwise leave a claim pointing at nothing)."""
-    import re
-
     named = []
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         named += [(doc.name, *m) for m in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", doc.read_text(encoding="utf-8"))]

@@ -200,16 +200,14 @@ class LocalCluster:
     cluster: object  # ray.cluster_utils.Cluster
     temp_dir: Path
     drivers: list[subprocess.Popen] = field(default_factory=list)
-    worker: object = None  # the one worker node (1 CPU) beside the head, once started
 
     @property
     def head(self):
         return self.cluster.head_node
 
     def add_worker(self):
-        """A fresh worker node (1 CPU); it becomes *the* worker."""
-        self.worker = self.cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
-        return self.worker
+        """A fresh worker node (1 CPU) beside the head."""
+        return self.cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
 
     def start_study(self, argv: list[str], log: Path) -> subprocess.Popen:
         """`python -m study.run --address <this cluster> ...` as a separate driver process, output to `log`."""
