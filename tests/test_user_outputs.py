@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import site
 import socket
 import struct
 import subprocess
@@ -339,12 +340,19 @@ def test_pip_install_into_a_fresh_venv_runs_a_study_from_another_folder(tmp_path
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     venv = tmp_path / "venv"
-    # The system's packages (torch, ray, pip, setuptools ...) are seen, so nothing is downloaded; this project
-    # is not. Without a pip of its own: the one ensurepip bundles comes with a setuptools too old to build wheels.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    # A fresh venv as a user makes one (`python -m venv`: its own pip, no system site packages), which sees
+    # this interpreter's installed packages (torch, ray, ...) through a .pth file, so nothing big is
+    # downloaded. Not `--system-site-packages`: from inside a virtualenv that shows the *base* interpreter's
+    # packages, not the virtualenv's. The project builds in pip's isolated build environment, which fetches
+    # the build backend pyproject.toml asks for (setuptools>=68) from the package index, whatever setuptools
+    # the interpreter has: this works from a virtualenv and from a bare interpreter alike.
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    own_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    Path(own_site, "parent-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    install = subprocess.run([python, "-m", "pip", "install", "--no-build-isolation", "--quiet", str(source)],
+    install = subprocess.run([python, "-m", "pip", "install", "--quiet", str(source)],
                              capture_output=True, text=True, env=env, cwd=tmp_path)
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     shutil.rmtree(source)  # nothing may come from the copied sources
