@@ -7,13 +7,16 @@
 
 What is shown depends on where the code runs (`mode()`):
 - `bar`: a tqdm bar on a terminal (steps, steps/s, ETA, the current mean loss), redrawn at most 4x a second;
-- `lines`: one plain line at every ~10 % when output is not a terminal (a log file, CI), same figures;
+- `lines`: one plain line at every ~10 % when output is not a terminal (a log file, CI) or is a terminal
+  that reports no width (some containers and `script` sessions, where tqdm would draw nothing), same figures;
 - `ray`: inside a Ray trial or task, `ray.experimental.tqdm_ray`: the bar is drawn by the driver, next to
   every other trial's, from an update each trial sends at most once a second;
 - `off`: nothing (`python -m study.trial --no-progress`).
 `set_mode` (a CLI flag) or the `T5STUDY_PROGRESS` environment variable choose one (a local Ray cluster's
 workers inherit the variable from the driver); otherwise `auto`: `ray` where code that runs in a Ray worker
-said so (`running_in_ray`), else `bar` on a terminal and `lines` elsewhere.
+said so (`running_in_ray`), else `bar` on a terminal and `lines` elsewhere. A driver whose own output is
+not a usable terminal hands `lines` to its Ray workers (`for_workers`): `tqdm_ray`'s bars would reach its log
+as carriage-return frames.
 """
 
 from __future__ import annotations
@@ -48,13 +51,32 @@ def running_in_ray(label: str) -> None:
     _ray_label = label
 
 
+def _usable_terminal() -> bool:
+    """stderr is a terminal that reports a width (a width of 0 makes tqdm draw nothing at all)."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def mode() -> str:
     chosen = _chosen or os.environ.get(ENV, "auto")
     if chosen != "auto":
         return chosen
     if _ray_label is not None:
         return "ray"
-    return "bar" if sys.stderr.isatty() else "lines"
+    return "bar" if _usable_terminal() else "lines"
+
+
+def for_workers() -> dict[str, str]:
+    """Environment variables for the Ray workers of a driver in this process: `lines` when the driver's output
+    is not a usable terminal (and nothing was chosen), so that trials print plain lines into its log."""
+    chosen = _chosen or os.environ.get(ENV, "auto")
+    if chosen != "auto":
+        return {ENV: chosen}
+    return {} if _usable_terminal() else {ENV: "lines"}
 
 
 class Progress:

@@ -42,6 +42,11 @@ def _check_reachable(address: str) -> None:
 
 
 def start_ray(address: str | None) -> None:
+    """Join the cluster at `address`, or without one start a local Ray of this process's own.
+
+    `ray.init()` with no address would join any cluster recorded in Ray's temp dir (someone's `ray start
+    --head`), silently: the study then runs on a machine's shared cluster. `address="local"` never does;
+    `--address auto` joins one explicitly."""
     import ray
 
     if address:
@@ -50,12 +55,21 @@ def start_ray(address: str | None) -> None:
         return
     if address:
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING, runtime_env=_worker_env())
         except Exception as err:  # noqa: BLE001 - connection errors come in many types
             raise StudyError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]} "
                              f"(is `ray start --head` running there?)") from err
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+                 runtime_env=_worker_env())
+
+
+def _worker_env() -> dict | None:
+    """The trials' environment: how they show progress (`study.progress.for_workers`), if anything is set."""
+    from study import progress
+
+    env = progress.for_workers()
+    return {"env_vars": env} if env else None
 
 
 def finish_budget(budget: Budget, address: str | None = None) -> Budget:
