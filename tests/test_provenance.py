@@ -69,7 +69,7 @@ def test_the_original_t5_checkpoints_have_already_seen_the_task(tmp_path, model)
     line = _upstream_sentence(tmp_path, model)
     assert SAW_MIXTURE in line and NOT_ZERO_SHOT in line and "recognised by its hub id" in line
     assert "T5 paper" in line and "google-t5/t5-small" in line  # the sources
-    assert "`google/t5-v1_1-small` (C4 only) measures self-supervised pre-training alone" in line
+    assert "T5 v1.1 (`google/t5-v1_1-small` …, C4 only) measures self-supervised pre-training alone" in line
 
 
 @pytest.mark.parametrize("model", ["google/t5-v1_1-small", "google/t5-v1_1-base", "google/t5-v1_1-xxl"])

@@ -138,6 +138,6 @@ def sentence(info: dict) -> str:
     if info.get("translation_seen"):
         return (f"{what}. So `upstream` measures that supervised translation training on this corpus, not zero-shot "
                 "transfer, and `full` − `scratch` mixes self-supervised pre-training with supervised English→French "
-                "training; `google/t5-v1_1-small` (C4 only) measures self-supervised pre-training alone.")
+                "training; T5 v1.1 (`google/t5-v1_1-small` …, C4 only) measures self-supervised pre-training alone.")
     return (f"{what}. It never trained on a translation: `upstream` is zero-shot in the task's sense, and "
             "`full` − `scratch` measures what self-supervised pre-training buys.")
