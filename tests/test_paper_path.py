@@ -8,6 +8,7 @@ that configuration) runs, and a pretrained regime on it must fail with one line 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,17 +42,25 @@ def paper_argv(regime: str, model: Path, data: Path, tmp_path: Path) -> list[str
             "--max-test-pairs", "6", "--gpus-per-trial", "0", "--max-concurrent", "1", "--no-analysis"]
 
 
-@needs_shared
-@pytest.mark.slow
-def test_paper_preset_trains_scratch_t5_small_on_cpu(real_pairs, tmp_path):
-    # A driver of its own, as a user runs it (and its Ray stops with it).
-    proc = subprocess.run([sys.executable, "-m", "study.run", *paper_argv("scratch", SHARED_T5, real_pairs, tmp_path)],
+def _run_paper_scratch(model: Path, real_pairs: Path, tmp_path: Path) -> Path:
+    """`--preset paper --regime scratch` on `model`, in a driver of its own as a user runs it (its Ray stops with
+    it); returns the study's folder."""
+    proc = subprocess.run([sys.executable, "-m", "study.run", *paper_argv("scratch", model, real_pairs, tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=1500)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    study_dir = tmp_path / "results" / "paper-cpu"
+    return tmp_path / "results" / "paper-cpu"
+
+
+@needs_shared
+@pytest.mark.slow
+def test_paper_preset_trains_scratch_t5_small_on_cpu(real_pairs, tmp_path):
+    study_dir = _run_paper_scratch(SHARED_T5, real_pairs, tmp_path)
     record = json.loads((study_dir / "study.json").read_text())
     assert record["preset"] == "paper" and record["config"]["model"] == str(SHARED_T5)
+    # what its pretrained weights would have seen: the original T5's mixture, WMT En->Fr included
+    assert record["upstream"]["family"] == "t5" and record["upstream"]["translation_seen"] is True
+    assert record["upstream"]["used_by"] == []  # scratch alone starts from none of them
     assert record["budget"]["gpus_per_trial"] == 0
     best = json.loads((study_dir / "scratch" / "best.json").read_text())
     # t5-small's architecture exactly (60.5 M parameters with its 32,128-token vocabulary), every one trained.
@@ -95,3 +104,49 @@ def test_pretrained_regime_on_a_directory_without_weights_fails_before_any_trial
     assert "starts from pretrained weights" in err[0] and str(directory) in err[0], err
     assert not (tmp_path / "results").exists()  # nothing written
     assert not ray.is_initialized()  # and no Ray started, so no trial either
+
+
+# google/t5-v1_1-small's config.json as the hub has it, scaled down to train in seconds on CPU: gated-GELU,
+# `tie_word_embeddings: false` (an output head of its own), no name of a known checkpoint.
+V1_1_TINY = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_model": 32, "d_kv": 8,
+             "d_ff": 48, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "vocab_size": 32128,
+             "relative_attention_num_buckets": 32, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+             "dropout_rate": 0.1, "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
+             "layer_norm_epsilon": 1e-6, "initializer_factor": 1.0, "is_encoder_decoder": True}
+
+
+def _v1_1_shaped_directory(tmp_path: Path) -> Path:
+    """A T5 v1.1-shaped model directory, configuration and t5-small's tokenizer (the same SentencePiece model as
+    v1.1's), no weights: what `--model google/t5-v1_1-small` downloads, minus the weights and the sizes."""
+    directory = tmp_path / "t5-v1_1-shaped"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(V1_1_TINY), encoding="utf-8")
+    for name in ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(SHARED_T5 / name, directory / name)
+    return directory
+
+
+@needs_shared
+@pytest.mark.slow
+def test_paper_preset_trains_scratch_on_a_t5_v1_1_shaped_config_on_cpu(real_pairs, tmp_path):
+    """The paper path with T5 v1.1's layout: `scratch` is a random init of the untied architecture (its own
+    output head, every weight trained), and the exported model reloads as that architecture."""
+    from transformers import T5ForConditionalGeneration
+
+    study_dir = _run_paper_scratch(_v1_1_shaped_directory(tmp_path), real_pairs, tmp_path)
+    c = V1_1_TINY
+    d, inner, vocab = c["d_model"], c["num_heads"] * c["d_kv"], c["vocab_size"]
+    gated_ff, bias = 3 * d * c["d_ff"], c["relative_attention_num_buckets"] * c["num_heads"]
+    encoder = c["num_layers"] * (4 * d * inner + gated_ff + 2 * d) + bias + d
+    decoder = c["num_decoder_layers"] * (8 * d * inner + gated_ff + 3 * d) + bias + d
+    best = json.loads((study_dir / "scratch" / "best.json").read_text())
+    assert best["total_params"] == best["trainable_params"] == 2 * vocab * d + encoder + decoder, best
+    assert best["test_pairs"] == 6 and 0 <= best["test_bleu"] <= 100
+    record = json.loads((study_dir / "study.json").read_text())
+    # shapes alone do not say what weights saw (Flan-T5 shares them): unknown, with the layout named
+    assert record["upstream"]["family"] == "unknown" and "T5 v1.1 layout" in record["upstream"]["evidence"]
+    exported = T5ForConditionalGeneration.from_pretrained(study_dir / "scratch" / "model")
+    assert exported.lm_head.weight is not exported.shared.weight and exported.config.scale_decoder_outputs is False
+    assert sum(p.numel() for p in exported.parameters()) == best["total_params"]
+    card = (study_dir / "scratch" / "model" / "README.md").read_text()
+    assert "None: a random initialisation of" in card

@@ -215,3 +215,14 @@ def test_study_of_all_four_regimes_hands_trials_the_upstream_and_no_test_split(
         return sum(float((state[n] - data.upstream[n]).norm()) for n in encoder_names if n != "lm_head.weight")
 
     assert distance(full) < 0.5 * distance(scratch)
+
+    # What the upstream saw, as the study recorded it and as the report and the model cards say it.
+    from study.analysis.report import findings
+    from study.analyze import load
+
+    assert record["upstream"]["family"] == "tiny" and record["upstream"]["used_by"] == ["upstream", "decoder", "full"]
+    [said] = [s for s in findings(load(study)) if s.startswith("`upstream`")]
+    assert f"scored {best['upstream']['test_bleu']:.2f} test BLEU" in said
+    assert "never a sentence beside its translation" in said and "`upstream` is zero-shot in the task's sense" in said
+    assert "never a sentence beside its translation" in (study / "full" / "model" / "README.md").read_text()
+    assert "None: a random initialisation" in (study / "scratch" / "model" / "README.md").read_text()

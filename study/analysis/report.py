@@ -20,6 +20,7 @@ import pandas as pd
 from study.analysis import conclusions, worth_training
 from study.analysis.load import StudyAnalysis
 from study.common import format_duration, write_text
+from study.model import provenance
 from study.results.record import searched_names
 
 # The original notebook experiment this project generalises (t5-small, Kaggle "English-French" CSV,
@@ -132,13 +133,7 @@ def findings(a: StudyAnalysis) -> list[str]:
                    f"{bleu['decoder']:.2f} vs {bleu['full']:.2f} test BLEU ({d:+.2f}"
                    f"), {format_duration(c.loc['decoder', 'epoch_s_median'])} vs "
                    f"{format_duration(c.loc['full', 'epoch_s_median'])} per epoch (median).")
-    if "upstream" in done.index:
-        s = f"`upstream` (pretrained, never trained on the task) scored {bleu['upstream']:.2f} test BLEU zero-shot."
-        if a.record.get("config", {}).get("model") == "tiny":
-            s += (" This tiny upstream was pretrained by this project with T5's span-corruption objective on "
-                  "monolingual English and French text only; it never saw a translation, so a near-zero zero-shot "
-                  "BLEU is expected.")
-        out.append(s)
+    out += _upstream_findings(a, done, bleu)
     for r in a.unfinished:
         row = c.loc[r]
         out.append(f"`{r}` has not started." if row["state"] == "not started" else
@@ -156,6 +151,17 @@ def findings(a: StudyAnalysis) -> list[str]:
     if len(t) and (t["status"] == "diverged").any():
         out.append(f"{int((t['status'] == 'diverged').sum())} trial(s) diverged (non-finite loss) and stopped.")
     return out
+
+
+def _upstream_findings(a: StudyAnalysis, done: pd.DataFrame, bleu: pd.Series) -> list[str]:
+    """What the pretrained weights saw (study.json's `upstream`; by the model's name for an older study), said
+    wherever a regime starts from them: it decides whether `upstream` is zero-shot and what pre-training buys."""
+    info = a.record.get("upstream") or provenance.describe(str(a.record.get("config", {}).get("model")))
+    users = info.get("used_by", [r for r in a.comparison["regime"] if r != "scratch"])
+    if "upstream" in done.index:
+        return [f"`upstream` (the pretrained weights as they are, not trained here) scored {bleu['upstream']:.2f} "
+                f"test BLEU. {provenance.sentence(info)}"]
+    return [f"The pretrained regimes start from the upstream: {provenance.sentence(info)}"] if users else []
 
 
 PLOT_CAPTIONS = {

@@ -20,6 +20,11 @@ impossible as stated. `Config.decoder_embedding` makes the choice explicit:
 - `trained`: `shared` trains, which also moves the encoder's input embedding;
 - `untied`: the decoder gets its own trainable copy of `shared` (input embedding and output head), the
   encoder keeps the frozen original — the honest version of "decoder + lm_head".
+
+T5 v1.1 (`google/t5-v1_1-*`) has an output head of its own (untied; `weights.has_own_output_head`), so there
+`decoder` trains the decoder and that head under every choice (`untied` adds a copy of `shared` as the
+decoder's input only, the pretrained head stays), `encoder` keeps the head frozen with the decoder, and
+`frozen-embeddings` freezes both matrices; tests/test_regimes_v11.py counts each regime's parameters.
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ def _train_decoder(model: T5ForConditionalGeneration, config: Config) -> None:
     elif config.decoder_embedding == "untied":
         own = nn.Embedding.from_pretrained(model.shared.weight.detach().clone(), freeze=False)
         model.decoder.embed_tokens = own
-        model.lm_head.weight = own.weight  # the decoder's input and output embeddings stay tied to each other
+        if model.lm_head.weight is model.shared.weight:  # original T5: the head was `shared` too, so it is the copy
+            model.lm_head.weight = own.weight  # the decoder's input and output embeddings stay tied to each other
+        # T5 v1.1's lm_head is already its own (pretrained) matrix: it stays, and trains with the decoder
 
 
 def _freeze_embeddings(model: T5ForConditionalGeneration) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import nn
 from transformers import AutoConfig, PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
@@ -47,9 +49,27 @@ def model_config(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5Config
         raise StudyError(not_loadable(config.model, "configuration", err)) from err
 
 
+def has_own_output_head(model_config: T5Config) -> bool:
+    """Whether the architecture's output head is a matrix of its own rather than the shared token embedding:
+    T5 v1.1 has "no parameter sharing between embedding and classifier layer" (its model card), the original
+    T5 ties them. transformers 5 keeps a config's `tie_word_embeddings: false` as `scale_decoder_outputs=False`
+    (and sets tie_word_embeddings to True); 4.x keeps tie_word_embeddings as it is."""
+    return (getattr(model_config, "scale_decoder_outputs", True) is False
+            or getattr(model_config, "tie_word_embeddings", True) is False)
+
+
 def random_model(config: Config, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
     """The architecture of `config.model` with a fresh random initialisation (seeded by the caller)."""
-    return T5ForConditionalGeneration(model_config(config, tokenizer))
+    model = T5ForConditionalGeneration(model_config(config, tokenizer))
+    if has_own_output_head(model.config) and model.lm_head.weight is model.shared.weight:
+        # transformers 5 ties lm_head to `shared` in __init__ whatever the config says (it unties only a loaded
+        # checkpoint whose two matrices differ), so a random T5 v1.1 would lose its head: give it one of its
+        # own, initialised as T5's _init_weights initialises an untied head (normal, std initializer_factor).
+        head = torch.empty_like(model.shared.weight)
+        nn.init.normal_(head, mean=0.0, std=model.config.initializer_factor)
+        model.lm_head.weight = nn.Parameter(head)
+        getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)  # no later tie_weights() re-ties it
+    return model
 
 
 def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,

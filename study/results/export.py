@@ -37,6 +37,7 @@ from study.common import atomic_dir
 from study.config import Config, StudyError
 from study.data.prepared import PreparedData
 from study.metrics.scoring import signatures
+from study.model import provenance
 from study.model.regimes import get_regime
 from study.training.checkpoints import load_trained_model
 
@@ -160,6 +161,14 @@ def _how_chosen(row: dict, budget: dict, config: Config, trains: bool) -> str:
             "trial whose best epoch scored the highest validation BLEU won, and that epoch's weights are these.")
 
 
+def _upstream_line(regime: str, config: Config, study: dict) -> str:
+    """What the weights this model started from saw (study.json's `upstream`), or that it started from none."""
+    if not get_regime(regime).pretrained:
+        return (f"None: a random initialisation of `{config.model}`'s configuration, every weight learnt in this "
+                "study.")
+    return provenance.sentence(study.get("upstream") or provenance.describe(config.model))
+
+
 def model_card(regime: str, row: dict, config: Config, study: dict, counts: dict) -> str:
     """The README.md of an exported model: what it is, its figures, its data and licence, how it was chosen."""
     budget = study.get("budget", {})
@@ -210,6 +219,10 @@ The task prefix `{config.prefix}` is required (also in `config.json`'s `task_spe
 `generation_config.json` holds the study's decoding: {beams}, at most {config.max_target_tokens} new tokens.
 The study also capped each sentence at 1.5 x its source tokens + 10 new tokens, a limit that depends on the
 input and that transformers cannot store; a translation that ends before it is identical.
+
+## Upstream
+
+{_upstream_line(regime, config, study)}
 
 ## Data
 

@@ -54,6 +54,7 @@ def versions() -> dict[str, str | None]:
 
 def study_record(config: Config, budget, regimes: list[str], preset: str, spaces: dict, name: str) -> dict:
     from study.metrics.scoring import signatures
+    from study.model.provenance import describe as describe_upstream
     from study.model.regimes import REGIMES
     from study.tuning.searcher import planned_trials, sampler_settings  # imports Ray: not for the analysis
 
@@ -62,6 +63,8 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
         "name": name, "preset": preset, "regimes": regimes, "seed": config.seed,
         "trains": {r: REGIMES[r].trains for r in regimes},
         "config": config.to_dict(), "budget": asdict(budget),
+        # what the pretrained weights saw before the study, and which regimes start from them (report, cards)
+        "upstream": {**describe_upstream(config.model), "used_by": [r for r in regimes if REGIMES[r].pretrained]},
         "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha}
                           for r, s in spaces.items()},
         # each regime's sampler as the runner builds it: which, its seed, TPE's random start, ...
