@@ -91,6 +91,39 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
 
 
 @slow
+def test_model_card_model_index_reads_back_as_best_json(study, tmp_path):
+    """The Hub (and huggingface_hub) read a card's evaluation results from its model-index: the exported card's
+    test BLEU and chrF, their sacrebleu signatures, the data and its test split, as best.json records them."""
+    from huggingface_hub import ModelCard
+
+    from study.config import Config
+    from study.results.export import base_model, card_data
+
+    folder = shutil.copytree(study / "scratch" / "model", tmp_path / "model")
+    best = json.loads((study / "scratch" / "best.json").read_text())
+    card = ModelCard.load(folder / "README.md")
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert set(results) == {"bleu", "chrf"}
+    for metric, result in results.items():
+        assert result.metric_value == best[f"test_{metric}"]
+        assert result.metric_config == best[f"{metric}_signature"] and "nrefs:1" in result.metric_config
+        assert (result.task_type, result.dataset_split) == ("translation", "test")
+        # the study's data is a local pairs file: named by its file, not passed off as a Hub dataset
+        assert result.dataset_type == Path(best["config"]["data"]).name
+    assert card.data.model_name == "pruned-scratch" and card.data.license == "apache-2.0"
+    assert card.data.base_model is None  # scratch starts from a random init: no base model to name
+    assert card.data.datasets is None
+    # a pretrained regime names the Hub model it started from; a random init, the tiny upstream or a local
+    # folder has none a Hub user could follow
+    assert base_model("full", "google-t5/t5-small") == "google-t5/t5-small"
+    assert base_model("scratch", "google-t5/t5-small") is None
+    assert base_model("full", "tiny") is None and base_model("full", str(folder)) is None
+    hub = card_data("full", best, Config(data="hf:wmt14:fr-en", model="google-t5/t5-small"), {"name": "s"})
+    assert hub.datasets == ["wmt14"] and hub.base_model == "google-t5/t5-small"
+    assert {(r.dataset_type, r.dataset_config) for r in hub.eval_results} == {("wmt14", "fr-en")}
+
+
+@slow
 @pytest.mark.parametrize("args, needle", [
     (["--regime", "full", "Hello."], "no exported model for regime(s) ['full']"),
     ([], "nothing to translate"),
