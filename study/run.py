@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="NAME", help="continue the interrupted study NAME in --results")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto or host:6379); default: start a local one")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
+    p.add_argument("--mlflow", metavar="URI", help="log every trial and each regime's best to this MLflow tracking "
+                                                   "URI (sqlite:///mlflow.db, file:mlruns, http://host:5000)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every trial's checkpoints (default: only running trials' and each regime's best)")
     # Every Config field that is neither searched nor set by another flag (see search_spaces/*.yaml for those).
@@ -149,6 +151,10 @@ def _main(args: argparse.Namespace) -> int:
         # a study started with --keep-checkpoints keeps them when resumed
         args.keep_checkpoints = args.keep_checkpoints or record["budget"].get("keep_checkpoints", False)
     config, budget, regimes, spaces = resolve(args)
+    if args.mlflow:
+        from study.results.tracking import check_tracking_uri
+
+        check_tracking_uri(args.mlflow)
     if args.resume:  # the study's own settings, not today's files and defaults
         config = Config.from_dict(record["config"])
         spaces = {r: parse_search_space({k: v for k, v in raw.items() if k != "source"}, raw["source"])
@@ -162,6 +168,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from study.results.export import export_or_warn
     from study.results.test_scoring import evaluate_best
+    from study.results.tracking import log_best_or_warn, trial_callbacks
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.best import best_trial
     from study.tuning.retention import delete_checkpoints, keep_only_best
@@ -195,7 +202,7 @@ def _main(args: argparse.Namespace) -> int:
             continue
         started = time.time()
         grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
-                                    bool(args.resume))
+                                    bool(args.resume), callbacks=trial_callbacks(args.mlflow, name, regime))
         left = unfinished_trials(grid, expected)
         if left:
             where.push()
@@ -218,6 +225,7 @@ def _main(args: argparse.Namespace) -> int:
         rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
                                   resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
         export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
+        log_best_or_warn(args.mlflow, study_dir, regime, name)  # --mlflow: test scores and the model folder
         if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
             keep_only_best(grid, regime, study_dir)
             if seed_grid is not None:  # the seed re-runs are scored too: none of theirs is needed any more

@@ -77,11 +77,12 @@ def finish_budget(budget: Budget, address: str | None = None) -> Budget:
 
 
 def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, study_dir: Path, tune_storage: str,
-               data: PreparedData, resume: bool):
+               data: PreparedData, resume: bool, callbacks: list | None = None):
     """Search one regime (or continue its search) and return (Tune's ResultGrid, trials in the budget).
 
     `study_dir` is the study's local folder (optuna.db lives there); `tune_storage` is where Tune writes
-    the experiment (the same folder, or the study's URI on a cluster)."""
+    the experiment (the same folder, or the study's URI on a cluster). `callbacks`: more Tune callbacks for a
+    new search (e.g. MLflow's logger); a restored one keeps those it was started with."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -122,7 +123,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
                 name=regime, storage_path=tune_storage,
                 # Disk bounded: what resumes a running trial, and the checkpoints of the best so far.
                 checkpoint_config=checkpoint_config(keep_all=budget.keep_checkpoints),
-                callbacks=[] if budget.keep_checkpoints else [CheckpointRetention()],
+                callbacks=[*(callbacks or []), *([] if budget.keep_checkpoints else [CheckpointRetention()])],
                 failure_config=tune.FailureConfig(max_failures=budget.max_failures),
                 verbose=1,
             ),
