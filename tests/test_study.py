@@ -138,6 +138,32 @@ def test_more_trials_continue_every_search_without_rerunning_a_trial(pruning_stu
     assert optuna_trials_in(study / "optuna.db", ("COMPLETE", "PRUNED")) == 7
 
 
+def test_more_trials_score_a_regime_again_when_its_best_changes(study_pairs, tmp_path, capsys):
+    """A one-trial search whose only trial cannot learn (random draws seeded 0 start with lr 1e-6), extended by
+    one trial (its sampler's own seed draws 3e-3): the new trial is the best, so the regime is scored on test
+    again, its model exported again, and study.json counts two scorings."""
+    from conftest import study_argv, write_space
+
+    space = write_space(tmp_path / "space.yaml", [3e-3, 1e-6])
+    results = tmp_path / "results"
+    assert run_main(study_argv(study_pairs, results, "tiny", space, 1, 1, study_pairs.parent / "cache")) == 0
+    study = results / "tiny"
+    first = json.loads((study / "scratch" / "best.json").read_text())
+    assert first["lr"] == 1e-6 and json.loads((study / "study.json").read_text())["test_scored"] == {"scratch": 1}
+    assert run_main(["--resume", "tiny", "--results", str(results), "--more-trials", "1", "--no-analysis",
+                     "--gpus-per-trial", "0", "--max-concurrent", "1"]) == 0
+    assert "new best trial" in capsys.readouterr().out
+    best = json.loads((study / "scratch" / "best.json").read_text())
+    [new] = [p.parent.name for p in (study / "scratch" / "more-1").glob("trial_*/result.json")]
+    assert best["trial_id"] == new.rsplit("_", 1)[-1] and best["lr"] == 3e-3
+    assert best["best_val_bleu"] > first["best_val_bleu"] and best["trials"] == 2
+    assert json.loads((study / "study.json").read_text())["test_scored"] == {"scratch": 2}
+    card = (study / "scratch" / "model" / "README.md").read_text()  # the exported model is the new best's
+    assert f"| test BLEU | {best['test_bleu']:.2f} |" in card
+    assert Path(best["checkpoint"]).is_dir()  # the new best's checkpoint kept, the old one's deleted
+    assert not any((study / "scratch").glob("trial_*/checkpoint_*"))
+
+
 def test_more_trials_needs_a_study_to_extend(tmp_path, capsys):
     assert run_main(["--more-trials", "2", "--results", str(tmp_path)]) == 2
     assert "pass --resume NAME" in capsys.readouterr().err
