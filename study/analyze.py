@@ -2,6 +2,7 @@
 
     python -m study.analyze results/<study> [--gpu-hour-cost USD] [--no-plots]
     python -m study.analyze s3://bucket/prefix/<study> [--cache-dir DIR]   # a study at a storage URI
+    python -m study.analyze results/A results/B results/C [--out DIR]     # several studies in one view
 
     from study.analyze import load
     a = load("results/<study>")          # no Ray cluster, nothing re-run; works on a running study too
@@ -11,7 +12,9 @@ Reading a study: `study.analysis.load`; the report: `study.analysis.report`; plo
 This command writes into the study directory: comparison.csv / .md / .parquet, plots/*.png and report.md.
 A study at a URI is pulled (trial results, no checkpoints) into a local staging folder, analysed there,
 and only these output files are pushed back next to it: the study's own files at the URI are never
-rewritten.
+rewritten. Several studies (`study.analysis.compare`) are compared in one table and plot, written to --out
+(default: `cross-study/` beside the first study): per regime the mean ± sd of its best trial's test BLEU,
+each study's ranking of the regimes and how often each occurred, and which settings differ between them.
 """
 
 from __future__ import annotations
@@ -53,15 +56,23 @@ SHOWN_RUN = ["best_epoch", "search_wall_s", "trials", "pruned", "errored", "cost
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m study.analyze", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study_dir", help="a study directory written by python -m study.run, or its URI "
-                                          "(the run's --results URI followed by /<study>)")
+    parser.add_argument("study_dir", nargs="+", help="a study directory written by python -m study.run, or its URI "
+                                                     "(the run's --results URI followed by /<study>); several: "
+                                                     "compare them")
     parser.add_argument("--gpu-hour-cost", type=float, metavar="USD",
                         help="price of one GPU-hour: adds cost_usd = search wall hours x GPUs held x USD "
                              "(GPUs held = gpus_per_trial x max_concurrent; a CPU-only study counts as one machine)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--cache-dir", metavar="DIR", help="for a study at a URI: it is staged for the analysis "
                         "under DIR/analysis (default: the study's cache, $T5STUDY_CACHE or ~/.cache/t5-regime-study)")
+    parser.add_argument("--out", metavar="DIR", help="with several studies: where the cross-study table, report "
+                        "and plot go (default: cross-study/ beside the first study)")
     args = parser.parse_args(argv)
+    if len(args.study_dir) > 1:
+        return run_cli(lambda: _compare(args))
+    if args.out:
+        parser.error("--out is for several studies; a single study's analysis is written into its folder")
+    [args.study_dir] = args.study_dir
     at_uri = is_uri(args.study_dir)
     study = args.study_dir if at_uri else Path(args.study_dir)
 
@@ -83,6 +94,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(written)} files written; report: {report}")
 
     return run_cli(body)
+
+
+def _compare(args) -> None:
+    from study.analysis.compare import comparability, compare, write_comparison
+
+    first = args.study_dir[0]
+    out = Path(args.out) if args.out else Path("cross-study") if is_uri(first) else Path(first).parent / "cross-study"
+    if out.resolve() in {Path(p).resolve() for p in args.study_dir if not is_uri(p)}:
+        raise StudyError(f"--out {out} is one of the studies compared; pass a folder of its own")
+    c = compare(args.study_dir, cache_dir=args.cache_dir)
+    try:
+        written = write_comparison(c, out, plots=not args.no_plots)
+    except OSError as err:
+        raise StudyError(f"cannot write the comparison into {out}: {err}") from err
+    print(c.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("\n" + c.ranking_counts.drop(columns="share").to_string(index=False))
+    print("\ncomparable? " + comparability(c))
+    print(f"{len(written)} files written; report: {out / 'cross_study.md'}")
 
 
 if __name__ == "__main__":

@@ -60,8 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
     p.add_argument("--name", help="study name (default: <preset>-<UTC timestamp>)")
     p.add_argument("--resume", metavar="NAME", help="continue the interrupted study NAME in --results")
+    p.add_argument("--more-trials", type=int, metavar="N",
+                   help="with --resume: N more trials for every trained regime's search, continuing its Optuna "
+                        "study; a regime is scored on test again only if its best trial changed")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto or host:6379); default: start a local one")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis report at the end")
+    p.add_argument("--mlflow", metavar="URI", help="log every trial and each regime's best to this MLflow tracking "
+                                                   "URI (sqlite:///mlflow.db, file:mlruns, http://host:5000)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every trial's checkpoints (default: only running trials' and each regime's best)")
     # Every Config field that is neither searched nor set by another flag (see search_spaces/*.yaml for those).
@@ -133,6 +138,9 @@ def _main(args: argparse.Namespace) -> int:
     if not is_uri(args.results) and results.exists() and not results.is_dir():
         raise StudyError(f"--results {args.results} is a file, not a folder; pass the folder study directories go in "
                          f"(it is created if missing)")
+    if args.more_trials is not None and (not args.resume or args.more_trials < 1):
+        raise StudyError(f"--more-trials N extends an existing study by N >= 1 trials per regime: pass --resume NAME "
+                         f"with it (got --more-trials {args.more_trials}" + ("" if args.resume else " alone") + ")")
     if args.resume:
         where = StudyLocation(args.results, args.resume, cache_dir)
         if not where.exists():
@@ -149,6 +157,10 @@ def _main(args: argparse.Namespace) -> int:
         # a study started with --keep-checkpoints keeps them when resumed
         args.keep_checkpoints = args.keep_checkpoints or record["budget"].get("keep_checkpoints", False)
     config, budget, regimes, spaces = resolve(args)
+    if args.mlflow:
+        from study.results.tracking import check_tracking_uri
+
+        check_tracking_uri(args.mlflow)
     if args.resume:  # the study's own settings, not today's files and defaults
         config = Config.from_dict(record["config"])
         spaces = {r: parse_search_space({k: v for k, v in raw.items() if k != "source"}, raw["source"])
@@ -161,9 +173,12 @@ def _main(args: argparse.Namespace) -> int:
         raise StudyError(f"{where.local} exists already; pick another --name")
 
     from study.results.export import export_or_warn
+    from study.results.record import count_test_scoring
     from study.results.test_scoring import evaluate_best
+    from study.results.tracking import log_best_or_warn, trial_callbacks
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.best import best_trial
+    from study.tuning.extend import extend_regime, plan_extensions
     from study.tuning.retention import delete_checkpoints, keep_only_best
     from study.tuning.runner import (
         check_optuna_agrees,
@@ -186,16 +201,24 @@ def _main(args: argparse.Namespace) -> int:
         write_json(study_dir / "study.json", study_record(config, budget, regimes, args.preset, spaces, name))
         where.push()
     resume_cmd = f"python -m study.run --resume {shlex.quote(name)} --results {shlex.quote(args.results)}"
+    # --more-trials: the extensions every regime's search runs (study/tuning/extend.py)
+    extensions = plan_extensions(study_dir, regimes, args.more_trials) if args.more_trials is not None else []
+    resume_cmd += f" --more-trials {args.more_trials}" if extensions else ""
     rows = []
     for regime in regimes:
         best_file = study_dir / regime / "best.json"
-        if best_file.exists():
+        if best_file.exists() and not extensions:
             print(f"[{regime}] already finished: {best_file}", flush=True)
             rows.append(json.loads(best_file.read_text()))
             continue
         started = time.time()
         grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
-                                    bool(args.resume))
+                                    bool(args.resume), callbacks=trial_callbacks(args.mlflow, name, regime))
+        standing = False  # --more-trials left the regime's best trial, and so its test score, as they were
+        if extensions:
+            grid, expected, standing = extend_regime(regime, config, budget, spaces[regime], study_dir,
+                                                     where.tune_storage, data, grid, expected, extensions,
+                                                     trial_callbacks(args.mlflow, name, regime))
         left = unfinished_trials(grid, expected)
         if left:
             where.push()
@@ -203,6 +226,10 @@ def _main(args: argparse.Namespace) -> int:
                   f"resume with:\n  {resume_cmd}", flush=True)
             return 130
         check_optuna_agrees(study_dir, regime, grid)
+        if standing:
+            rows.append(json.loads(best_file.read_text()))
+            where.push()
+            continue
         search_wall_s = time.time() - started
         base = config.replace(regime=regime, **spaces[regime].fixed)
         seed_grid = None
@@ -217,7 +244,9 @@ def _main(args: argparse.Namespace) -> int:
                 return 130
         rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
                                   resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
+        count_test_scoring(study_dir, regime)  # study.json's test_scored
         export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
+        log_best_or_warn(args.mlflow, study_dir, regime, name)  # --mlflow: test scores and the model folder
         if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
             keep_only_best(grid, regime, study_dir)
             if seed_grid is not None:  # the seed re-runs are scored too: none of theirs is needed any more

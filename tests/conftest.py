@@ -160,6 +160,7 @@ def study_argv(pairs: Path, results: Path, name: str, space: Path, samples: int,
 class PruningStudy:
     path: Path  # results/<name>: the study's folder
     output: str  # what the study printed
+    mlflow: str | None  # the MLflow tracking URI it logged to (--mlflow), None when MLflow is not installed
 
 
 @pytest.fixture(scope="session")
@@ -168,18 +169,21 @@ def pruning_study(tmp_path_factory, study_pairs) -> PruningStudy:
     user-output tests: a learning rate that learns and one that cannot; random draws seeded 0 give bad, good,
     bad, bad, so once the good trial has set the first rung ASHA stops the later bad ones."""
     import contextlib
+    import importlib.util
     import io
 
     from study.run import main as run_main
 
     root = tmp_path_factory.mktemp("pruning")
     space = write_space(root / "space.yaml", [3e-3, 1e-6])
+    # logged to MLflow too where it is installed (the `mlflow` extra): tests/test_user_outputs.py reads it back
+    mlflow = f"file:{root / 'mlruns'}" if importlib.util.find_spec("mlflow") else None
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = run_main(study_argv(study_pairs, root / "results", "pruned", space, 4, PRUNING_EPOCHS,
-                                  study_pairs.parent / "cache"))
+                                  study_pairs.parent / "cache") + (["--mlflow", mlflow] if mlflow else []))
     assert code == 0, out.getvalue()[-3000:]
-    return PruningStudy(root / "results" / "pruned", out.getvalue())
+    return PruningStudy(root / "results" / "pruned", out.getvalue(), mlflow)
 
 
 def optuna_trials_in(db: Path, states: tuple[str, ...]) -> int:

@@ -295,3 +295,68 @@ def test_bleu_parts_tell_short_output_from_wrong_words():
     assert _bleu_parts_sentence(c.drop(columns="test_bleu_p1"), "decoder", "scratch") == ""  # an older study
     c.loc["scratch", "test_brevity_penalty"] = float("nan")
     assert _bleu_parts_sentence(c, "decoder", "scratch") == ""
+
+
+# --- several studies in one view ------------------------------------------------------------------------------
+
+
+def _variant(real: Path, out: Path, decoder_gap: float, data: str | None = None, num_samples: int | None = None) -> Path:
+    """A copy of the real study with a second finished regime, `decoder`, scoring `decoder_gap` test BLEU above
+    its `scratch` (its folder a copy of scratch's, its best.json edited), and optionally other data or budget."""
+    study = Path(shutil.copytree(real, out))
+    shutil.copytree(study / "scratch", study / "decoder")
+    best = json.loads((study / "decoder" / "best.json").read_text())
+    best |= {"regime": "decoder", "test_bleu": best["test_bleu"] + decoder_gap}
+    (study / "decoder" / "best.json").write_text(json.dumps(best))
+    record = json.loads((study / "study.json").read_text())
+    record["regimes"] = ["scratch", "decoder"]
+    if data:
+        record["config"]["data"] = data
+    if num_samples:
+        record["budget"]["num_samples"] = num_samples
+    (study / "study.json").write_text(json.dumps(record))
+    return study
+
+
+@slow
+def test_several_studies_in_one_view(pruning_study, tmp_path, capsys):
+    import statistics
+
+    from study.analysis.compare import compare
+
+    real = pruning_study.path
+    scratch = json.loads((real / "scratch" / "best.json").read_text())["test_bleu"]
+    a = _variant(real, tmp_path / "a", 1.0)
+    b = _variant(real, tmp_path / "b", 2.5)
+    c = _variant(real, tmp_path / "c", -0.5, data="/elsewhere/other.tsv", num_samples=8)
+    view = compare([a, b, c])
+    table = view.table.set_index("regime")
+    decoder = [scratch + 1.0, scratch + 2.5, scratch - 0.5]
+    assert table.loc["decoder", "test_bleu_mean"] == pytest.approx(statistics.mean(decoder))
+    assert table.loc["decoder", "test_bleu_sd"] == pytest.approx(statistics.stdev(decoder))
+    assert list(table.loc["decoder", ["a", "b", "c"]]) == pytest.approx(decoder)
+    assert table.loc["scratch", "test_bleu_mean"] == pytest.approx(scratch) and table.loc["scratch", "studies"] == 3
+    assert dict(zip(view.rankings["study"], view.rankings["ranking"])) == {
+        "a": "decoder > scratch", "b": "decoder > scratch", "c": "scratch > decoder"}
+    assert dict(zip(view.ranking_counts["ranking"], view.ranking_counts["studies"])) == {
+        "decoder > scratch": 2, "scratch > decoder": 1}
+    assert view.differences == ["data: config.data", "budget: budget.num_samples"] and not view.comparable
+    assert compare([a, b]).comparable  # the same settings: only their scores differ
+
+    # the command, with the real study itself among them: it has no decoder, which the report says
+    out = tmp_path / "view"
+    assert main([str(a), str(b), str(real), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "regimes `finished regimes`" in (out / "cross_study.md").read_text() and "regimes" in printed
+    frame = pd.read_csv(out / "cross_study.csv").set_index("regime")
+    assert frame.loc["scratch", "pruned"] == pytest.approx(scratch) and pd.isna(frame.loc["decoder", "pruned"])
+    assert frame.loc["scratch", "studies"] == 3 and frame.loc["decoder", "studies"] == 2
+    rankings = pd.read_csv(out / "rankings.csv").set_index("study")
+    assert rankings.loc["pruned", "ranking"] == "scratch" and rankings.loc["a", "studies_with_this_ranking"] == 2
+    assert (out / "plots" / "cross_study.png").stat().st_size > 0 and (out / "settings.csv").exists()
+
+    # bad input: one line each
+    assert main([str(a), str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: ")
+    assert main([str(a), str(b), "--out", str(a)]) == 2
+    assert "one of the studies compared" in capsys.readouterr().err

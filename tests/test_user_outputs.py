@@ -92,6 +92,92 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
 
 
 @slow
+def test_model_card_model_index_reads_back_as_best_json(study, tmp_path):
+    """The Hub (and huggingface_hub) read a card's evaluation results from its model-index: the exported card's
+    test BLEU and chrF, their sacrebleu signatures, the data and its test split, as best.json records them."""
+    from huggingface_hub import ModelCard
+
+    from study.config import Config
+    from study.results.export import base_model, card_data
+
+    folder = shutil.copytree(study / "scratch" / "model", tmp_path / "model")
+    best = json.loads((study / "scratch" / "best.json").read_text())
+    card = ModelCard.load(folder / "README.md")
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert set(results) == {"bleu", "chrf"}
+    for metric, result in results.items():
+        assert result.metric_value == best[f"test_{metric}"]
+        assert result.metric_config == best[f"{metric}_signature"] and "nrefs:1" in result.metric_config
+        assert (result.task_type, result.dataset_split) == ("translation", "test")
+        # the study's data is a local pairs file: named by its file, not passed off as a Hub dataset
+        assert result.dataset_type == Path(best["config"]["data"]).name
+    assert card.data.model_name == "pruned-scratch" and card.data.license == "apache-2.0"
+    assert card.data.base_model is None  # scratch starts from a random init: no base model to name
+    assert card.data.datasets is None
+    # a pretrained regime names the Hub model it started from; a random init, the tiny upstream or a local
+    # folder has none a Hub user could follow
+    assert base_model("full", "google-t5/t5-small") == "google-t5/t5-small"
+    assert base_model("scratch", "google-t5/t5-small") is None
+    assert base_model("full", "tiny") is None and base_model("full", str(folder)) is None
+    hub = card_data("full", best, Config(data="hf:wmt14:fr-en", model="google-t5/t5-small"), {"name": "s"})
+    assert hub.datasets == ["wmt14"] and hub.base_model == "google-t5/t5-small"
+    assert {(r.dataset_type, r.dataset_config) for r in hub.eval_results} == {("wmt14", "fr-en")}
+
+
+@slow
+def test_mlflow_holds_every_trial_and_the_best_as_the_study_wrote_them(pruning_study, monkeypatch):
+    """--mlflow file:...: one MLflow run per trial (params, every epoch's metrics, study and regime as tags) as
+    the trial's params.json and result.json say, and one for the regime's best with best.json's test scores and
+    the exported model folder as artifacts."""
+    mlflow = pytest.importorskip("mlflow")
+    if pruning_study.mlflow is None:
+        pytest.skip("the session's study ran without MLflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read a file store
+    client = mlflow.MlflowClient(tracking_uri=pruning_study.mlflow)
+    was = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(pruning_study.mlflow)
+    try:
+        runs = mlflow.search_runs(experiment_names=["pruned"])
+    finally:
+        mlflow.set_tracking_uri(was)
+    assert set(runs["tags.study"]) == {"pruned"} and set(runs["tags.regime"]) == {"scratch"}
+    trials = runs[runs["tags.run"] == "trial"].set_index("tags.trial_name")
+    folders = {d.name.split("_")[2]: d for d in (pruning_study.path / "scratch").iterdir()
+               if d.is_dir() and (d / "result.json").exists()}
+    assert len(trials) == len(folders) == 4
+    for name, run in trials.iterrows():
+        trial_dir = folders[name.rsplit("_", 1)[-1]]  # Ray's trial name ends with the trial id
+        params = json.loads((trial_dir / "params.json").read_text())
+        assert float(run["params.lr"]) == params["lr"] and int(run["params.num_beams"]) == params["num_beams"]
+        epochs = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        history = client.get_metric_history(run["run_id"], "val_bleu")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+            (e["training_iteration"], pytest.approx(e["val_bleu"])) for e in epochs]
+        assert run["status"] == "FINISHED"
+    assert sorted(len(client.get_metric_history(r, "val_loss")) for r in trials["run_id"]) == sorted(
+        len((d / "result.json").read_text().splitlines()) for d in folders.values())  # pruned trials: fewer epochs
+
+    best = json.loads((pruning_study.path / "scratch" / "best.json").read_text())
+    [(_, top)] = runs[runs["tags.run"] == "best"].iterrows()
+    assert top["tags.mlflow.runName"] == "scratch-best" and top["tags.trial_id"] == best["trial_id"]
+    for key in ("test_bleu", "test_chrf", "test_loss", "test_exact_match", "best_val_bleu"):
+        assert top[f"metrics.{key}"] == pytest.approx(best[key]), key
+    assert float(top["params.lr"]) == best["lr"]
+    artifacts = {a.path for a in client.list_artifacts(top["run_id"])}
+    model = {a.path for a in client.list_artifacts(top["run_id"], "model")}
+    assert {"best.json", "test.hyp.txt", "test.ref.txt", "model"} <= artifacts
+    assert {"model/config.json", "model/model.safetensors", "model/README.md"} <= model
+
+
+def test_mlflow_bad_store_is_one_line(tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    assert run_main(["--regime", "scratch", "--mlflow", "postgresql://nobody@127.0.0.1:1/none",
+                     "--results", str(tmp_path)]) == 2
+    assert "cannot open the MLflow tracking store" in _one_error_line(capsys)
+    assert not any(tmp_path.iterdir())  # nothing written, Ray never started
+
+
+@slow
 @pytest.mark.parametrize("args, needle", [
     (["--regime", "full", "Hello."], "no exported model for regime(s) ['full']"),
     ([], "nothing to translate"),

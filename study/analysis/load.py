@@ -270,6 +270,12 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
     trials, epochs, best_rows, seed_trials = [], [], [], []
     for regime in regimes:
         t, e = _read_regime(regime, path / regime, _max_epochs(record), _trains(record, regime))
+        for more in trials_lib.extension_dirs(path / regime):  # --more-trials: numbered after the earlier trials
+            extra, extra_epochs = _read_regime(regime, more, _max_epochs(record), _trains(record, regime))
+            last = max((row["number"] or 0 for row in t), default=0)
+            t += [row | {"number": (row["number"] or 0) + last, "trial_dir": f"{more.name}/{row['trial_dir']}"}
+                  for row in extra]
+            e += extra_epochs
         trials += t
         seed_trials += _read_regime(regime, path / regime / SEEDS_EXPERIMENT, _max_epochs(record), True)[0]
         epochs += e

@@ -289,3 +289,35 @@ def make_plots(analysis, out_dir: Path, save) -> list[Path]:
         if draw(analysis, out_dir / name, save):
             written.append(out_dir / name)
     return written
+
+
+def cross_study(comparison, path: Path, save) -> bool:
+    """Several studies (`study.analysis.compare`): each regime's best-trial test BLEU, a dot per study, the mean
+    with ± sd as a bar; a line joins each study's regimes, so a study ranking them differently stands out."""
+    scores, regimes = comparison.scores, list(comparison.table["regime"])
+    if scores.empty:
+        return False
+    fig, (ax,) = _figure(max(7.0, 1.8 * len(regimes) + 3), 4.8, 1)
+    ax.grid(False, axis="x")
+    x = {r: i for i, r in enumerate(regimes)}
+    for study in comparison.studies:
+        own = scores[scores["study"] == study].sort_values("regime", key=lambda col: col.map(x))
+        ax.plot(own["regime"].map(x), own["test_bleu"], color="#999999", alpha=0.5, linewidth=1, zorder=2)
+    for row in comparison.table.itertuples():
+        values = scores.loc[scores["regime"] == row.regime, "test_bleu"].astype(float)
+        ax.scatter([x[row.regime]] * len(values), values, color=colour(row.regime, regimes), s=46, alpha=0.8,
+                   zorder=3)
+        sd = 0.0 if np.isnan(row.test_bleu_sd) else float(row.test_bleu_sd)
+        ax.errorbar(x[row.regime] + 0.22, row.test_bleu_mean, yerr=sd, color="black", capsize=6, marker="_",
+                    markersize=16, linewidth=2, zorder=4)
+        ax.text(x[row.regime] + 0.3, row.test_bleu_mean, f"{row.test_bleu_mean:.2f}"
+                + (f" ± {sd:.2f}" if row.studies >= 2 else "") + f"\nn={row.studies}", va="center", fontsize=9)
+    ax.set_xticks(range(len(regimes)), regimes, fontsize=11)
+    ax.set_xlim(-0.5, len(regimes) - 0.2)
+    ax.set_ylabel("test BLEU of the regime's best trial", fontsize=11)
+    ax.set_title("each dot: one study (grey lines join a study's regimes); bar: mean ± sd across studies", fontsize=10)
+    verdict = "comparable" if comparison.comparable else "differ in " + ", ".join(
+        dict.fromkeys(d.split(":")[0] for d in comparison.differences))
+    fig.suptitle(f"{len(comparison.studies)} studies ({verdict})", fontsize=13)
+    save(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True

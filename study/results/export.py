@@ -36,6 +36,7 @@ import transformers
 from study.common import atomic_dir
 from study.config import Config, StudyError
 from study.data.prepared import PreparedData
+from study.data.tokenizer import is_tiny
 from study.metrics.scoring import signatures
 from study.model import provenance
 from study.model.regimes import get_regime
@@ -169,6 +170,48 @@ def _upstream_line(regime: str, config: Config, study: dict) -> str:
     return provenance.sentence(study.get("upstream") or provenance.describe(config.model))
 
 
+def _signature(row: dict, metric: str) -> str:
+    """best.json's sacrebleu signature of `metric` (bleu, chrf); studies scored before it was recorded: this
+    sacrebleu's, which `study.metrics.scoring` configures the same way."""
+    return row.get(f"{metric}_signature") or signatures()[f"{metric}_signature"]
+
+
+def _dataset(spec: str) -> tuple[str, str, str | None]:
+    """(type, name, config) of the data for the card's model-index: the Hub dataset id where there is one."""
+    if spec == "sample":
+        return "t5-regime-study/sample", "t5-regime-study bundled English/French grammar corpus", None
+    if spec.startswith("hf:"):
+        name, _, config_name = spec[3:].partition(":")
+        return name, name, config_name or None
+    return Path(spec).name, f"{Path(spec).name} (local English/French pairs file)", None
+
+
+def base_model(regime: str, model: str) -> str | None:
+    """The Hub model a regime's weights started from: `config.model` for a pretrained regime when it is a Hub
+    id; none for a regime trained from a random init, the offline tiny upstream or a local directory."""
+    if not get_regime(regime).pretrained or is_tiny(model) or Path(model).expanduser().exists():
+        return None
+    return model
+
+
+def card_data(regime: str, row: dict, config: Config, study: dict):
+    """The card's metadata (huggingface_hub's ModelCardData): language, licence, tags, base model and the
+    `model-index` the Hub reads evaluation results from: best.json's test BLEU and chrF, with their sacrebleu
+    signatures as each metric's config, on the study's test split."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset_type, dataset_name, dataset_config = _dataset(config.data)
+    results = [EvalResult(task_type="translation", task_name="Translation English to French",
+                          dataset_type=dataset_type, dataset_name=dataset_name, dataset_config=dataset_config,
+                          dataset_split="test", metric_type=metric, metric_name=label,
+                          metric_value=float(row[f"test_{metric}"]), metric_config=_signature(row, metric))
+               for metric, label in (("bleu", "BLEU"), ("chrf", "chrF")) if row.get(f"test_{metric}") is not None]
+    return ModelCardData(language=["en", "fr"], license="apache-2.0", tags=["translation", "t5"],
+                         pipeline_tag="translation", base_model=base_model(regime, config.model),
+                         datasets=[dataset_type] if config.data.startswith("hf:") else None,
+                         model_name=f"{study.get('name', 'study')}-{regime}", eval_results=results or None)
+
+
 def model_card(regime: str, row: dict, config: Config, study: dict, counts: dict) -> str:
     """The README.md of an exported model: what it is, its figures, its data and licence, how it was chosen."""
     budget = study.get("budget", {})
@@ -185,10 +228,7 @@ def model_card(regime: str, row: dict, config: Config, study: dict, counts: dict
     table = "\n".join(f"| {name} | {value} |" for name, value in figures)
     beams = f"{config.num_beams} beam(s)" if config.num_beams > 1 else "greedy decoding"
     return f"""---
-language: [en, fr]
-license: apache-2.0
-tags: [translation, t5]
-pipeline_tag: translation
+{card_data(regime, row, config, study).to_yaml()}
 ---
 
 # {study.get("name", "study")} / {regime}: English→French T5
@@ -201,8 +241,8 @@ The best model of the `{regime}` regime ({summary}) of the t5-regime-study study
 | --- | --- |
 {table}
 
-BLEU and chrF are sacrebleu's (`{row.get("bleu_signature") or signatures()["bleu_signature"]}`,
-`{signatures()["chrf_signature"]}`), one reference per pair, on the study's held-out test split.
+BLEU and chrF are sacrebleu's (`{_signature(row, "bleu")}`, `{_signature(row, "chrf")}`), one reference
+per pair, on the study's held-out test split (also in this card's `model-index`, which the Hub shows).
 
 ## Use
 

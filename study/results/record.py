@@ -78,6 +78,21 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
     }
 
 
+def count_test_scoring(study_dir: Path, regime: str) -> int:
+    """Count one more scoring of the regime's test split in study.json's `test_scored` (more than one only when
+    --more-trials changed its best trial); returns the regime's count."""
+    import json
+
+    from study.common import write_json
+
+    path = Path(study_dir) / "study.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    counts = record.setdefault("test_scored", {})
+    counts[regime] = counts.get(regime, 0) + 1
+    write_json(path, record)
+    return counts[regime]
+
+
 def _cluster_resources() -> dict:
     try:
         import ray

@@ -149,7 +149,7 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
         "total_params": int(best.result.metrics.get("total_params", 0)),
         "epochs_per_trial": [r.metrics.get("epoch", 0) for r in grid], "test_pairs": len(primary["references"]),
         "checkpoint": best.checkpoint.path if best.checkpoint is not None else None,
-        "bleu_signature": signatures()["bleu_signature"],
+        **signatures(),  # bleu_signature, chrf_signature: the model card's model-index names them
         # one reference per source (each distinct source once, all its references): see study.metrics.scoring
         "test_bleu_multi_signature": multi["bleu_multi_signature"], "test_sources": multi["sources"],
         "test_multi_reference_sources": multi["multi_reference_sources"],

@@ -90,23 +90,65 @@ def finish_budget(budget: Budget, address: str | None = None) -> Budget:
     return budget
 
 
-def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, study_dir: Path, tune_storage: str,
-               data: PreparedData, resume: bool):
-    """Search one regime (or continue its search) and return (Tune's ResultGrid, trials in the budget).
+def regime_trainable(regime: str, base: Config, budget: Budget, data: PreparedData):
+    """The regime's Tune trainable with its data and one trial's resources."""
+    from ray import tune
 
-    `study_dir` is the study's local folder (optuna.db lives there); `tune_storage` is where Tune writes
-    the experiment (the same folder, or the study's URI on a cluster)."""
+    return tune.with_resources(
+        # The trials get the data without its test split: selection can only ever see validation.
+        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials()),
+        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    )
+
+
+def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, study_dir: Path, storage_path: str,
+                 name: str, n: int, sampler: dict, callbacks: list | None = None):
+    """A new Tuner searching `n` trials of the regime with `sampler`, its Optuna study `<regime>` in optuna.db
+    (continued if it exists: Ray's OptunaSearch loads it), as experiment `<storage_path>/<name>`."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     from study.tuning.retention import CheckpointRetention, checkpoint_config
 
-    base = config.replace(regime=regime, **space.fixed)
-    trainable = tune.with_resources(
-        # The trials get the data without its test split: selection can only ever see validation.
-        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials()),
-        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    trains = REGIMES[regime].trains
+    max_epochs = budget.max_epochs if trains else 0
+    searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, sampler,
+                                                points_to_evaluate=None if trains else space.grid_points()),
+                                  max_concurrent=budget.max_concurrent)
+    return tune.Tuner(
+        trainable,
+        param_space=space.tune_space(),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
+            trial_dirname_creator=trial_dirname,
+            # A finished trial's worker process runs the next trial: no new process importing torch and
+            # transformers and fetching the data per trial. Safe because `fit` seeds every RNG and
+            # restores torch's threads, so a trial's numbers never depend on what ran before it.
+            reuse_actors=True,
+            scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
+            if trains and budget.scheduler == "asha" else None,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path,
+            # Disk bounded: what resumes a running trial, and the checkpoints of the best so far.
+            checkpoint_config=checkpoint_config(keep_all=budget.keep_checkpoints),
+            callbacks=[*(callbacks or []), *([] if budget.keep_checkpoints else [CheckpointRetention()])],
+            failure_config=tune.FailureConfig(max_failures=budget.max_failures),
+            verbose=1,
+        ),
     )
+
+
+def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, study_dir: Path, tune_storage: str,
+               data: PreparedData, resume: bool, callbacks: list | None = None):
+    """Search one regime (or continue its search) and return (Tune's ResultGrid, trials in the budget).
+
+    `study_dir` is the study's local folder (optuna.db lives there); `tune_storage` is where Tune writes
+    the experiment (the same folder, or the study's URI on a cluster). `callbacks`: more Tune callbacks for a
+    new search (e.g. MLflow's logger); a restored one keeps those it was started with."""
+    from ray import tune
+
+    trainable = regime_trainable(regime, config.replace(regime=regime, **space.fixed), budget, data)
     experiment = f"{tune_storage}/{regime}"
     trains = REGIMES[regime].trains
     n = planned_trials(trains, budget.num_samples, space)
@@ -114,33 +156,8 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
         print(f"[{regime}] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
-        max_epochs = budget.max_epochs if trains else 0
         sampler = sampler_settings(budget.searcher, regime, n, config.seed, budget.same_draws, trains)
-        searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, sampler,
-                                                    points_to_evaluate=None if trains else space.grid_points()),
-                                      max_concurrent=budget.max_concurrent)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.tune_space(),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
-                trial_dirname_creator=trial_dirname,
-                # A finished trial's worker process runs the next trial: no new process importing torch and
-                # transformers and fetching the data per trial. Safe because `fit` seeds every RNG and
-                # restores torch's threads, so a trial's numbers never depend on what ran before it.
-                reuse_actors=True,
-                scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
-                if trains and budget.scheduler == "asha" else None,
-            ),
-            run_config=tune.RunConfig(
-                name=regime, storage_path=tune_storage,
-                # Disk bounded: what resumes a running trial, and the checkpoints of the best so far.
-                checkpoint_config=checkpoint_config(keep_all=budget.keep_checkpoints),
-                callbacks=[] if budget.keep_checkpoints else [CheckpointRetention()],
-                failure_config=tune.FailureConfig(max_failures=budget.max_failures),
-                verbose=1,
-            ),
-        )
+        tuner = search_tuner(trainable, regime, budget, space, study_dir, tune_storage, regime, n, sampler, callbacks)
     return tuner.fit(), n
 
 

@@ -28,6 +28,8 @@ def ended_as(last: dict | None, max_epochs: int, *, errored: bool = False, train
 
 
 TRIAL_DIR_PREFIX = "trial_"
+# <study>/<regime>/more-<k>/: the k-th extension of a regime's search (--more-trials, study.tuning.extend)
+MORE_PREFIX = "more-"
 
 
 def trial_dirname(trial) -> str:
@@ -52,3 +54,11 @@ def trial_number_of(dirname: str) -> int | None:
     """The trial's number (1 for the first trial proposed) in a folder named by `trial_dirname`."""
     number = dirname[len(TRIAL_DIR_PREFIX):].partition("_")[0] if dirname.startswith(TRIAL_DIR_PREFIX) else ""
     return int(number) if number.isdigit() else None
+
+
+def extension_dirs(regime_dir) -> list:
+    """The regime's extension experiments (`more-1`, `more-2`, ...) in the order they ran."""
+    from pathlib import Path
+
+    found = [d for d in Path(regime_dir).glob(f"{MORE_PREFIX}*") if d.is_dir() and d.name[len(MORE_PREFIX):].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[len(MORE_PREFIX):]))
