@@ -7,6 +7,7 @@ trial's resources (`resources`: the cpu/gpu of one trial), one per model, in par
 runs on a GPU worker, not on the head. The driver only writes the files:
 
     test.hyp.txt + test.ref.txt                       one row per test pair (`test_bleu`, the ranked figure)
+    test.src.txt                                      each row's English source (rows sharing one are clustered)
     test.hyp.multi.txt + test.ref.0.txt, .1.txt, ...  each distinct source once, all its references
                                                       (`test_bleu_multi`)
     test.hyp.seed<N>.txt                              the seed re-runs' translations (rows as test.ref.txt)
@@ -73,10 +74,11 @@ def score_on_test(jobs: list[tuple[Config, object]], data: PreparedData, resourc
 
 
 def write_test_texts(out_dir: Path, sources: list[str], scored: dict) -> dict:
-    """test.hyp/ref.txt and the multi-reference files of the primary model; returns its multi-reference scores."""
+    """test.hyp/ref/src.txt and the multi-reference files of the primary model; returns its multi-reference scores."""
     hypotheses, references = scored["hypotheses"], scored["references"]
     write_lines(out_dir / "test.hyp.txt", hypotheses)
     write_lines(out_dir / "test.ref.txt", references)
+    write_lines(out_dir / "test.src.txt", sources)  # which rows share a source: the analysis resamples them together
     distinct_hyps, refs = references_by_source(sources, hypotheses, references)
     write_lines(out_dir / "test.hyp.multi.txt", distinct_hyps)
     streams = reference_streams(refs)
