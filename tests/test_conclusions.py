@@ -290,6 +290,7 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     from study.analysis.load import load
     from study.data.sample import corpus
     from study.run import main as run_main
+    from study.tuning.seeds import extra_seeds
 
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
@@ -319,22 +320,65 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     best = json.loads((study / "scratch" / "best.json").read_text())
     assert worker_id != head_id
     assert best["scored_node_id"] == worker_id and best["scored_device"] == "cpu"
-    assert [s["seed"] for s in best["seeds"]] == [0, 1]
+    assert [s["seed"] for s in best["seeds"]] == [0, *extra_seeds(0, 2)]
+    assert [s["scored_epoch"] for s in best["seeds"]] == [best["best_epoch"]] * 2
     assert all(s["node_id"] == worker_id for s in best["seeds"])
     bleus = [s["test_bleu"] for s in best["seeds"]]
     assert best["test_bleu_n"] == 2 and best["test_bleu_mean"] == pytest.approx(sum(bleus) / 2)
     assert best["test_bleu_sd"] == pytest.approx(abs(bleus[0] - bleus[1]) / 2 ** 0.5)
     assert best["test_bleu"] == bleus[0]  # the search's own run stays the ranked figure
-    assert (study / "scratch" / "test.hyp.seed1.txt").exists()
+    # a seed re-run that ignored its seed would be the best trial again, to the last digit
+    assert best["seeds"][0]["test_loss"] != best["seeds"][1]["test_loss"]
+    assert (study / "scratch" / f"test.hyp.seed{extra_seeds(0, 2)[0]}.txt").exists()
+    assert (study / "scratch" / "test.src.txt").read_text().count("\n") == best["test_pairs"]
     # Scored, the seed re-run keeps no checkpoint: the search's best checkpoint is the study's only one.
     assert sorted(study.rglob("checkpoint_*")) == [Path(best["checkpoint"])]
 
     a = load(study)
     runs = a.trials.set_index("run")
-    assert sorted(a.trials["run"]) == ["search", "seeds"] and int(runs.loc["seeds", "seed"]) == 1
+    assert sorted(a.trials["run"]) == ["search", "seeds"] and int(runs.loc["seeds", "seed"]) == extra_seeds(0, 2)[0]
     assert runs.loc["seeds", "test_bleu"] == pytest.approx(bleus[1]) and runs.loc["search", "test_bleu"] == bleus[0]
     row = a.comparison.set_index("regime").loc["scratch"]
     assert row["test_bleu_n"] == 2 and row["trials"] == 1  # the seed re-run is no trial of the search
+
+
+@pytest.mark.slow
+def test_seed_reruns_train_as_long_as_the_selected_epoch_and_differ_by_seed(tmp_path):
+    """Seed re-runs of a best trial whose selected epoch is 1 of a 3-epoch budget: each trains one epoch, on
+    the budget's schedule (its lr after epoch 1 is not yet decayed to 0), and is checkpointed there; the two
+    seeds train differently (a seed ignored would give the same loss); studies at nearby seeds share none."""
+    import ray
+
+    from study.config import Budget, Config
+    from study.data.sample import corpus
+    from study.training.checkpoints import load_for_resume
+    from study.training.upstream import prepare_data_and_upstream
+    from study.tuning.seeds import extra_seeds, run_seed_trials
+
+    seeds = extra_seeds(0, 3)
+    assert len(set(seeds)) == 2 and not set(seeds) & set(range(10)) and not set(seeds) & set(extra_seeds(1, 3))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=0)), encoding="utf-8")
+    config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), model="tiny", regime="scratch", epochs=3,
+                    tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
+                    max_eval_pairs=20, device="cpu", batch_size=16, torch_threads=1)
+    data = prepare_data_and_upstream(config, need_upstream=False)
+    budget = Budget(num_samples=1, max_epochs=3, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
+                    grace_period=None, reduction_factor=None, max_failures=0)
+    ray.shutdown()  # an in-process study that ran before in this worker keeps its local Ray up
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        grid = run_seed_trials("scratch", config, budget, {"lr": 3e-3, "num_beams": 1}, seeds,
+                               str(tmp_path / "tune"), data, epochs=1)
+    finally:
+        ray.shutdown()
+    results = list(grid)
+    assert sorted(r.config["seed"] for r in results) == sorted(seeds) and not any(r.error for r in results)
+    for r in results:
+        assert r.metrics_dataframe["epoch"].tolist() == [1] and r.metrics["lr"] > 0
+        with r.checkpoint.as_directory() as directory:
+            assert load_for_resume(directory)["epoch"] == 1
+    assert results[0].metrics["train_loss"] != results[1].metrics["train_loss"]
 
 
 def test_importances_find_the_hyperparameter_that_matters_and_skip_small_searches(tmp_path):
