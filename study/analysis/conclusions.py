@@ -35,7 +35,7 @@ FINDING = "a finding"
 INCONCLUSIVE = "inconclusive at this budget"
 PAIRWISE_COLUMNS = ["a", "b", "difference", "ci_low", "ci_high", "p", "p_adjusted", "n_seeds_a", "n_seeds_b",
                     "verdict", "reason", "bleu_a", "bleu_b", "seeds_bleu_a", "seeds_bleu_b", "rows", "clusters",
-                    "family_size", "p_best_models_sentences", "command"]
+                    "family_size", "p_best_models_sentences", "best_models_difference", "command"]
 Table = Callable[[list[str], list[list[str]]], str]
 
 
@@ -108,6 +108,7 @@ def pairwise(a: StudyAnalysis, resamples: int = RESAMPLES) -> pd.DataFrame:
             r = seeded_bootstrap(refs[low], runs[high], runs[low], sources, resamples)
             best_only = seeded_bootstrap(refs[low], runs[high][:1], runs[low][:1], None, resamples)
             rows.append({"a": high, "b": low, **r, "p": r["p_value"], "p_best_models_sentences": best_only["p_value"],
+                         "best_models_difference": best_only["difference"],
                          "command": f"sacrebleu {low}/test.ref.txt -i {low}/test.hyp.txt {high}/test.hyp.txt "
                                     f"--paired-bs --paired-bs-n {resamples}"})
     for r, adjusted in zip(rows, holm([r["p"] for r in rows])):
