@@ -265,7 +265,7 @@ def test_report_calls_a_difference_a_finding_only_when_the_adjusted_test_passes(
 
     text = "\n".join(conclusions.section(a, markdown_table))
     assert "family of 3 pairwise comparison(s)" in text and "p (Holm, 3)" in text
-    assert "`full` − `scratch`" in text and "a finding, `full` translates this test set better" in text
+    assert "`full` − `scratch`" in text and "a finding, `full` trains the better translator at this budget" in text
     not_found = next(line for line in text.splitlines() if line.startswith("- `decoder` − `scratch`"))
     assert conclusions.INCONCLUSIVE in not_found and "a finding" not in not_found
     claims = conclusions.original_claims(conclusions.pairwise(a))

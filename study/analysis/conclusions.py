@@ -127,11 +127,12 @@ def write_pairwise(a: StudyAnalysis, pairs: pd.DataFrame) -> Path:
 
 def verdict(row) -> str:
     """One sentence on one pair: its difference, interval and adjusted p-value, and what is known."""
-    numbers = (f"{row['difference']:+.2f} BLEU over seeds {row['n_seeds_a']} vs {row['n_seeds_b']} "
+    numbers = (f"{row['difference']:+.2f} BLEU, mean over {row['n_seeds_a']} vs {row['n_seeds_b']} seed(s) "
                f"(95 % CI {row['ci_low']:+.2f} to {row['ci_high']:+.2f}, p = {row['p']:.3f}, "
                f"Holm-adjusted {row['p_adjusted']:.3f} over {row['family_size']})")
     if row["verdict"] == FINDING:
-        return f"`{row['a']}` − `{row['b']}`: {numbers}: a finding, `{row['a']}` translates this test set better."
+        return (f"`{row['a']}` − `{row['b']}`: {numbers}: a finding, `{row['a']}` trains the better translator at "
+                "this budget, across seeds and test sentences.")
     return f"`{row['a']}` − `{row['b']}`: {numbers}: {INCONCLUSIVE} ({row['reason']})."
 
 
