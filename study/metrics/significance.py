@@ -94,6 +94,14 @@ def _cluster_statistics(bleu: sacrebleu.metrics.BLEU, hypotheses: list[str], str
     return bleu._aggregate_and_compute(raw).score, summed
 
 
+def _resampled_scores(bleu: sacrebleu.metrics.BLEU, stats: np.ndarray, idxs: np.ndarray, chunk: int = 100) -> list:
+    # A chunk of resamples at a time: all 1,000 at once would hold resamples x clusters x 10 floats (0.6 GB
+    # for a 16,000-source test split). Counts are whole numbers far below 2**24, so float32 sums are exact
+    # in any order: the scores are those of sacrebleu's one big `stats[idxs]`.
+    return [bleu._compute_score_from_stats(row).score for start in range(0, len(idxs), chunk)
+            for row in stats[idxs[start:start + chunk]].sum(1)]
+
+
 def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[str]], runs_b: list[list[str]],
                      sources: list[str] | None = None, resamples: int = RESAMPLES) -> dict:
     """Is regime A's test BLEU higher than regime B's, over training seeds *and* test sentences?
@@ -125,7 +133,7 @@ def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[
         # observed corpus BLEU of each run, and each run's BLEU on every resample: (runs,) and (runs, resamples)
         scored = [_cluster_statistics(bleu, h, streams, groups) for h in runs]
         observed = np.array([score for score, _ in scored])
-        resampled = np.array([[bleu._compute_score_from_stats(x.sum(0)).score for x in s[idxs]] for _, s in scored])
+        resampled = np.array([_resampled_scores(bleu, s, idxs) for _, s in scored])
         return observed, resampled
 
     (observed_a, resampled_a), (observed_b, resampled_b) = per_run(runs_a), per_run(runs_b)
