@@ -9,7 +9,8 @@
     a.trials, a.epochs, a.best, a.comparison, a.record
 
 Reading a study: `study.analysis.load`; the report: `study.analysis.report`; plots: `study.analysis.plots`.
-This command writes into the study directory: comparison.csv / .md / .parquet, plots/*.png and report.md.
+This command writes into the study directory: comparison.csv / .md / .parquet, pairwise.csv (regime A
+against regime B over seeds and test sources), plots/*.png and report.md.
 A study at a URI is pulled (trial results, no checkpoints) into a local staging folder, analysed there,
 and only these output files are pushed back next to it: the study's own files at the URI are never
 rewritten. Several studies (`study.analysis.compare`) are compared in one table and plot, written to --out
@@ -22,6 +23,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from study.analysis import conclusions
 from study.analysis.load import STATUSES, StudyAnalysis, load
 from study.analysis.report import comparison_markdown, write_report
 from study.cli import ArgumentParser, run_cli
@@ -36,9 +38,11 @@ __all__ = ["STATUSES", "StudyAnalysis", "load", "main", "write_outputs"]
 # --- writing ----------------------------------------------------------------------------------------------
 
 def write_outputs(analysis: StudyAnalysis, plots: bool = True) -> list[Path]:
-    """comparison.csv/.md/.parquet, plots/*.png (unless plots=False) and report.md; returns the paths."""
+    """comparison.csv/.md/.parquet, pairwise.csv, plots/*.png (unless plots=False) and report.md; returns the
+    paths."""
     out = analysis.path
     written = [out / "comparison.csv", out / "comparison.md", out / "comparison.parquet"]
+    pairs = conclusions.pairwise(analysis)  # once: pairwise.csv and the report's table are the same figures
     write_text(written[0], analysis.comparison.to_csv(index=False))
     write_text(written[1], comparison_markdown(analysis) + "\n")
     write_atomic(written[2], lambda tmp: analysis.comparison.to_parquet(tmp, index=False))
@@ -47,7 +51,8 @@ def write_outputs(analysis: StudyAnalysis, plots: bool = True) -> list[Path]:
         from study.analysis.plots import make_plots
 
         images = make_plots(analysis, out / "plots", write_atomic)
-    return written + images + [write_report(analysis, out, images)]
+    written.append(conclusions.write_pairwise(analysis, pairs))
+    return written + images + [write_report(analysis, out, images, pairs=pairs)]
 
 
 SHOWN_SCORES = ["regime", "state", "test_bleu", "test_chrf", "test_loss", "best_val_bleu"]

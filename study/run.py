@@ -235,8 +235,9 @@ def _main(args: argparse.Namespace) -> int:
         seed_grid = None
         if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
             seeds = extra_seeds(config.seed, budget.seeds)
-            seed_grid = run_seed_trials(regime, base, budget, best_trial(grid, regime, study_dir).params, seeds,
-                                        where.tune_storage, data, bool(args.resume))
+            best = best_trial(grid, regime, study_dir)  # its seed re-runs stop at its selected epoch
+            seed_grid = run_seed_trials(regime, base, budget, best.params, seeds, where.tune_storage, data,
+                                        bool(args.resume), epochs=best.best_epoch)
             if unfinished_trials(seed_grid, len(seeds)):
                 where.push()
                 print(f"\nstudy interrupted during {regime}'s seed runs; state saved.\nresume with:\n  {resume_cmd}",

@@ -4,7 +4,7 @@
     python -m study.translate results/<study> --regime full --input sentences.txt   # one sentence a line
 
 Prints one French line per English sentence, in order (a blank line stays blank). The model is
-`<study>/<regime>/model/` (default: the regime with the best test BLEU), with the study's task prefix and
+`<study>/<regime>/model/` (default: the regime with the best validation BLEU; test never chooses), with the study's task prefix and
 text normalisation, decoded exactly as `from_pretrained` + `generate` decodes that folder: by its
 generation_config.json (see study.results.export for how that differs from the study's own decoding).
 """
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="the study folder, results/<study name>")
     p.add_argument("text", nargs="*", help="English sentences to translate")
-    p.add_argument("--regime", help="whose exported model to use (default: the best by test BLEU)")
+    p.add_argument("--regime", help="whose exported model to use (default: the best by validation BLEU, best.json's best_val_bleu)")
     p.add_argument("--input", type=Path, help="a UTF-8 file of English sentences, one a line")
     p.add_argument("--batch-size", type=int, default=32, help="sentences decoded at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")

@@ -162,7 +162,7 @@ def test_report_names_the_winner_and_calls_small_gaps_noise(studies, tmp_path):
         # translations, so the parts are equal and neither reason is claimed)
         assert ("BLEU's parts: `scratch` writes" in report) == (loss_gap > 0)
         assert "shorter" not in report and "fewer of its words" not in report
-        assert "`full` − `scratch`: +0.00 BLEU" in report and "no significant difference at this budget" in report
+        assert "`full` − `scratch`: +0.00 BLEU" in report and "inconclusive at this budget" in report
         assert "a finding, `" not in report and "| finding |" not in report
 
 

@@ -387,3 +387,95 @@ def test_gpu_check_runs_on_a_cpu_with_a_tiny_budget(tmp_path):
     assert record["train_tokens_per_s"] > record["train_target_tokens_per_s"] > 0 and record["peak_rss_gb"] > 0
     assert record["target_met"] is None  # a capped training split says nothing about the 60 s target
     assert "validation generation" in run.stdout
+
+
+# ------------------------------------------------------------------- issue 30: calibration and consistency
+
+
+def _runs(refs: list[str], keeps: list[float]) -> list[list[str]]:
+    """One system output per `keeps` entry: each reference word kept with that probability (seeded)."""
+    import random
+
+    words = "le la chat chien maison est noir blanc il elle mange voit grand petit rouge vert".split()
+    out = []
+    for k, keep in enumerate(keeps):
+        rng = random.Random(k)
+        out.append([" ".join(w if rng.random() < keep else rng.choice(words) for w in r.split()) for r in refs])
+    return out
+
+
+def test_calibration_covers_the_seed_spread_the_sentence_only_interval_misses():
+    """Runs of one configuration whose seeds differ a lot (word-keep rates 0.40 to 0.70): the interval from 3
+    seeds covers the other seeds' difference far more often than the one-model sentence interval, and calls
+    far fewer false findings between two groups of the same configuration."""
+    import random
+
+    from benchmarks import calibration
+
+    rng = random.Random(0)
+    refs = [" ".join(rng.choice("le la chat chien maison est noir blanc".split()) for _ in range(rng.randint(5, 10)))
+            for _ in range(200)]
+    runs = _runs(refs, [0.55, 0.40, 0.70, 0.45, 0.65, 0.50, 0.60, 0.42, 0.68, 0.57])
+    figures = calibration.calibrate(runs, refs, [f"s{i}" for i in range(200)], draws=40, resamples=300)
+    assert figures["runs"] == 10 and figures["group"] == 3
+    assert figures["coverage"]["seeded"] >= figures["coverage"]["sentences"] + 0.3, figures
+    assert figures["false_findings"]["sentences"] >= figures["false_findings"]["seeded"] + 0.3, figures
+    assert figures["mean_width"]["seeded"] > 2 * figures["mean_width"]["sentences"]
+    with pytest.raises(calibration.StudyError, match="at least 7 runs"):
+        calibration.calibrate(runs[:6], refs, None, draws=1, resamples=10)
+
+
+@pytest.mark.slow
+def test_calibration_trains_a_studys_best_configuration_to_its_selected_epoch(pairs, tmp_path, capsys):
+    from benchmarks import calibration
+
+    config = Config(data=str(pairs), model="tiny", regime="scratch", epochs=2, lr=3e-3, batch_size=16,
+                    max_eval_pairs=20, tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64,
+                    tiny_vocab_size=300, cache_dir=str(tmp_path / "cache"), device="cpu")
+    (tmp_path / "study" / "scratch").mkdir(parents=True)
+    (tmp_path / "study" / "scratch" / "best.json").write_text(json.dumps({"config": config.to_dict(), "best_epoch": 1}))
+    out = tmp_path / "calibration.json"
+    assert calibration.main(["--from-study", str(tmp_path / "study"), "--regime", "scratch", "--seeds", "7",
+                             "--draws", "10", "--resamples", "100", "--out", str(out)]) == 0
+    record = read(out)
+    # trained as the study's seed re-runs: stopped at the best trial's epoch 1, on a 2-epoch schedule
+    assert record["epochs_trained"] == 1 and record["last_epoch_of_each_run"] == [1] * 7
+    assert record["config"]["epochs"] == 2 and len(set(record["bleu"])) > 1  # the seeds train differently
+    assert 0 <= record["coverage"]["seeded"] <= 1 and 0 <= record["false_findings"]["sentences"] <= 1
+    assert "covers the other seeds' A − B" in capsys.readouterr().out
+
+
+def _pairwise(folder: Path, rows: list[tuple[str, str, str, float, float]]) -> Path:
+    """A study folder holding only pairwise.csv: (a, b, verdict, sentence-only p, best models' difference)."""
+    folder.mkdir(parents=True)
+    import pandas as pd
+
+    pd.DataFrame([{"a": a, "b": b, "verdict": v, "p_best_models_sentences": p, "best_models_difference": d}
+                  for a, b, v, p, d in rows]).to_csv(folder / "pairwise.csv", index=False)
+    return folder
+
+
+def test_verdict_consistency_counts_reversed_and_inconclusive_findings(tmp_path, capsys):
+    from benchmarks import verdict_consistency as vc
+
+    f, i = "a finding", "inconclusive at this budget"
+    runs = [_pairwise(tmp_path / "s0", [("full", "scratch", f, 0.001, 2.0), ("decoder", "full", i, 0.001, 1.0)]),
+            _pairwise(tmp_path / "s1", [("scratch", "full", f, 0.001, 1.5), ("decoder", "full", i, 0.001, 1.0)]),
+            _pairwise(tmp_path / "s2", [("full", "scratch", i, 0.2, 0.3)])]
+    out = tmp_path / "consistency.json"
+    assert vc.main([*map(str, runs), "--out", str(out)]) == 0
+    seeded, sentences = (read(out)["results"][k] for k in ("seeded", "sentences"))
+    # s0's finding: reversed in s1, inconclusive in s2; s1's: reversed in s0, inconclusive in s2
+    assert seeded["findings"] == 2 and seeded["occurrences"] == 4
+    assert (seeded["reversed"], seeded["inconclusive"], seeded["confirmed"], seeded["missing"]) == (2, 2, 0, 0)
+    assert seeded["rates"]["reversed"] == 0.5 and seeded["goal_met"] is False
+    # sentence-only: decoder > full in s0 and s1 (confirmed both ways, missing in s2), full vs scratch as above
+    assert sentences["findings"] == 4 and sentences["confirmed"] == 2 and sentences["missing"] == 2
+    assert sentences["reversed"] == 2 and sentences["inconclusive"] == 2
+    assert seeded["pairs"]["full vs scratch"] == {str(runs[0]): "full better", str(runs[1]): "scratch better",
+                                                  str(runs[2]): "inconclusive"}
+    assert "reversed ≤ 5%" in capsys.readouterr().out
+    (tmp_path / "bare").mkdir()
+    assert vc.main([str(runs[0]), str(tmp_path / "bare"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no pairwise.csv" in err[0] and "python -m study.analyze" in err[0]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sacrebleu
 
@@ -117,51 +118,165 @@ def test_a_tiny_difference_is_not_significant():
     assert not result["significant"] and result["p_value"] > 0.05
 
 
-def _fake_study(path: Path, systems: dict[str, list[str]], refs: list[str], seeds: int = 1) -> Path:
+def _variant(refs: list[str], keep: float, seed: int) -> list[str]:
+    """A system's output on `refs`: each reference word kept with probability `keep`, else a random word."""
+    rng = random.Random(seed)
+    words = "le la chat chien maison est noir blanc il elle mange voit grand petit rouge vert".split()
+    return [" ".join(w if rng.random() < keep else rng.choice(words) for w in r.split()) for r in refs]
+
+
+DISTINCT = [f"source {i}" for i in range(300)]  # one row per source, for 300 rows
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _fake_study(path: Path, systems: dict[str, list[str] | list[list[str]]], refs: list[str],
+                sources: list[str] | None = None) -> Path:
     """A finished study's files as the analysis reads them (study.json, each regime's best.json and test
-    texts), without training anything."""
+    texts), without training anything. `systems`: a regime's one output, or its seed runs' outputs (the best
+    trial's first, written as test.hyp.txt, then test.hyp.seed<N>.txt as test scoring writes them)."""
+    runs = {r: [h] if isinstance(h[0], str) else h for r, h in systems.items()}
     path.mkdir(parents=True)
     (path / "study.json").write_text(json.dumps({"name": path.name, "regimes": list(systems), "preset": "quick",
                                                  "config": {"model": "tiny", "data": "sample"},
-                                                 "budget": {"max_epochs": 1, "seeds": seeds}}))
-    for regime, hyps in systems.items():
+                                                 "budget": {"max_epochs": 1,
+                                                            "seeds": max(len(h) for h in runs.values())}}))
+    for regime, hyps in runs.items():
         (path / regime).mkdir()
-        (path / regime / "test.hyp.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
-        (path / regime / "test.ref.txt").write_text("\n".join(refs) + "\n", encoding="utf-8")
-        bleu = translation_scores(hyps, refs)["bleu"]
+        _write_lines(path / regime / "test.hyp.txt", hyps[0])
+        for k, h in enumerate(hyps[1:], start=1):
+            _write_lines(path / regime / f"test.hyp.seed{100 + k}.txt", h)
+        _write_lines(path / regime / "test.ref.txt", refs)
+        if sources is not None:
+            _write_lines(path / regime / "test.src.txt", sources)
+        bleus = [translation_scores(h, refs)["bleu"] for h in hyps]
         (path / regime / "best.json").write_text(json.dumps({
-            "regime": regime, "trial_id": f"t_{regime}", "test_bleu": bleu, "test_bleu_mean": bleu,
-            "test_bleu_sd": None, "test_bleu_n": 1, "best_val_bleu": bleu, "trainable_params": 1,
-            "config": {"model": "tiny"}}))
+            "regime": regime, "trial_id": f"t_{regime}", "test_bleu": bleus[0],
+            "test_bleu_mean": sum(bleus) / len(bleus), "test_bleu_sd": None, "test_bleu_n": len(bleus),
+            "best_val_bleu": bleus[0], "trainable_params": 1, "config": {"model": "tiny"},
+            "seeds": [{"seed": 0 if k == 0 else 100 + k, "test_bleu": b} for k, b in enumerate(bleus)]}))
     return path
 
 
-def test_report_calls_a_difference_a_finding_only_when_its_interval_excludes_zero(tmp_path):
+def test_one_seed_and_one_row_per_source_is_sacrebleus_paired_bootstrap(tmp_path):
+    from study.analysis import conclusions
+    from study.analysis.load import load
+    from study.metrics.significance import seeded_bootstrap
+
+    refs, weak, strong, twin = _systems(300)
+    systems = {"weak": weak, "strong": strong, "twin": twin}
+    for name, lines in (("ref", refs), *systems.items()):
+        _write_lines(tmp_path / f"{name}.txt", lines)
+    sources = [f"source {i}" for i in range(300)]  # one row per source
+    for low, high in (("weak", "strong"), ("weak", "twin")):  # a clear difference and one that is not
+        cli = json.loads(sacrebleu_cli([tmp_path / "ref.txt"], [tmp_path / f"{low}.txt", tmp_path / f"{high}.txt"],
+                                       "--paired-bs", "--paired-bs-n", "1000", "-f", "json"))
+        ours = seeded_bootstrap(refs, [systems[high]], [systems[low]], sources=sources)
+        assert ours["p_value"] == cli[1]["BLEU"]["p_value"], (low, high)
+        assert ours["difference"] == pytest.approx(cli[1]["BLEU"]["score"] - cli[0]["BLEU"]["score"], abs=1e-12)
+        assert ours["clusters"] == ours["rows"] == 300 and ours["n_seeds_a"] == ours["n_seeds_b"] == 1
+    # ... and so does the study's pairwise.csv, with one seed per regime: its p is the command line's.
+    study = _fake_study(tmp_path / "fake", {"full": strong, "scratch": weak}, refs, sources=DISTINCT)
+    pairs = conclusions.pairwise(load(study))
+    cli = json.loads(sacrebleu_cli([study / "scratch" / "test.ref.txt"],
+                                   [study / "scratch" / "test.hyp.txt", study / "full" / "test.hyp.txt"],
+                                   "--paired-bs", "-f", "json"))
+    assert pairs["p"].iloc[0] == cli[1]["BLEU"]["p_value"] == pairs["p_best_models_sentences"].iloc[0]
+
+
+def test_rows_that_share_a_source_are_resampled_together():
+    from study.metrics.significance import seeded_bootstrap
+
+    refs, weak, strong, _ = _systems(150)
+    # Every source twice (a second reference each, one hypothesis per source as `evaluate` gives): 300 rows,
+    # but only 150 independent draws; as 300 independent rows the interval would be about 1/sqrt(2) as wide.
+    other = _variant(refs, 0.8, seed=9)
+    rows = [r for pair in zip(refs, other) for r in pair]
+    sources = [f"en {i}" for i in range(150) for _ in range(2)]
+    twice = [h for h in strong for _ in range(2)], [h for h in weak for _ in range(2)]
+    clustered = seeded_bootstrap(rows, [twice[0]], [twice[1]], sources=sources)
+    alone = seeded_bootstrap(rows, [twice[0]], [twice[1]], sources=None)
+    assert clustered["clusters"] == 150 and alone["clusters"] == 300
+    assert clustered["difference"] == alone["difference"]
+    width = {k: r["ci_high"] - r["ci_low"] for k, r in (("clustered", clustered), ("alone", alone))}
+    assert width["clustered"] > 1.2 * width["alone"], width
+
+
+def test_holm_adjusts_the_family_step_down():
+    from study.metrics.significance import holm
+
+    # sorted 0.01 (x3), 0.03 (x2), 0.04 (x1): 0.03, 0.06, 0.04 -> kept monotone: 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002]) and holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_regimes_whose_seed_runs_overlap_are_inconclusive_though_each_model_pair_is_significant(tmp_path):
+    """`full`'s best trial beats `scratch`'s, and `scratch`'s second seed beats `full`'s: each one-model
+    bootstrap says p < 0.01, but over seeds nothing is known; pairwise.csv and the report say so."""
+    from study.analysis import conclusions
+    from study.analysis.load import load
+    from study.analysis.report import markdown_table
+    from study.metrics.significance import paired_bootstrap
+
+    refs = _systems(300)[0]
+    full = [_variant(refs, 0.7, seed=1), _variant(refs, 0.45, seed=2)]
+    scratch = [_variant(refs, 0.5, seed=3), _variant(refs, 0.66, seed=4)]
+    for a, b in ((full[0], scratch[0]), (scratch[1], full[1])):
+        assert paired_bootstrap(refs, b, a)["p_value"] < 0.01  # each pair of models, sentences alone
+    study = _fake_study(tmp_path / "fake", {"full": full, "scratch": scratch}, refs, sources=DISTINCT)
+    a = load(study)
+    pairs = conclusions.pairwise(a)
+    row = pairs.iloc[0]
+    assert (row["n_seeds_a"], row["n_seeds_b"], row["family_size"]) == (2, 2, 1)
+    assert row["p_best_models_sentences"] < 0.01
+    assert row["verdict"] == conclusions.INCONCLUSIVE and "seeds disagree" in row["reason"]
+    assert "interval spans zero" in row["reason"] and row["ci_low"] < 0 < row["ci_high"]
+    path = conclusions.write_pairwise(a, pairs)
+    written = pd.read_csv(path)
+    assert list(written.columns[:10]) == ["a", "b", "difference", "ci_low", "ci_high", "p", "p_adjusted",
+                                          "n_seeds_a", "n_seeds_b", "verdict"]
+    assert written["verdict"].tolist() == [conclusions.INCONCLUSIVE]
+    text = "\n".join(conclusions.section(a, markdown_table, pairs))
+    assert "a finding," not in text and "| finding" not in text and "inconclusive at this budget: seeds disagree" in text
+
+
+def test_report_calls_a_difference_a_finding_only_when_the_adjusted_test_passes(tmp_path):
     from study.analysis import conclusions
     from study.analysis.load import load
     from study.analysis.report import markdown_table
 
-    refs, weak, strong, twin = _systems(300)
-    study = _fake_study(tmp_path / "fake", {"full": strong, "decoder": twin, "scratch": weak}, refs)
+    refs = _systems(300)[0]
+    strong = [_variant(refs, 0.7, seed=s) for s in (1, 2)]
+    weak = [_variant(refs, 0.45, seed=s) for s in (3, 4)]
+    twin = [[h if i % 40 else r for i, (h, r) in enumerate(zip(w, refs))] for w in weak]  # weak, a few made right
+    study = _fake_study(tmp_path / "fake", {"full": strong, "decoder": twin, "scratch": weak}, refs,
+                        sources=DISTINCT)
     a = load(study)
     pairs = conclusions.pairwise(a).set_index(["a", "b"])
     assert set(pairs.index) == {("full", "decoder"), ("full", "scratch"), ("decoder", "scratch")}
-    assert pairs.loc[("full", "scratch"), "significant"] and not pairs.loc[("decoder", "scratch"), "significant"]
-    # The table's p-value is what the sacrebleu command line prints for the files the study wrote.
-    cli = json.loads(sacrebleu_cli([study / "scratch" / "test.ref.txt"],
-                                   [study / "scratch" / "test.hyp.txt", study / "full" / "test.hyp.txt"],
-                                   "--paired-bs", "-f", "json"))
-    assert cli[1]["BLEU"]["p_value"] == pairs.loc[("full", "scratch"), "p_value"]
+    assert (pairs["family_size"] == 3).all()
+    # Holm: the adjusted p-values are at least the raw ones, the smallest one multiplied by the family's size
+    assert (pairs["p_adjusted"] >= pairs["p"]).all()
+    assert pairs["p_adjusted"].min() == pytest.approx(min(1.0, 3 * pairs["p"].min()))
+    assert pairs.loc[("full", "scratch"), "verdict"] == conclusions.FINDING
+    assert pairs.loc[("decoder", "scratch"), "verdict"] == conclusions.INCONCLUSIVE
 
     text = "\n".join(conclusions.section(a, markdown_table))
-    assert "`full` − `scratch`" in text and "a finding, `full` translates this test set better" in text
+    assert "family of 3 pairwise comparison(s)" in text and "p (Holm, 3)" in text
+    assert "`full` − `scratch`" in text and "a finding, `full` trains the better translator at this budget" in text
     not_found = next(line for line in text.splitlines() if line.startswith("- `decoder` − `scratch`"))
-    assert not_found.endswith(f"{conclusions.NO_DIFFERENCE}.") and "finding" not in not_found
+    assert conclusions.INCONCLUSIVE in not_found and "a finding" not in not_found
     claims = conclusions.original_claims(conclusions.pairwise(a))
-    assert "not borne out here" in claims[0]  # decoder ≈ full: full is significantly better here
-    assert any("against `full`" in c and "significantly worse here" in c for c in claims)
-    assert any("against `decoder`" in c and "not significantly worse here" in c for c in claims)
+    assert "not borne out here" in claims[0]  # decoder ≈ full: full is better here, a finding
+    assert any("against `full`" in c and "`scratch` is worse here, a finding" in c for c in claims)
+    assert any("against `decoder`" in c and "not shown worse here" in c for c in claims)
     assert "skipped: the study has no optuna.db" in text and not (study / "optuna.db").exists()
+    # One seed per regime: however clear the difference between the two models, training's spread is unknown.
+    single = _fake_study(tmp_path / "single", {"full": strong[0], "scratch": weak[0]}, refs)
+    row = conclusions.pairwise(load(single)).iloc[0]
+    assert row["p"] < 0.01 and row["verdict"] == conclusions.INCONCLUSIVE and "one seed of `full`" in row["reason"]
 
 
 @pytest.mark.slow
@@ -175,6 +290,7 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     from study.analysis.load import load
     from study.data.sample import corpus
     from study.run import main as run_main
+    from study.tuning.seeds import extra_seeds
 
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
@@ -204,22 +320,65 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     best = json.loads((study / "scratch" / "best.json").read_text())
     assert worker_id != head_id
     assert best["scored_node_id"] == worker_id and best["scored_device"] == "cpu"
-    assert [s["seed"] for s in best["seeds"]] == [0, 1]
+    assert [s["seed"] for s in best["seeds"]] == [0, *extra_seeds(0, 2)]
+    assert [s["scored_epoch"] for s in best["seeds"]] == [best["best_epoch"]] * 2
     assert all(s["node_id"] == worker_id for s in best["seeds"])
     bleus = [s["test_bleu"] for s in best["seeds"]]
     assert best["test_bleu_n"] == 2 and best["test_bleu_mean"] == pytest.approx(sum(bleus) / 2)
     assert best["test_bleu_sd"] == pytest.approx(abs(bleus[0] - bleus[1]) / 2 ** 0.5)
     assert best["test_bleu"] == bleus[0]  # the search's own run stays the ranked figure
-    assert (study / "scratch" / "test.hyp.seed1.txt").exists()
+    # a seed re-run that ignored its seed would be the best trial again, to the last digit
+    assert best["seeds"][0]["test_loss"] != best["seeds"][1]["test_loss"]
+    assert (study / "scratch" / f"test.hyp.seed{extra_seeds(0, 2)[0]}.txt").exists()
+    assert (study / "scratch" / "test.src.txt").read_text().count("\n") == best["test_pairs"]
     # Scored, the seed re-run keeps no checkpoint: the search's best checkpoint is the study's only one.
     assert sorted(study.rglob("checkpoint_*")) == [Path(best["checkpoint"])]
 
     a = load(study)
     runs = a.trials.set_index("run")
-    assert sorted(a.trials["run"]) == ["search", "seeds"] and int(runs.loc["seeds", "seed"]) == 1
+    assert sorted(a.trials["run"]) == ["search", "seeds"] and int(runs.loc["seeds", "seed"]) == extra_seeds(0, 2)[0]
     assert runs.loc["seeds", "test_bleu"] == pytest.approx(bleus[1]) and runs.loc["search", "test_bleu"] == bleus[0]
     row = a.comparison.set_index("regime").loc["scratch"]
     assert row["test_bleu_n"] == 2 and row["trials"] == 1  # the seed re-run is no trial of the search
+
+
+@pytest.mark.slow
+def test_seed_reruns_train_as_long_as_the_selected_epoch_and_differ_by_seed(tmp_path):
+    """Seed re-runs of a best trial whose selected epoch is 1 of a 3-epoch budget: each trains one epoch, on
+    the budget's schedule (its lr after epoch 1 is not yet decayed to 0), and is checkpointed there; the two
+    seeds train differently (a seed ignored would give the same loss); studies at nearby seeds share none."""
+    import ray
+
+    from study.config import Budget, Config
+    from study.data.sample import corpus
+    from study.training.checkpoints import load_for_resume
+    from study.training.upstream import prepare_data_and_upstream
+    from study.tuning.seeds import extra_seeds, run_seed_trials
+
+    seeds = extra_seeds(0, 3)
+    assert len(set(seeds)) == 2 and not set(seeds) & set(range(10)) and not set(seeds) & set(extra_seeds(1, 3))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=0)), encoding="utf-8")
+    config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), model="tiny", regime="scratch", epochs=3,
+                    tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
+                    max_eval_pairs=20, device="cpu", batch_size=16, torch_threads=1)
+    data = prepare_data_and_upstream(config, need_upstream=False)
+    budget = Budget(num_samples=1, max_epochs=3, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
+                    grace_period=None, reduction_factor=None, max_failures=0)
+    ray.shutdown()  # an in-process study that ran before in this worker keeps its local Ray up
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        grid = run_seed_trials("scratch", config, budget, {"lr": 3e-3, "num_beams": 1}, seeds,
+                               str(tmp_path / "tune"), data, epochs=1)
+    finally:
+        ray.shutdown()
+    results = list(grid)
+    assert sorted(r.config["seed"] for r in results) == sorted(seeds) and not any(r.error for r in results)
+    for r in results:
+        assert r.metrics_dataframe["epoch"].tolist() == [1] and r.metrics["lr"] > 0
+        with r.checkpoint.as_directory() as directory:
+            assert load_for_resume(directory)["epoch"] == 1
+    assert results[0].metrics["train_loss"] != results[1].metrics["train_loss"]
 
 
 def test_importances_find_the_hyperparameter_that_matters_and_skip_small_searches(tmp_path):

@@ -419,6 +419,21 @@ def test_sampler_seed_epoch_determinism():
     assert list(batching.LengthGroupedBatchSampler([], 8, 0)) == []
 
 
+def test_no_two_seeds_share_an_epochs_batch_order():
+    """The seed re-runs of a best configuration (seeds s, s+1, ... or any others) must not replay each other's
+    epochs: every (seed, epoch) of 5 seeds x 4 epochs gives an order of its own (seed + epoch gave 8 orders)."""
+    lengths = [(i * 7919) % 50 for i in range(400)]
+
+    def order(seed: int, epoch: int) -> tuple:
+        sampler = batching.LengthGroupedBatchSampler(lengths, 16, seed=seed)
+        sampler.set_epoch(epoch)
+        return tuple(i for b in sampler for i in b)
+
+    orders = {(seed, epoch): order(seed, epoch) for seed in range(5) for epoch in range(1, 5)}
+    assert len(set(orders.values())) == len(orders) == 20
+    assert order(1, 1) != order(0, 2) and order(-1, 1) == order(-1, 1) != order(0, 0)
+
+
 def test_make_loader_epoch_matches_set_epoch(tmp_path, spm_tokenizer):
     tokenized, _ = tokenized_fixture(tmp_path, spm_tokenizer)
     loader = batching.make_loader(tokenized["train"], spm_tokenizer, 8, shuffle=True, seed=3, epoch=2)

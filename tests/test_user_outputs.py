@@ -74,6 +74,8 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
     assert all((trained[k] == exported[k]).all() for k in trained)
     card = (folder / "README.md").read_text()
     assert f"| test BLEU | {best['test_bleu']:.2f} |" in card and "license: apache-2.0" in card and "CC BY" in card
+    assert f"| best validation BLEU (what chose this model) | {best['best_val_bleu']:.2f}" in card
+    assert "never used to choose" in card
 
     prefix = model.config.task_specific_params["translation_en_to_fr"]["prefix"]
     assert prefix == best["config"]["prefix"]
@@ -86,7 +88,7 @@ def test_exported_folder_translates_with_from_pretrained_alone(study, tmp_path, 
     assert translate_main([str(study), "--regime", "scratch", "--input", str(tmp_path / "in.txt")]) == 0
     printed = capsys.readouterr().out.split("\n")[:-1]
     assert printed == plain[:12] + [""] + plain[12:]
-    # the default regime is the best by test BLEU (the only one here), sentences may come as arguments
+    # the default regime is the best by validation BLEU (the only one here), sentences may come as arguments
     assert translate_main([str(study), english[0], english[1]]) == 0
     assert capsys.readouterr().out.splitlines() == plain[:2]
 
@@ -175,6 +177,33 @@ def test_mlflow_bad_store_is_one_line(tmp_path, capsys):
                      "--results", str(tmp_path)]) == 2
     assert "cannot open the MLflow tracking store" in _one_error_line(capsys)
     assert not any(tmp_path.iterdir())  # nothing written, Ray never started
+
+
+def test_translate_deploys_the_best_regime_by_validation_not_test(study, tmp_path, capsys):
+    """A study whose validation and test winners differ (the session's `scratch` copied as `full`, best.json's
+    figures edited): translate's default is `full`, best on validation, though `scratch` is best on test."""
+    from study.results.export import best_regime
+    from study.translate import main as translate_main
+
+    copy = Path(shutil.copytree(study, tmp_path / "study"))
+    shutil.copytree(copy / "scratch", copy / "full")
+    record = json.loads((copy / "study.json").read_text())
+    (copy / "study.json").write_text(json.dumps({**record, "regimes": ["scratch", "full"]}))
+    for regime, val, test in (("scratch", 10.0, 30.0), ("full", 20.0, 5.0)):
+        best = json.loads((copy / regime / "best.json").read_text())
+        (copy / regime / "best.json").write_text(json.dumps({**best, "regime": regime, "best_val_bleu": val,
+                                                             "test_bleu": test, "test_bleu_mean": test}))
+    # `full`'s folder decodes at most one token, so its translations tell which model translate loaded
+    generation = copy / "full" / "model" / "generation_config.json"
+    generation.write_text(json.dumps({**json.loads(generation.read_text()), "max_new_tokens": 1}))
+    assert best_regime(copy) == "full"
+    english = [en for en, _ in corpus.generate_pairs(4, seed=3)]
+    outputs = {}
+    for regime in ("scratch", "full", None):
+        capsys.readouterr()
+        assert translate_main([str(copy), *(["--regime", regime] if regime else []), *english]) == 0
+        outputs[regime] = capsys.readouterr().out
+    assert outputs["scratch"] != outputs["full"] and outputs[None] == outputs["full"]
 
 
 @slow

@@ -277,9 +277,11 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
                   for row in extra]
             e += extra_epochs
         trials += t
-        seed_trials += _read_regime(regime, path / regime / SEEDS_EXPERIMENT, _max_epochs(record), True)[0]
-        epochs += e
         b = _read_json(path / regime / "best.json")
+        # a seed re-run stops at the best trial's selected epoch (study.tuning.seeds): that is its full length
+        seed_length = int((b or {}).get("best_epoch") or 0) or _max_epochs(record)
+        seed_trials += _read_regime(regime, path / regime / SEEDS_EXPERIMENT, seed_length, True)[0]
+        epochs += e
         if b is not None:
             best_rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
                               for k, v in b.items() if k != "config"} | {"model": b.get("config", {}).get("model")}

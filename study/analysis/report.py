@@ -102,7 +102,7 @@ def findings(a: StudyAnalysis) -> list[str]:
         w, n = done.index[0], done.index[1]
         gap = bleu[w] - bleu[n]
         s = f"`{w}` won on test BLEU with {bleu[w]:.2f}, {gap:.2f} ahead of `{n}` ({bleu[n]:.2f})"
-        s += ". Whether that gap is a finding or test-set noise: the paired bootstrap under \"How sure\"."
+        s += ". Whether that gap is a finding or the noise of seeds and test sentences: the test under \"How sure\"."
         s += (f" Its search took {format_duration(c.loc[w, 'search_wall_s'])} ({c.loc[w, 'trials']:.0f} trials), its best trial "
               f"{format_duration(c.loc[w, 'trial_wall_s'])}; `{n}`'s search took {format_duration(c.loc[n, 'search_wall_s'])} and its best "
               f"trial {format_duration(c.loc[n, 'trial_wall_s'])}.")
@@ -114,7 +114,7 @@ def findings(a: StudyAnalysis) -> list[str]:
         for r in pretrained:
             d = bleu[r] - bleu["scratch"]
             verdict = ("higher with pre-training" if d > 0 else "`scratch` scored higher") + (
-                "; whether that is a finding: the paired bootstrap under \"How sure\"")
+                "; whether that is a finding: the test over seeds and sentences under \"How sure\"")
             s = (f"Pre-training: `{r}` scored {bleu[r]:.2f} test BLEU against {bleu['scratch']:.2f} for `scratch` "
                  f"(random init), {d:+.2f}: {verdict}.")
             loss_r, loss_s = done.loc[r, "test_loss"], done.loc["scratch", "test_loss"]
@@ -208,7 +208,8 @@ def sampler_line(regime: str, s: dict) -> str:
     return f"- `{regime}` trials proposed by {how}, sampler seed {s.get('seed')} ({seed})"
 
 
-def render_report(a: StudyAnalysis, images: list[Path]) -> str:
+def render_report(a: StudyAnalysis, images: list[Path], pairs: pd.DataFrame | None = None) -> str:
+    """report.md's text; `pairs`: `conclusions.pairwise(a)` if the caller has it (None: computed here)."""
     r, cfg, budget = a.record, a.record.get("config", {}), a.record.get("budget", {})
     done = [x for x in a.comparison["regime"] if x not in a.unfinished]
     lines = [f"# Study `{r.get('name', a.path.name)}`: T5 English→French over {len(a.comparison)} regime(s)", "",
@@ -230,7 +231,7 @@ def render_report(a: StudyAnalysis, images: list[Path]) -> str:
                    f"{_fmt(a.comparison['cost_usd'].sum(), 'usd')} USD."), ""]
     lines += ["## What the numbers say", "", *[f"- {s}" for s in findings(a)], ""]
     lines += worth_training.section(a, markdown_table)
-    lines += conclusions.section(a, markdown_table)
+    lines += conclusions.section(a, markdown_table, pairs)
     if images:
         lines += ["## Plots", ""]
         for p in images:
@@ -251,8 +252,9 @@ def render_report(a: StudyAnalysis, images: list[Path]) -> str:
               "Config:", "", "```json", json.dumps(cfg, indent=2), "```", ""]
     return "\n".join(lines)
 
-def write_report(analysis: StudyAnalysis, study_dir: Path, plots: list[Path]) -> Path:
-    """Write study_dir/report.md, linking `plots` (PNGs under study_dir/plots); returns its path."""
+def write_report(analysis: StudyAnalysis, study_dir: Path, plots: list[Path], pairs: pd.DataFrame | None = None) -> Path:
+    """Write study_dir/report.md, linking `plots` (PNGs under study_dir/plots); returns its path. `pairs`: the
+    table of pairwise.csv (`conclusions.pairwise`), if already computed."""
     path = Path(study_dir) / "report.md"
-    write_text(path, render_report(analysis, plots))
+    write_text(path, render_report(analysis, plots, pairs))
     return path

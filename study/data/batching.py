@@ -7,12 +7,13 @@ each batch is padded only as far as its longest row, labels with -100 so the los
 `max_length_padding_stats` measure how much of a batch is padding, this way or padded to the split maximum.
 
 Kept apart from `study/data.py` (loading, cleaning, splitting, tokenizing) because batching is its own
-concern, with its own reproducibility rule (the order depends only on seed + epoch), and a newcomer looks
-for it by name.
+concern, with its own reproducibility rule (the order depends only on the pair (seed, epoch)), and a
+newcomer looks for it by name.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset
@@ -26,8 +27,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     With `shuffle`, transformers' `LengthGroupedSampler` permutes the indices and sorts them by length
     inside pools of 50 batches ("megabatches"); consecutive runs of `batch_size` become batches, and the
-    batches are shuffled too. The order depends only on `seed + epoch` (see `set_epoch`), so a run resumed
-    at epoch k sees exactly the batches of an uninterrupted one. Without `shuffle` (evaluation), indices
+    batches are shuffled too. The order depends only on the pair (seed, epoch) (see `set_epoch`), so a run
+    resumed at epoch k sees exactly the batches of an uninterrupted one; and it is drawn from the pair, not
+    from seed + epoch, so that no two seeds ever share an epoch's order (with seed + epoch, seed 1's epoch 1
+    was seed 0's epoch 2, and the seed re-runs of a best configuration replayed each other's batches). Without `shuffle` (evaluation), indices
     are sorted by length, longest first; each batch lists the original row indices it holds.
     """
 
@@ -50,7 +53,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
             yield from BatchSampler(order, self.batch_size, self.drop_last)
             return
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(order_seed(self.seed, self.epoch))
         pooled = LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=generator)
         batches = list(BatchSampler(pooled, self.batch_size, self.drop_last))
         for i in torch.randperm(len(batches), generator=generator).tolist():
@@ -59,6 +62,12 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         n = len(self.lengths)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """The shuffle's seed for one (seed, epoch): numpy's SeedSequence hashes the pair, so distinct pairs give
+    unrelated orders (a 64-bit torch seed; Python's modulo keeps a negative seed in range)."""
+    return int(np.random.SeedSequence((seed % 2**64, epoch % 2**64)).generate_state(1, np.uint64)[0])
 
 
 def length_keys(ds: Dataset) -> list[int]:

@@ -1,11 +1,18 @@
-"""Is one system's test BLEU really higher than another's? sacrebleu's paired bootstrap resampling.
+"""Is one system's test BLEU really higher than another's? sacrebleu's paired bootstrap, and the same test
+over training seeds too.
 
-The p-value is sacrebleu's own (`sacrebleu.significance.PairedTest`, test type "bs"), so that
-`sacrebleu REF -i HYP_A HYP_B --paired-bs` on the same files prints the same one. sacrebleu reports no
-interval for the *difference*, only for each system's mean, so the 95 % interval of B − A is read off the
-very resamples sacrebleu draws: the same seed (SACREBLEU_SEED, 12345 by default, what the command line
-uses too), the same sentence indices, the same sufficient statistics. Only sacrebleu and numpy: the
-analysis uses this module without torch.
+`paired_bootstrap` compares two fixed models' outputs on the same test sentences. Its p-value is sacrebleu's
+own (`sacrebleu.significance.PairedTest`, test type "bs"), so that `sacrebleu REF -i HYP_A HYP_B --paired-bs`
+on the same files prints the same one. sacrebleu reports no interval for the *difference*, only for each
+system's mean, so the 95 % interval of B − A is read off the very resamples sacrebleu draws: the same seed
+(SACREBLEU_SEED, 12345 by default, what the command line uses too), the same sentence indices, the same
+sufficient statistics.
+
+`seeded_bootstrap` asks what a reader means by "regime A beats regime B": it resamples each regime's seed
+runs as well as the test sentences, and the sentences by English source (rows that share one share a
+hypothesis, so they are not independent); with one run per regime and one row per source it is sacrebleu's
+paired bootstrap exactly. `holm` adjusts a family of such p-values. Only sacrebleu and numpy: the analysis
+uses this module without torch.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 
 import numpy as np
 import sacrebleu
-from sacrebleu.significance import PairedTest
+from sacrebleu.significance import PairedTest, _compute_p_value
 
 RESAMPLES = 1000  # sacrebleu's default for --paired-bs (--paired-bs-n)
 
@@ -59,3 +66,102 @@ def paired_bootstrap(references: list[str] | list[list[str]], baseline: list[str
             # sacrebleu prints these means too: equal means show the interval comes from its very resamples
             "mean_baseline": float(resampled_baseline.mean()), "mean_system": float(resampled_system.mean()),
             "resamples": resamples, "signature": str(signatures["BLEU"])}
+
+
+# --- regime A against regime B: seeds and test sources resampled together ---------------------------------
+
+
+def _clusters(sources: list[str] | None, rows: int) -> np.ndarray:
+    """Each row's cluster: rows that share an English source share one (numbered in order of first
+    appearance, so that with one row per source cluster k is row k, as sacrebleu indexes sentences)."""
+    if sources is None:
+        return np.arange(rows)
+    if len(sources) != rows:
+        raise ValueError(f"{rows} test rows but {len(sources)} sources")
+    index: dict[str, int] = {}
+    return np.array([index.setdefault(s, len(index)) for s in sources])
+
+
+def _cluster_statistics(bleu: sacrebleu.metrics.BLEU, hypotheses: list[str], streams: list[list[str]],
+                        groups: np.ndarray) -> tuple[float, np.ndarray]:
+    """(corpus BLEU, each cluster's summed sufficient statistics). BLEU's statistics (n-gram matches and
+    totals, lengths) add up over sentences, so a cluster's are its rows' sums and a resample's corpus BLEU is
+    computed from summed clusters: sacrebleu's own trick, in its float32 as its paired bootstrap does."""
+    raw = bleu._extract_corpus_statistics(hypotheses, streams)
+    stats = np.array(raw, dtype="float32")
+    summed = np.zeros((int(groups.max()) + 1, stats.shape[1]), dtype="float32")
+    np.add.at(summed, groups, stats)
+    return bleu._aggregate_and_compute(raw).score, summed
+
+
+def _resampled_scores(bleu: sacrebleu.metrics.BLEU, stats: np.ndarray, idxs: np.ndarray, chunk: int = 100) -> list:
+    # A chunk of resamples at a time: all 1,000 at once would hold resamples x clusters x 10 floats (0.6 GB
+    # for a 16,000-source test split). Counts are whole numbers far below 2**24, so float32 sums are exact
+    # in any order: the scores are those of sacrebleu's one big `stats[idxs]`.
+    return [bleu._compute_score_from_stats(row).score for start in range(0, len(idxs), chunk)
+            for row in stats[idxs[start:start + chunk]].sum(1)]
+
+
+def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[str]], runs_b: list[list[str]],
+                     sources: list[str] | None = None, resamples: int = RESAMPLES) -> dict:
+    """Is regime A's test BLEU higher than regime B's, over training seeds *and* test sentences?
+
+    `runs_a` / `runs_b`: each regime's seed runs' hypotheses, row for row with `references`; `sources`: each
+    row's English source (rows sharing one are resampled together: they share a hypothesis), None for one
+    row per source. The statistic is the mean corpus BLEU over a regime's seed runs, A minus B. Each of the
+    `resamples` draws the test sources with replacement (one draw for both regimes: paired) and, apart, each
+    regime's seed runs with replacement. The p-value is sacrebleu's paired-bootstrap one (the resampled
+    |difference|, centred, against the observed one), and the sources are drawn exactly as sacrebleu draws
+    sentences (same seed, same call, drawn first), so with one run per regime and one row per source this is
+    `sacrebleu --paired-bs` to the digit. With n seeds the bootstrap's seed variance is (n − 1)/n of the
+    sample's: with 2 or 3 seeds it is an optimistic reading (benchmarks/calibration.py measures how much)."""
+    if not runs_a or not runs_b:
+        raise ValueError("each regime needs at least one run")
+    streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
+    rows = len(streams[0]) if streams else 0
+    if not rows or any(len(h) != rows for h in (*runs_a, *runs_b)) or any(len(s) != rows for s in streams):
+        raise ValueError(f"paired test needs every run on the same non-empty rows: references {rows}, runs "
+                         f"{[len(h) for h in (*runs_a, *runs_b)]}")
+    groups = _clusters(sources, rows)
+    bleu = sacrebleu.metrics.BLEU()
+    seed = os.environ.get("SACREBLEU_SEED", "12345")
+    rng = np.random.default_rng(None if seed.lower() == "none" else int(seed) or None)
+    clusters = int(groups.max()) + 1
+    idxs = rng.choice(clusters, size=(resamples, clusters), replace=True)  # sacrebleu's draw, on clusters
+
+    def per_run(runs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        # observed corpus BLEU of each run, and each run's BLEU on every resample: (runs,) and (runs, resamples)
+        scored = [_cluster_statistics(bleu, h, streams, groups) for h in runs]
+        observed = np.array([score for score, _ in scored])
+        resampled = np.array([_resampled_scores(bleu, s, idxs) for _, s in scored])
+        return observed, resampled
+
+    (observed_a, resampled_a), (observed_b, resampled_b) = per_run(runs_a), per_run(runs_b)
+
+    def seed_means(resampled: np.ndarray) -> np.ndarray:
+        # each resample's mean over len(runs) runs drawn with replacement: a weight per run (its draw count)
+        n = len(resampled)
+        counts = np.stack([np.bincount(row, minlength=n) for row in rng.integers(0, n, size=(resamples, n))])
+        return (counts * resampled.T).sum(1) / n
+
+    differences = seed_means(resampled_a) - seed_means(resampled_b)
+    difference = float(observed_a.mean() - observed_b.mean())
+    ordered = np.sort(differences)
+    cut = resamples // 40  # the 2.5 % tails, as sacrebleu's estimate_ci cuts them
+    centred = np.abs(differences) - np.abs(differences).mean()
+    return {"difference": difference, "ci_low": float(ordered[cut]), "ci_high": float(ordered[resamples - cut - 1]),
+            "p_value": float(_compute_p_value(centred, abs(difference))),
+            "bleu_a": float(observed_a.mean()), "bleu_b": float(observed_b.mean()),
+            "runs_a": observed_a.tolist(), "runs_b": observed_b.tolist(), "n_seeds_a": len(runs_a),
+            "n_seeds_b": len(runs_b), "rows": rows, "clusters": clusters, "resamples": resamples}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (each compared with the test level as it is):
+    the k-th smallest is multiplied by (m − k + 1), and adjusted values never decrease along that order."""
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(range(len(p_values)), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

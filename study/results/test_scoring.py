@@ -7,6 +7,7 @@ trial's resources (`resources`: the cpu/gpu of one trial), one per model, in par
 runs on a GPU worker, not on the head. The driver only writes the files:
 
     test.hyp.txt + test.ref.txt                       one row per test pair (`test_bleu`, the ranked figure)
+    test.src.txt                                      each row's English source (rows sharing one are clustered)
     test.hyp.multi.txt + test.ref.0.txt, .1.txt, ...  each distinct source once, all its references
                                                       (`test_bleu_multi`)
     test.hyp.seed<N>.txt                              the seed re-runs' translations (rows as test.ref.txt)
@@ -25,7 +26,7 @@ from study.data.prepared import PreparedData
 from study.metrics.scoring import multi_reference_bleu, reference_streams, references_by_source, signatures
 from study.model.regimes import Regime, ensure_registered, get_regime
 from study.tuning.best import best_trial, outcome_counts
-from study.tuning.searcher import METRIC, MODE
+from study.tuning.searcher import METRIC
 from study.tuning.trainables import node
 
 SPREAD = ("test_bleu", "test_chrf", "test_loss", "test_bleu_multi")  # reported as mean, sd and n over seeds
@@ -73,10 +74,11 @@ def score_on_test(jobs: list[tuple[Config, object]], data: PreparedData, resourc
 
 
 def write_test_texts(out_dir: Path, sources: list[str], scored: dict) -> dict:
-    """test.hyp/ref.txt and the multi-reference files of the primary model; returns its multi-reference scores."""
+    """test.hyp/ref/src.txt and the multi-reference files of the primary model; returns its multi-reference scores."""
     hypotheses, references = scored["hypotheses"], scored["references"]
     write_lines(out_dir / "test.hyp.txt", hypotheses)
     write_lines(out_dir / "test.ref.txt", references)
+    write_lines(out_dir / "test.src.txt", sources)  # which rows share a source: the analysis resamples them together
     distinct_hyps, refs = references_by_source(sources, hypotheses, references)
     write_lines(out_dir / "test.hyp.multi.txt", distinct_hyps)
     streams = reference_streams(refs)
@@ -98,7 +100,8 @@ def spread(values: list[float]) -> dict:
 
 
 def _seed_jobs(seed_grid, base: Config, regime: str) -> tuple[list, list[dict]]:
-    """(config, best-epoch checkpoint) of every seed re-run that reported a score, and what is known of each."""
+    """(config, last checkpoint) of every seed re-run that reported a score, and what is known of each: a seed
+    re-run stops at the best trial's selected epoch (`study.tuning.seeds`), and is scored there."""
     jobs, seeds = [], []
     for result in seed_grid or []:
         if not result.metrics or METRIC not in result.metrics or not result.best_checkpoints:
@@ -107,10 +110,10 @@ def _seed_jobs(seed_grid, base: Config, regime: str) -> tuple[list, list[dict]]:
                   file=sys.stderr)
             continue
         history = result.metrics_dataframe
-        best = history.loc[history[METRIC].idxmax()]
-        jobs.append((base.replace(**result.config), result.get_best_checkpoint(METRIC, MODE)))
+        last = history.loc[history["epoch"].idxmax()]
+        jobs.append((base.replace(**result.config), result.checkpoint))
         seeds.append({"seed": int(result.config["seed"]), "trial_id": result.metrics.get("trial_id"),
-                      "best_epoch": int(best["epoch"]), "best_val_bleu": float(best[METRIC])})
+                      "scored_epoch": int(last["epoch"]), "val_bleu": float(last[METRIC])})
     return jobs, seeds
 
 
@@ -127,8 +130,8 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
     out_dir = study_dir / regime
     sources = list(data.test["en"])
     multi = write_test_texts(out_dir, sources, primary)
-    per_seed = [{"seed": config.seed, "trial_id": best.result.metrics.get("trial_id"), "best_epoch": best.best_epoch,
-                 "best_val_bleu": best.best_val_bleu, "scored": primary}]
+    per_seed = [{"seed": config.seed, "trial_id": best.result.metrics.get("trial_id"), "scored_epoch": best.best_epoch,
+                 "val_bleu": best.best_val_bleu, "scored": primary}]
     for info, scored in zip(seeds, others):
         write_lines(out_dir / f"test.hyp.seed{info['seed']}.txt", scored["hypotheses"])
         per_seed.append({**info, "scored": scored})
