@@ -226,3 +226,34 @@ def test_interrupted_study_resumes_without_rerunning_and_keeps_only_the_checkpoi
     assert Path(best["checkpoint"]) == kept
     assert sorted(study_dir.rglob("checkpoint_*")) == [kept]  # nothing elsewhere either
     assert "optimizer" not in load_checkpoint(kept) and best["test_bleu"] >= 0
+
+
+def test_an_errored_trial_keeps_its_checkpoint_for_resume_while_beaten_ended_ones_lose_theirs(tmp_path):
+    """CheckpointRetention over real trial folders: a finished trial beaten by the best loses its checkpoints;
+    an errored one (retries used up) keeps them, since `--resume` continues it from its latest (README)."""
+    from types import SimpleNamespace
+
+    from pyarrow import fs
+
+    from study.tuning.retention import CheckpointRetention
+
+    def trial(name: str, best: float, status: str):
+        path = tmp_path / name
+        (path / "checkpoint_000000").mkdir(parents=True)
+        (path / "checkpoint_000000" / "checkpoint.pt").write_bytes(b"x")
+        checkpoint = SimpleNamespace(filesystem=fs.LocalFileSystem(), path=str(path / "checkpoint_000000"))
+        return SimpleNamespace(trial_id=name, status=status, path=str(path), checkpoint=checkpoint,
+                               metric_analysis={"val_bleu": {"max": best}})
+
+    best, beaten, errored = trial("best", 9.0, "TERMINATED"), trial("beaten", 2.0, "RUNNING"), \
+        trial("errored", 1.0, "RUNNING")
+    trials = [best, beaten, errored]
+    retention = CheckpointRetention()
+    retention.on_trial_error(0, trials, errored)
+    retention.on_trial_complete(0, trials, beaten)
+    assert not (tmp_path / "beaten" / "checkpoint_000000").exists()
+    assert (tmp_path / "errored" / "checkpoint_000000" / "checkpoint.pt").is_file()  # resume starts from it
+    assert (tmp_path / "best" / "checkpoint_000000").exists()
+    errored.status = "ERROR"  # as Tune marks it afterwards: still kept when a later trial ends
+    retention.on_trial_complete(0, trials, best)
+    assert (tmp_path / "errored" / "checkpoint_000000").exists()

@@ -5,10 +5,12 @@ Three layers, each bounding what the one before leaves:
 - Tune's own checkpoint manager (`checkpoint_config`): a running trial keeps its best epoch's
   checkpoint by validation BLEU (scored on test should it end up the regime's best) and its latest
   (to resume from) — at most two, one when they coincide.
-- `CheckpointRetention`, a Tune callback: when a trial ends — finished, stopped by ASHA, diverged, or
-  errored after its retries — every ended trial whose best validation BLEU is below the regime's best so
-  far loses its checkpoints. Trials tied with the best keep theirs, so whichever of them `best_trial`
-  picks still has one.
+- `CheckpointRetention`, a Tune callback: when a trial ends — finished, stopped by ASHA or diverged — every
+  such trial whose best validation BLEU is below the regime's best so far loses its checkpoints. Trials tied
+  with the best keep theirs, so whichever of them `best_trial` picks still has one. A trial that *errored*
+  (its retries used up) keeps its latest checkpoint: `--resume` continues it from there
+  (`Tuner.restore(resume_errored=True)`), so it is not the callback's to delete; `keep_only_best` does once
+  the regime's search is over.
 - `keep_only_best`, once the regime's search is over: only the best trial's best checkpoint is left,
   without the optimizer state that only a resume needs.
 """
@@ -57,20 +59,24 @@ class CheckpointRetention(tune.Callback):
 
     def __init__(self) -> None:
         # Tune calls on_trial_complete before it marks the trial TERMINATED, so ended trials are also
-        # remembered here.
+        # remembered here; errored ones too, to be left alone.
         self._ended: set[str] = set()
+        self._errored: set[str] = set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._trial_ended(trials, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._trial_ended(trials, trial)  # called only once its retries are used up
+        self._errored.add(trial.trial_id)  # called only once its retries are used up
+        self._trial_ended(trials, trial)  # an error is also a trial that ended: others may now be beaten
 
     def _trial_ended(self, trials: list, trial) -> None:
         self._ended.add(trial.trial_id)
         best = max(_best_score(t) for t in trials)
         for other in trials:
-            ended = other.trial_id in self._ended or other.status in ("TERMINATED", "ERROR")
+            if other.trial_id in self._errored or other.status == "ERROR":
+                continue  # resumable: its latest checkpoint is where --resume continues it
+            ended = other.trial_id in self._ended or other.status == "TERMINATED"
             if ended and _best_score(other) < best and other.checkpoint is not None:
                 filesystem = other.checkpoint.filesystem
                 for path in trial_checkpoint_dirs(filesystem, other.path):
