@@ -208,6 +208,35 @@ def sampler_line(regime: str, s: dict) -> str:
     return f"- `{regime}` trials proposed by {how}, sampler seed {s.get('seed')} ({seed})"
 
 
+def timings_section(t: dict | None) -> list[str]:
+    """Where the study's minutes went (study.json's `timings`), as one small table."""
+    if not t:
+        return []
+    steps = ("search", "seed_runs", "test_scoring", "export", "pruning")
+    rows = [["data, tokenizer, upstream", "", format_duration(t.get("data_and_upstream_s"))]]
+    for regime, phases in t.get("regimes", {}).items():
+        rows += [[f"`{regime}`", step.replace("_", " "), format_duration(phases.get(f"{step}_s"))]
+                 for step in steps if f"{step}_s" in phases]
+    rows.append(["analysis", "", format_duration(t.get("analysis_s")) if "analysis_s" in t else "(this report)"])
+    busy = t.get("slot_busy_share")
+    return ["## Where the time went", "",
+            f"Wall {format_duration(t.get('wall_s'))}; the {t.get('slots')} trial slot(s) were busy "
+            + (f"{100 * busy:.0f} % of the time from the first search's start to the last test scoring's end "
+               f"({format_duration(t.get('trial_seconds'))} of trials' own training and validation)."
+               if busy is not None else "(no trial ran in this run)."), "",
+            markdown_table(["stage", "step", "time"], rows), ""]
+
+
+def scheduler_line(regime: str, s: dict | None) -> str:
+    """One line per trained regime on how ASHA stopped its trials (study.json's `schedulers`)."""
+    if s is None:
+        return f"- `{regime}`: no early stopping"
+    wait = (f", and a rung stops nothing before {s['min_results']} trials have reached it"
+            if s.get("min_results", 1) > 1 else "")
+    return (f"- `{regime}` stopped by ASHA on `{s.get('rung_metric')}` at rungs from epoch {s.get('grace_period')}, "
+            f"keeping 1/{s.get('reduction_factor')}{wait}")
+
+
 def render_report(a: StudyAnalysis, images: list[Path], pairs: pd.DataFrame | None = None) -> str:
     """report.md's text; `pairs`: `conclusions.pairwise(a)` if the caller has it (None: computed here)."""
     r, cfg, budget = a.record, a.record.get("config", {}), a.record.get("budget", {})
@@ -237,13 +266,15 @@ def render_report(a: StudyAnalysis, images: list[Path], pairs: pd.DataFrame | No
         for p in images:
             lines += [f"{PLOT_CAPTIONS.get(p.name, p.stem)}", "", f"![{p.stem}](plots/{p.name})", ""]
     lines += _original_section(a)
+    lines += timings_section(r.get("timings"))
     lines += ["## Set-up", "",
               f"Budget: {budget.get('num_samples')} trials per trained regime (upstream: one per beam choice), at most "
               f"{budget.get('max_epochs')} epochs, {budget.get('max_concurrent')} at once, "
               f"{budget.get('cpus_per_trial')} CPU and {budget.get('gpus_per_trial')} GPU per trial, "
-              f"max_failures {budget.get('max_failures')}; ASHA's rungs on greedy validation BLEU per epoch, Optuna "
-              f"and the best trial on validation BLEU at the trial's own beams.", "",
-              *[sampler_line(regime, settings) for regime, settings in r.get("samplers", {}).items()], ""]
+              f"max_failures {budget.get('max_failures')}; Optuna and the best trial on validation BLEU at the "
+              f"trial's own beams, each trial by its best epoch.", "",
+              *[sampler_line(regime, settings) for regime, settings in r.get("samplers", {}).items()],
+              *[scheduler_line(regime, settings) for regime, settings in r.get("schedulers", {}).items()], ""]
     for regime, space in r.get("search_spaces", {}).items():
         lines.append(f"- `{regime}` searches {json.dumps(space.get('search'))}; fixed {json.dumps(space.get('fixed'))}"
                      f"; asha {json.dumps(space.get('asha'))}")

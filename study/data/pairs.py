@@ -243,12 +243,18 @@ def split_pairs(ds: Dataset, config: Config) -> DatasetDict:
     return splits
 
 
+def subset_indices(n: int, limit: int | None, seed: int) -> list[int]:
+    """The rows `cap_pairs` keeps of `n`: a seeded random `limit` of them (all when there are fewer), in order."""
+    if limit is None or n <= limit:
+        return list(range(n))
+    return np.sort(np.random.default_rng([seed, 1]).choice(n, size=limit, replace=False)).tolist()
+
+
 def cap_pairs(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     """A seeded random subset of `limit` pairs (all of them when there are fewer), rows kept in order."""
     if limit is None or len(ds) <= limit:
         return ds
-    chosen = np.random.default_rng([seed, 1]).choice(len(ds), size=limit, replace=False)
-    return ds.select(np.sort(chosen))
+    return ds.select(subset_indices(len(ds), limit, seed))
 
 
 def load_splits(config: Config) -> tuple[DatasetDict, dict[str, int]]:

@@ -56,7 +56,11 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
     from study.metrics.scoring import signatures
     from study.model.provenance import describe as describe_upstream
     from study.model.regimes import REGIMES
-    from study.tuning.searcher import planned_trials, sampler_settings  # imports Ray: not for the analysis
+    from study.tuning.searcher import (  # imports Ray: not for the analysis
+        planned_trials,
+        sampler_settings,
+        scheduler_settings,
+    )
 
     signature = signatures()
     return {
@@ -72,6 +76,9 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
                                                                             spaces[r]), config.seed, budget.same_draws,
                                              REGIMES[r].trains)
                      for r in regimes},
+        # each trained regime's early stopping: ASHA's rung metric, first rung, factor, results before it stops
+        "schedulers": {r: scheduler_settings(spaces[r], budget.max_epochs, budget.grace_period, budget.reduction_factor)
+                       if budget.scheduler == "asha" and REGIMES[r].trains else None for r in regimes},
         "versions": versions(), "git_commit": git_commit(),
         **signature,
         "host": platform.node(), "cluster_resources": _cluster_resources(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

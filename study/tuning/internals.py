@@ -3,6 +3,8 @@
 - `OptunaSearch` keeps its Optuna trials in `_ot_trials`, its finished ones in `_completed_trials` and
   its study in `_ot_study`: the ASHA-aware searcher (`study.tuning.searcher`) needs them to tell Optuna
   that a stopped trial was PRUNED (Ray has no public hook for it).
+- `ASHAScheduler` keeps its rungs in `_brackets`, each with a `cutoff(recorded)`: `asha.min_results` wraps it
+  (`require_rung_results`).
 - Tune's `experiment_state-*.json` (a trial's status and failure count) has no public reader outside a
   running Tune: the analysis reads it here, as JSON, without importing Ray.
 
@@ -51,9 +53,37 @@ def tell_pruned(searcher, trial_id: str) -> None:
     searcher._completed_trials.add(trial_id)
 
 
+def intermediate_values(ot_trial) -> dict[int, float]:
+    """An Optuna trial's intermediate values by step (from its storage, the source of truth)."""
+    return dict(ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values)
+
+
 def intermediate_steps(ot_trial) -> set[int]:
-    """Steps at which an Optuna trial has intermediate values (from its storage, the source of truth)."""
-    return set(ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values)
+    """Steps at which an Optuna trial has intermediate values."""
+    return set(intermediate_values(ot_trial))
+
+
+class _PatientCutoff:
+    """A rung's cutoff that is None (stop nothing) until `min_results` trials have recorded at the rung.
+
+    Ray's ASHA compares a trial at a rung with the results already there: the first arrival always goes on
+    and the second is judged against it alone. Wrapped around `_Bracket.cutoff` (private: no public hook)."""
+
+    def __init__(self, cutoff, min_results: int) -> None:
+        self.cutoff, self.min_results = cutoff, min_results
+
+    def __call__(self, recorded: dict):
+        return self.cutoff(recorded) if len(recorded) >= self.min_results else None
+
+
+def require_rung_results(scheduler, min_results: int) -> None:
+    """Make Ray's ASHA stop nothing at a rung before `min_results` trials have recorded there."""
+    brackets = getattr(scheduler, "_brackets", None)
+    if not brackets or not all(hasattr(b, "cutoff") for b in brackets):
+        raise StudyError(f"this Ray's ASHAScheduler has no _brackets with a cutoff: asha.min_results was written "
+                         f"against {TESTED}; drop min_results from the search space or install a tested Ray")
+    for bracket in brackets:
+        bracket.cutoff = _PatientCutoff(bracket.cutoff, min_results)
 
 
 def read_experiment_state(experiment_dir: Path) -> dict[str, dict]:

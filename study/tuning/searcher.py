@@ -36,7 +36,9 @@ METRIC, MODE = "val_bleu", "max"
 # an amount that depends on how far training has got, so ranking a beam-4 trial against a greedy one at
 # epoch 1 would compare decoders, not training runs. (For a greedy trial the two scores are the same.)
 RUNG_METRIC = "val_bleu_greedy"
-SAMPLERS = ("tpe", "random")
+# The rung metrics a search space may choose (`asha.rung_metric`) and whether more is better.
+RUNG_METRICS = {"val_bleu_greedy": "max", "val_loss": "min"}
+SAMPLERS = ("tpe", "random", "gp")
 
 
 class AshaAwareOptunaSearch(OptunaSearch):
@@ -47,6 +49,9 @@ class AshaAwareOptunaSearch(OptunaSearch):
     poorly — and its early score is not comparable with finished ones. A trial that ends before
     `max_epochs` (and did not diverge, which is a real final result) was stopped by the scheduler:
     it is told PRUNED, keeping its per-epoch intermediate values, exactly as an Optuna pruner would.
+
+    A trial that ran its whole budget is told its *best* epoch's score, not its last: the study selects a
+    trial by its best epoch (`study.tuning.best`), so that is the objective TPE must model.
     """
 
     def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
@@ -66,6 +71,9 @@ class AshaAwareOptunaSearch(OptunaSearch):
         if ot_trial is not None and not done and ended_as(result, self._max_epochs, errored=error) == PRUNED:
             internals.tell_pruned(self, trial_id)
             return
+        if result and ot_trial is not None and not done and self.metric in result:
+            scores = internals.intermediate_values(ot_trial).values()
+            result = {**result, self.metric: max(scores) if self.mode == "max" else min(scores)}
         super().on_trial_complete(trial_id, result, error)
 
 
@@ -110,6 +118,8 @@ def sampler_settings(searcher: str, regime: str, n_trials: int, study_seed: int,
         settings["enqueued_grid_points"] = n_trials
     if searcher == "tpe":
         settings.update(n_startup_trials=startup_trials(n_trials), multivariate=True, constant_liar=True)
+    elif searcher == "gp":
+        settings.update(n_startup_trials=startup_trials(n_trials))
     return settings
 
 
@@ -119,6 +129,8 @@ def make_sampler(settings: dict):
 
     if settings["sampler"] == "random":
         return optuna.samplers.RandomSampler(seed=settings["seed"])
+    if settings["sampler"] == "gp":
+        return optuna.samplers.GPSampler(seed=settings["seed"], n_startup_trials=settings["n_startup_trials"])
     return optuna.samplers.TPESampler(seed=settings["seed"], n_startup_trials=settings["n_startup_trials"],
                                       multivariate=settings["multivariate"],
                                       constant_liar=settings["constant_liar"])
@@ -143,12 +155,24 @@ def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict,
     )
 
 
+def scheduler_settings(space: SearchSpace, max_epochs: int, grace_period: int | None = None,
+                       reduction_factor: int | None = None) -> dict:
+    """ASHA's settings for a regime: flags beat the YAML, the YAML beats the defaults (greedy val BLEU, rungs
+    from epoch 1, factor 2, a rung judges from its first recorded result on)."""
+    return {"rung_metric": space.asha.get("rung_metric", RUNG_METRIC),
+            "grace_period": min(grace_period or space.asha.get("grace_period", 1), max(max_epochs, 1)),
+            "reduction_factor": reduction_factor or space.asha.get("reduction_factor", 2),
+            "min_results": space.asha.get("min_results", 1), "max_t": max(max_epochs, 1)}
+
+
 def make_scheduler(space: SearchSpace, max_epochs: int, grace_period: int | None, reduction_factor: int | None):
-    """ASHA on greedy val BLEU per epoch (`RUNG_METRIC`); flags beat the YAML, the YAML beats the defaults (1 and 2)."""
+    """ASHA per epoch on the regime's rung metric (`scheduler_settings`)."""
     from ray.tune.schedulers import ASHAScheduler
 
-    grace = grace_period or space.asha.get("grace_period", 1)
-    factor = reduction_factor or space.asha.get("reduction_factor", 2)
-    return ASHAScheduler(time_attr="training_iteration", metric=RUNG_METRIC, mode=MODE,
-                         max_t=max(max_epochs, 1), grace_period=min(grace, max(max_epochs, 1)),
-                         reduction_factor=factor)
+    settings = scheduler_settings(space, max_epochs, grace_period, reduction_factor)
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric=settings["rung_metric"],
+                              mode=RUNG_METRICS[settings["rung_metric"]], max_t=settings["max_t"],
+                              grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"])
+    if settings["min_results"] > 1:
+        internals.require_rung_results(scheduler, settings["min_results"])
+    return scheduler

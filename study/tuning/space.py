@@ -7,7 +7,11 @@ A search-space file (`search_spaces/<regime>.yaml`) has three sections:
       batch_size: {distribution: choice, values: [16, 32, 64]}
       num_beams: {distribution: choice, values: [1, 4]}
     fixed: {warmup_ratio: 0.06}  # Config fields set for every trial of this regime
-    asha: {grace_period: 1, reduction_factor: 2}
+    asha: {grace_period: 1, reduction_factor: 2}  # and optionally min_results, rung_metric
+
+`asha.rung_metric` is what ASHA compares trials by at a rung (`val_bleu_greedy`, the default, or `val_loss`);
+`asha.min_results` is how many results a rung must hold before it judges the next arrival (default 1: ASHA's
+own rule, under which the first trial at a rung always goes on and the second is judged against it alone).
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from study.config import PER_TRIAL, Config, StudyError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 SECTIONS = ("search", "fixed", "asha")
-ASHA_KEYS = ("grace_period", "reduction_factor")
+ASHA_KEYS = ("grace_period", "reduction_factor", "min_results", "rung_metric")
+# What ASHA may compare trials by at its rungs (study.tuning.searcher.RUNG_METRICS: name -> mode).
+RUNG_METRICS = ("val_bleu_greedy", "val_loss")
 
 
 @dataclass
 class SearchSpace:
     search: dict[str, dict[str, Any]]
     fixed: dict[str, Any] = field(default_factory=dict)
-    asha: dict[str, int] = field(default_factory=dict)
+    asha: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def tune_space(self) -> dict[str, Any]:
@@ -127,6 +133,10 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
     for key, value in asha.items():
         if key not in ASHA_KEYS:
             raise _fail(source, f"unknown asha key {key!r}; allowed: {', '.join(ASHA_KEYS)}")
+        if key == "rung_metric":
+            if value not in RUNG_METRICS:
+                raise _fail(source, f"asha.rung_metric must be one of {', '.join(RUNG_METRICS)}, got {value!r}")
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _fail(source, f"asha.{key} must be a positive whole number, got {value!r}")
     if asha.get("reduction_factor", 2) < 2:

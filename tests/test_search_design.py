@@ -1,0 +1,172 @@
+"""The search as the quick preset runs it: Optuna is told the score the study selects by, ASHA can wait for
+enough results at a rung, TPE + ASHA + a beam search run together in a real study, and the replay over the
+search table (benchmarks/search_replay.py) makes the decisions real Ray Tune makes over the same table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from benchmarks import search_replay
+from study.tuning.searcher import (
+    METRIC,
+    MODE,
+    AshaAwareOptunaSearch,
+    make_sampler,
+    make_scheduler,
+    sampler_settings,  # noqa: E402
+)
+from study.tuning.space import load_search_space, parse_search_space  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {"search": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2},
+                    "batch_size": {"distribution": "choice", "values": [16, 32]},
+                    "num_beams": {"distribution": "choice", "values": [1, 4]}},
+         "fixed": {}, "asha": {"grace_period": 1, "reduction_factor": 2}}
+
+
+def synthetic_table(epochs: int = 3, seeds: int = 2) -> dict:
+    """A search table of the shape search_table.py writes, with curves made up so that configurations differ:
+    BLEU peaks at lr 1e-3 and batch 16, grows with epochs; seeds differ a little; batch 32 takes half the time."""
+    lrs = [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+    points = [{"regime": "upstream", "lr": None, "batch_size": None, "seed": 0, "fixed": {}, "epochs": [],
+               "upstream": {"validation": {"study_bleu_b1": 0.3, "study_bleu_b4": 0.4},
+                            "test": {"bleu_b1": 0.2, "bleu_b4": 0.25}}}]
+    for regime, lift in (("scratch", 0.0), ("full", 3.0)):
+        for lr in lrs:
+            for batch in (16, 32):
+                for seed in range(seeds):
+                    quality = 10 - 3 * abs(math.log10(lr) + 3) - (1 if batch == 32 else 0) + lift + 0.3 * seed
+                    rows, test = [], {}
+                    for e in range(1, epochs + 1):
+                        bleu = quality * e / epochs
+                        rows.append({"epoch": e, "diverged": False, "train_loss": 5 - bleu / 4,
+                                     "val_loss": 5 - bleu / 4, "val_loss_study": 5 - bleu / 4 + 0.01 * seed,
+                                     "val_bleu_greedy": bleu, "val_bleu_beam4": bleu + 0.5,
+                                     "larger_bleu_greedy": bleu + 0.1, "larger_bleu_beam4": bleu + 0.6,
+                                     "train_seconds": (10.0 if batch == 16 else 5.0) + 0.1 * lrs.index(lr),
+                                     "val_seconds_greedy": 1.0, "val_seconds_beam4": 2.0, "epoch_time_s": 11.0})
+                    for beams in (1, 4):
+                        test[f"b{beams}_e{epochs}"] = {"test_bleu": quality - 0.5 + (0.4 if beams == 4 else 0)}
+                        test[f"b{beams}_best_epoch"] = epochs
+                    points.append({"regime": regime, "lr": lr, "batch_size": batch, "seed": seed, "fixed": {},
+                                   "epochs": rows, "test": test})
+    return {"config": {"epochs": epochs}, "beams": [1, 4], "points": points}
+
+
+def _searcher(sampler: str = "tpe", seed: int = 0, n_trials: int = 6) -> AshaAwareOptunaSearch:
+    space = parse_search_space(SPACE, "test")
+    searcher = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=3, study_name="t",
+                                     sampler=make_sampler(sampler_settings(sampler, "scratch", n_trials, seed)))
+    searcher.set_search_properties(None, None, space.tune_space())
+    return searcher
+
+
+def test_optuna_is_told_the_best_epoch_of_a_finished_trial_not_its_last():
+    """The study selects a trial by its best epoch (study.tuning.best): a trial whose epoch 2 beat its epoch 3
+    reaches TPE with epoch 2's score."""
+    searcher = _searcher()
+    searcher.suggest("a")
+    for epoch, bleu in enumerate([5.0, 7.0, 6.0], 1):
+        searcher.on_trial_result("a", {"val_bleu": bleu, "training_iteration": epoch, "epoch": epoch})
+    searcher.on_trial_complete("a", {"val_bleu": 6.0, "training_iteration": 3, "epoch": 3, "diverged": False})
+    [trial] = searcher._ot_study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 7.0
+
+
+class _T:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+@pytest.mark.parametrize("min_results, stopped", [(1, ["b", "c", "d"]), (3, ["d"])])
+def test_asha_waits_for_min_results_at_a_rung_before_it_stops_any(min_results, stopped):
+    """Ray's ASHA judges a rung's second arrival against the first alone; with min_results 3 the first three
+    arrivals go on, and the fourth is judged against all three."""
+    space = parse_search_space({**SPACE, "asha": {**SPACE["asha"], "min_results": min_results}}, "test")
+    scheduler = make_scheduler(space, max_epochs=3, grace_period=None, reduction_factor=None)
+    decisions = {}
+    for trial_id, bleu in (("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 3.5)):
+        scheduler.on_trial_add(None, _T(trial_id))
+        decisions[trial_id] = scheduler.on_trial_result(None, _T(trial_id), {"training_iteration": 1,
+                                                                            "val_bleu_greedy": bleu})
+    assert [t for t, d in decisions.items() if d == TrialScheduler.STOP] == stopped
+
+
+def test_asha_can_rank_a_rung_by_validation_loss():
+    space = parse_search_space({**SPACE, "asha": {**SPACE["asha"], "rung_metric": "val_loss"}}, "test")
+    scheduler = make_scheduler(space, max_epochs=3, grace_period=None, reduction_factor=None)
+    for trial_id, loss in (("a", 2.0), ("b", 3.0)):
+        scheduler.on_trial_add(None, _T(trial_id))
+        decision = scheduler.on_trial_result(None, _T(trial_id), {"training_iteration": 1, "val_loss": loss})
+    assert decision == TrialScheduler.STOP  # b's loss is the higher: lower is better for a loss
+    with pytest.raises(Exception, match="rung_metric"):
+        parse_search_space({**SPACE, "asha": {"rung_metric": "val_bleu"}}, "test")
+
+
+def test_replay_trials_report_the_tables_epochs_and_the_oracle_reads_it():
+    table = search_replay.Table(synthetic_table())
+    point = table.points[("full", 1e-3, 16)][1]
+    rows = search_replay.epoch_rows(point, beams=4)
+    assert [r["val_bleu"] for r in rows] == [e["val_bleu_beam4"] for e in point["epochs"]]
+    assert [r["val_bleu_greedy"] for r in rows] == [e["val_bleu_greedy"] for e in point["epochs"]]
+    assert rows[0]["seconds"] == pytest.approx(10.2 + 1.0 + 2.0)  # training, greedy rung, beam validation
+    assert table.snap("full", 1.2e-3, 16) == 1e-3 and table.snap("full", 2.5e-3, 32) == 3.16e-3
+    truth = search_replay.oracle(table)
+    assert (truth["regimes"]["full"]["lr"], truth["regimes"]["full"]["batch_size"],
+            truth["regimes"]["full"]["num_beams"]) == (1e-3, 16, 4)
+    assert truth["regimes"]["full"]["test_mean"] == pytest.approx(10 + 3 + 0.15 - 0.5 + 0.4)
+    assert truth["ranking"] == ["full", "scratch", "upstream"]
+
+
+@pytest.mark.slow
+def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_path):
+    """The replay's event loop against a real Tune run of the same searcher and scheduler whose trainable reads
+    the same table: the same configurations proposed, in order, and the same trials stopped early, on two
+    seeds. One trial at a time, so that the order of reports cannot differ; one seed per point, so that both
+    read the same curves."""
+    import ray
+    from ray import tune
+
+    from study.tuning.trials import PRUNED, ended_as
+
+    record = synthetic_table(seeds=1)
+    table = search_replay.Table(record)
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(json.dumps(SPACE), encoding="utf-8")  # JSON is YAML
+    space = load_search_space(space_file)
+    curves = {f"{lr}|{b}|{beams}": search_replay.epoch_rows(seeds[0], beams)
+              for (regime, lr, b), seeds in table.points.items() if regime == "scratch" for beams in (1, 4)}
+    grid_lrs = sorted({lr for (regime, lr, _b) in table.points if regime == "scratch"})
+
+    def read_table(config: dict) -> None:  # the replay's trial, as a real Tune trainable
+        lr = min(grid_lrs, key=lambda g: abs(math.log(g) - math.log(config["lr"])))
+        for row in curves[f"{lr}|{config['batch_size']}|{config['num_beams']}"]:
+            tune.report({k: v for k, v in row.items() if k != "seconds"})
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        for seed in range(2):
+            replayed = search_replay.replay_regime(table, "scratch", "tpe+asha", seed, 5, 1, space)
+            searcher, scheduler = search_replay._make_search("scratch", "tpe", search_replay.SCHEDULERS["asha"],
+                                                             False, seed, 5, table.epochs, space)
+            searcher._space = None  # Tune hands it the space (set_search_properties), as in a study
+            grid = tune.Tuner(read_table, param_space=space.tune_space(),
+                              tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=5,
+                                                          max_concurrent_trials=1, reuse_actors=True),
+                              run_config=tune.RunConfig(storage_path=str(tmp_path / f"tune{seed}"), verbose=0)).fit()
+            real = sorted(grid, key=lambda r: r.metrics_dataframe["timestamp"].min())
+            real_trials = [{"lr": table.snap("scratch", r.config["lr"], r.config["batch_size"]),
+                            "batch_size": r.config["batch_size"], "num_beams": r.config["num_beams"],
+                            "epochs": int(r.metrics["training_iteration"]),
+                            "stopped_early": ended_as(r.metrics, table.epochs) == PRUNED} for r in real]
+            assert real_trials == replayed["trials"], seed
+            assert any(t["stopped_early"] for t in real_trials), "ASHA stopped nothing: the test shows too little"
+    finally:
+        ray.shutdown()
