@@ -6,6 +6,7 @@ data, model, training and results stages can all use one implementation of each.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -19,6 +20,52 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from study.config import StudyError
+
+# --- reading a study's own files ------------------------------------------------------------------------
+
+DAMAGED_HINT = ("it was left as it is: restore it from a copy, or delete the regime's folder (or the whole study) "
+                "and run the study again")
+
+
+def read_json_file(path: Path, missing_ok: bool = False) -> dict | None:
+    """A JSON file the study wrote (study.json, best.json), or None when it is absent and `missing_ok`.
+
+    The study writes these atomically (`write_json`), so one that does not parse was damaged afterwards
+    (truncated by a full disk, edited by hand): a StudyError naming it, never a traceback, and the file is
+    neither rewritten nor deleted."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise StudyError(f"{path} is missing: the study folder is incomplete; pass a finished study, or resume it "
+                         f"with `python -m study.run --resume NAME`") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise StudyError(f"{path} cannot be read ({err}); {DAMAGED_HINT}") from err
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise StudyError(f"{path} is damaged: not valid JSON ({err}); {DAMAGED_HINT}") from err
+    if not isinstance(value, dict):
+        raise StudyError(f"{path} is damaged: a JSON {type(value).__name__}, not an object; {DAMAGED_HINT}")
+    return value
+
+
+def check_sqlite(path: Path) -> None:
+    """Fail with one line if `path` (a study's optuna.db) exists but is not an SQLite database."""
+    import sqlite3
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise StudyError(f"{path} is damaged: not an SQLite database ({err}); the trials' own results are in the "
+                         f"regime folders, and {DAMAGED_HINT}") from err
+
 
 # --- files that appear whole or not at all --------------------------------------------------------------
 

@@ -24,7 +24,7 @@ if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
 # Tests are handed to workers a module at a time (`--dist loadgroup`, one group per module), so a module's
 # fixtures are built once; modules that share a session fixture share a group, so it is built once too.
 SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study",
-                 "test_user_outputs": "pruning_study"}
+                 "test_user_outputs": "pruning_study", "test_damaged_files": "pruning_study"}
 # The groups that run whole Ray studies, longest first (as measured on a 2-core machine), are handed out
 # before the rest (pyproject passes --no-loadscope-reorder, so this order is the order workers get them):
 # the many short modules then fill in while the last long ones run, instead of a long one running alone at

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,8 @@ import pandas as pd
 import sacrebleu
 
 from study.analysis.load import StudyAnalysis
-from study.common import write_text
+from study.common import check_sqlite, write_text
+from study.config import StudyError
 from study.metrics.significance import RESAMPLES, holm, seeded_bootstrap
 
 # fANOVA fits a random forest of BLEU over the searched values: below this many trials it fits noise.
@@ -195,6 +197,12 @@ def importances(a: StudyAnalysis) -> dict[str, dict[str, float] | str]:
 
     db = a.path / "optuna.db"
     out: dict[str, dict[str, float] | str] = {}
+    try:
+        check_sqlite(db)
+    except StudyError as err:  # the report goes on without importances; the damaged file is left as it is
+        print(f"warning: {err}; the report leaves out the hyperparameter importances", file=sys.stderr)
+        return {regime: "skipped: optuna.db is damaged (not an SQLite database)"
+                for regime in a.comparison["regime"] if a.trains(regime)}
     for regime in a.comparison["regime"]:
         if not a.trains(regime):
             continue

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.common import read_json_file
 from study.config import StudyError
 from study.metrics.scoring import bleu_parts
 from study.results.record import searched_names
@@ -259,7 +260,7 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
     """`uri`: where a staged study came from, to name it in errors."""
     if not path.is_dir():
         raise StudyError(f"{path} does not exist or is not a directory; pass a study directory such as results/<study>")
-    record = _read_json(path / "study.json")
+    record = read_json_file(path / "study.json", missing_ok=True)
     if record is None:
         raise StudyError(f"{uri or path} is not a study directory (no readable study.json); "
                          f"pass results/<study>, the folder `python -m study.run` wrote")
@@ -277,7 +278,7 @@ def _load(path: Path, gpu_hour_cost: float | None, uri: str | None = None) -> St
                   for row in extra]
             e += extra_epochs
         trials += t
-        b = _read_json(path / regime / "best.json")
+        b = read_json_file(path / regime / "best.json", missing_ok=True)
         # a seed re-run stops at the best trial's selected epoch (study.tuning.seeds): that is its full length
         seed_length = int((b or {}).get("best_epoch") or 0) or _max_epochs(record)
         seed_trials += _read_regime(regime, path / regime / SEEDS_EXPERIMENT, seed_length, True)[0]

@@ -23,7 +23,6 @@ not a plain T5 (say, adapters) merges it first through its `Regime.export_model`
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 import transformers
 
-from study.common import atomic_dir
+from study.common import DAMAGED_HINT, atomic_dir, read_json_file
 from study.config import Config, StudyError
 from study.data.prepared import PreparedData
 from study.data.tokenizer import is_tiny
@@ -56,7 +55,7 @@ def export_best(study_dir: Path, regime: str, data: PreparedData, tune_storage: 
 
     The folder appears whole or not at all, and only once a reload from it gives back every tensor (a model
     that a standard T5 cannot hold, such as decoder_embedding=untied, raises StudyError instead)."""
-    row = json.loads((Path(study_dir) / regime / "best.json").read_text(encoding="utf-8"))
+    row = read_json_file(Path(study_dir) / regime / "best.json")
     config = Config.from_dict(row["config"])
     model = _load_best(row, config, data, tune_storage)
     hook = getattr(get_regime(regime), "export_model", None)  # e.g. LoRA: adapters merged into a plain T5
@@ -133,8 +132,7 @@ def _check_round_trip(model, folder: Path, regime: str, config: Config) -> None:
 
 
 def _study_record(study_dir: Path) -> dict:
-    path = study_dir / "study.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return read_json_file(Path(study_dir) / "study.json", missing_ok=True) or {}
 
 
 def _data_line(spec: str) -> str:
@@ -322,7 +320,7 @@ def best_regime(study_dir: str | Path) -> str:
 
     def val_bleu(regime: str) -> float:
         path = Path(study_dir) / regime / "best.json"
-        value = json.loads(path.read_text(encoding="utf-8")).get("best_val_bleu") if path.exists() else None
+        value = (read_json_file(path, missing_ok=True) or {}).get("best_val_bleu")
         return float("-inf") if value is None else float(value)
 
     return max(found, key=val_bleu)
@@ -331,9 +329,10 @@ def best_regime(study_dir: str | Path) -> str:
 def study_config(study_dir: str | Path, regime: str) -> Config:
     """The Config the regime's exported model was trained and decoded with (best.json's)."""
     path = Path(study_dir) / regime / "best.json"
-    if not path.is_file():
-        raise StudyError(f"{path} is missing: the study folder is incomplete; pass a finished study")
-    return Config.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
+    record = read_json_file(path)
+    if not isinstance(record.get("config"), dict):
+        raise StudyError(f"{path} is damaged: it has no config; {DAMAGED_HINT}")
+    return Config.from_dict(record["config"])
 
 
 def load_exported(study_dir: str | Path, regime: str):
@@ -344,5 +343,8 @@ def load_exported(study_dir: str | Path, regime: str):
     transformers.utils.logging.disable_progress_bar()  # a command's output is its translations, not load bars
     try:
         return T5ForConditionalGeneration.from_pretrained(str(folder)).eval(), AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as err:
-        raise StudyError(f"cannot load the exported model {folder}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, safetensors' own error on a cut file, ...
+        raise StudyError(f"cannot load the exported model {folder} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'no detail'}): the folder is damaged or "
+                         f"half-written; it was left as it is: restore it, or export it again by deleting "
+                         f"{folder} and resuming the study") from err
