@@ -11,7 +11,7 @@ best.json / test.hyp.txt / test.ref.txt, and summary.csv.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import shlex
@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from study.cli import ArgumentParser, run_cli
-from study.common import require_hub, write_json
+from study.common import check_sqlite, read_json_file, require_hub, write_json
 from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped (default: YAML, else 1)")
     p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N of trials at each rung (default: YAML, else 2)")
-    p.add_argument("--searcher", default="tpe", choices=["tpe", "random"], help="Optuna sampler: TPE, or random as a baseline")
+    p.add_argument("--searcher", default="tpe", choices=["tpe", "random", "gp"],
+                   help="Optuna sampler: TPE, Optuna's Gaussian-process sampler, or random as a baseline")
     p.add_argument("--scheduler", default="asha", choices=["asha", "none"], help="asha stops weak trials early; none runs all to the end")
     p.add_argument("--same-draws", action="store_true",
                    help="seed every regime's sampler with --seed (common random numbers) instead of a seed per regime")
@@ -147,7 +148,8 @@ def _main(args: argparse.Namespace) -> int:
             raise StudyError(f"no study named {args.resume!r} in {args.results} (nothing to resume); "
                              f"list the folders there and pass one of their names")
         where.pull()
-        record = json.loads((where.local / "study.json").read_text())
+        record = read_json_file(where.local / "study.json")
+        check_sqlite(where.local / "optuna.db")  # the searchers' state: a damaged one cannot be continued
         args.preset, args.regime = record["preset"], ",".join(record["regimes"])
         args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
         args.seeds = record["budget"].get("seeds", 1)  # studies recorded before --seeds ran one seed
@@ -189,11 +191,13 @@ def _main(args: argparse.Namespace) -> int:
     )
     from study.tuning.seeds import extra_seeds, run_seed_trials
 
+    clock = Timings()
     start_ray(args.address)
     budget = finish_budget(budget, args.address)
     # Once, in the driver (pretraining the tiny upstream if a regime needs it and no cache matches);
     # trials get it all through the object store.
-    data = prepare_data_and_upstream(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
+    with clock.phase("data_and_upstream"):  # data, tokenizer, and the tiny upstream's pretraining (or its cache)
+        data = prepare_data_and_upstream(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
     searched = searched_names(spaces)
     study_dir = where.local
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -209,9 +213,10 @@ def _main(args: argparse.Namespace) -> int:
         best_file = study_dir / regime / "best.json"
         if best_file.exists() and not extensions:
             print(f"[{regime}] already finished: {best_file}", flush=True)
-            rows.append(json.loads(best_file.read_text()))
+            rows.append(read_json_file(best_file))
             continue
         started = time.time()
+        clock.regime_phase(regime, "search")
         grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
                                     bool(args.resume), callbacks=trial_callbacks(args.mlflow, name, regime))
         standing = False  # --more-trials left the regime's best trial, and so its test score, as they were
@@ -227,12 +232,13 @@ def _main(args: argparse.Namespace) -> int:
             return 130
         check_optuna_agrees(study_dir, regime, grid)
         if standing:
-            rows.append(json.loads(best_file.read_text()))
+            rows.append(read_json_file(best_file))
             where.push()
             continue
         search_wall_s = time.time() - started
         base = config.replace(regime=regime, **spaces[regime].fixed)
         seed_grid = None
+        clock.regime_phase(regime, "seed_runs")
         if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
             seeds = extra_seeds(config.seed, budget.seeds)
             best = best_trial(grid, regime, study_dir)  # its seed re-runs stop at its selected epoch
@@ -243,23 +249,80 @@ def _main(args: argparse.Namespace) -> int:
                 print(f"\nstudy interrupted during {regime}'s seed runs; state saved.\nresume with:\n  {resume_cmd}",
                       flush=True)
                 return 130
+        clock.regime_phase(regime, "test_scoring")
         rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
                                   resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
         count_test_scoring(study_dir, regime)  # study.json's test_scored
+        clock.trials_ended(grid, seed_grid)
+        clock.regime_phase(regime, "export")
         export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
         log_best_or_warn(args.mlflow, study_dir, regime, name)  # --mlflow: test scores and the model folder
+        clock.regime_phase(regime, "pruning")
         if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
             keep_only_best(grid, regime, study_dir)
             if seed_grid is not None:  # the seed re-runs are scored too: none of theirs is needed any more
                 delete_checkpoints(seed_grid)
+        clock.regime_phase(regime, None)
         where.push()
     summary = write_summary(study_dir, rows, searched)
     print("\n" + summary.to_string(index=False), flush=True)
+    clock.record(study_dir / "study.json", budget.max_concurrent)  # before the analysis, which reports it
     if not args.no_analysis:
-        _analyze(where)
+        with clock.phase("analysis"):
+            _analyze(where)
+        clock.record(study_dir / "study.json", budget.max_concurrent)
     where.push()
     print(f"\nresults: {where.describe()}", flush=True)
     return 0
+
+
+class Timings:
+    """Where a study's minutes went (study.json's `timings`, the report's table): the data, each regime's search,
+    seed runs, test scoring, export and pruning, the analysis, and how busy the trial slots were — the trials'
+    own seconds over slots x the time from the first search's start to the last test scoring's end. A resumed
+    study records the run that finished it."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+        self.phases: dict[str, float] = {}
+        self.regimes: dict[str, dict[str, float]] = {}
+        self._open: tuple[str, str, float] | None = None
+        self.first_search: float | None = None
+        self.last_scoring: float | None = None
+        self.trial_seconds = 0.0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        started = time.time()
+        try:
+            yield
+        finally:
+            self.phases[f"{name}_s"] = self.phases.get(f"{name}_s", 0.0) + time.time() - started
+
+    def regime_phase(self, regime: str, name: str | None) -> None:
+        """End the regime's open phase and start `name` (None: the regime is done)."""
+        now = time.time()
+        if self._open is not None:
+            done_regime, done_name, began = self._open
+            self.regimes.setdefault(done_regime, {})[f"{done_name}_s"] = now - began
+        self._open = (regime, name, now) if name else None
+        if name == "search" and self.first_search is None:
+            self.first_search = now
+
+    def trials_ended(self, *grids) -> None:
+        """The trials' own seconds (Tune's time_total_s: training and validation), once a regime is scored."""
+        self.last_scoring = time.time()
+        for grid in grids:
+            for result in grid or []:
+                self.trial_seconds += float((result.metrics or {}).get("time_total_s") or 0.0)
+
+    def record(self, path: Path, slots: int) -> None:
+        span = (self.last_scoring - self.first_search) if self.first_search and self.last_scoring else None
+        timings = {"wall_s": time.time() - self.start, **self.phases, "regimes": self.regimes,
+                   "trial_seconds": self.trial_seconds, "slots": slots,
+                   "slot_busy_share": self.trial_seconds / (slots * span) if span else None}
+        record = read_json_file(path)
+        write_json(path, {**record, "timings": timings})
 
 
 def _analyze(where: StudyLocation) -> None:
