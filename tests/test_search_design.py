@@ -170,3 +170,57 @@ def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_
             assert any(t["stopped_early"] for t in real_trials), "ASHA stopped nothing: the test shows too little"
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_real_study_runs_tpe_with_asha_on_loss_over_beams_from_its_start_point(study_pairs, tmp_path):
+    """TPE and ASHA together, as the quick preset runs them, in a real Ray study that searches beams: the
+    space's start point runs first, each trial at beams reports greedy BLEU for the rungs besides its own,
+    ASHA ranks rungs by validation loss, and Optuna holds each finished trial's best epoch."""
+    from conftest import study_argv
+
+    from study.run import main as run_main
+    from study.tuning.searcher import optuna_storage_url
+
+    space = tmp_path / "space.yaml"
+    space.write_text("search:\n  lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
+                     "  num_beams: {distribution: choice, values: [1, 2]}\n"
+                     "fixed: {batch_size: 16}\n"
+                     "asha: {grace_period: 1, reduction_factor: 2, rung_metric: val_loss, min_results: 2}\n"
+                     "start: [{lr: 3.0e-3, num_beams: 2}]\n", encoding="utf-8")
+    argv = study_argv(study_pairs, tmp_path / "results", "tpe", space, 4, 2, study_pairs.parent / "cache")
+    argv = argv[:argv.index("--searcher")] + ["--searcher", "tpe"]
+    assert run_main(argv) == 0
+    study = tmp_path / "results" / "tpe"
+    record = json.loads((study / "study.json").read_text())
+    assert record["samplers"]["scratch"]["sampler"] == "tpe"
+    assert record["schedulers"]["scratch"]["rung_metric"] == "val_loss"
+    assert record["schedulers"]["scratch"]["min_results"] == 2
+    assert record["search_spaces"]["scratch"]["start"] == [{"lr": 3.0e-3, "num_beams": 2}]
+    trials = optuna.load_study(study_name="scratch", storage=optuna_storage_url(study)).trials
+    assert len(trials) == 4 and trials[0].params == {"lr": 3.0e-3, "num_beams": 2}  # the start point first
+    epochs = {}
+    for folder in (study / "scratch").glob("trial_*"):
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        epochs[(rows[0]["config"]["lr"], rows[0]["config"]["num_beams"])] = rows
+    assert len(epochs) == 4
+    beamed = [rows for (lr, beams), rows in epochs.items() if beams == 2]
+    assert beamed and all("val_bleu_greedy" in r and "val_loss" in r for rows in beamed for r in rows)
+    for t in trials:
+        rows = epochs[(t.params["lr"], t.params["num_beams"])]
+        if t.state == optuna.trial.TrialState.COMPLETE:  # told its best epoch, as the study selects
+            assert t.value == pytest.approx(max(r["val_bleu"] for r in rows))
+        else:
+            assert t.state == optuna.trial.TrialState.PRUNED and len(rows) < 2
+
+
+@pytest.mark.parametrize("start, needle", [([{"lr": 1.0, "batch_size": 16, "num_beams": 1}], "outside"),
+                                           ([{"lr": 1e-3, "batch_size": 16}], "exactly the searched"),
+                                           ({"lr": 1e-3}, "list of mappings")])
+def test_a_start_point_outside_the_space_is_refused_with_one_line(start, needle):
+    from study.config import StudyError
+
+    with pytest.raises(StudyError, match=needle):
+        parse_search_space({**SPACE, "start": start}, "space.yaml")
+    assert parse_search_space({**SPACE, "start": [{"lr": 1e-3, "batch_size": 16, "num_beams": 4}]},
+                              "space.yaml").start == [{"lr": 1e-3, "batch_size": 16, "num_beams": 4}]

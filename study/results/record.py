@@ -69,7 +69,8 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
         "config": config.to_dict(), "budget": asdict(budget),
         # what the pretrained weights saw before the study, and which regimes start from them (report, cards)
         "upstream": {**describe_upstream(config.model), "used_by": [r for r in regimes if REGIMES[r].pretrained]},
-        "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha}
+        "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha,
+                               **({"start": s.start} if s.start else {})}
                           for r, s in spaces.items()},
         # each regime's sampler as the runner builds it: which, its seed, TPE's random start, ...
         "samplers": {r: sampler_settings(budget.searcher, r, planned_trials(REGIMES[r].trains, budget.num_samples,

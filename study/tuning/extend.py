@@ -20,6 +20,7 @@ the best-trial choice, the test scoring and the checkpoint retention read as the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -134,7 +135,9 @@ def extend_regime(regime: str, config: Config, budget: Budget, space: SearchSpac
                   flush=True)
             sampler = sampler_settings(budget.searcher, regime, planned + n, config.seed, budget.same_draws, True)
             sampler["seed"] = regime_seed(config.seed, f"{regime}/{name}")
-            tuner = search_tuner(trainable, regime, budget, space, study_dir, storage, name, n, sampler, callbacks)
+            # the space's start points ran in the first search: an extension only samples
+            tuner = search_tuner(trainable, regime, budget, dataclasses.replace(space, start=[]), study_dir, storage,
+                                 name, n, sampler, callbacks)
         grids.append(tuner.fit())
         planned += n
     trials = SearchTrials(grids)

@@ -113,7 +113,7 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
     trains = REGIMES[regime].trains
     max_epochs = budget.max_epochs if trains else 0
     searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, sampler,
-                                                points_to_evaluate=None if trains else space.grid_points()),
+                                                points_to_evaluate=(space.start or None) if trains else space.grid_points()),
                                   max_concurrent=budget.max_concurrent)
     return tune.Tuner(
         trainable,

@@ -8,6 +8,7 @@ A search-space file (`search_spaces/<regime>.yaml`) has three sections:
       num_beams: {distribution: choice, values: [1, 4]}
     fixed: {warmup_ratio: 0.06}  # Config fields set for every trial of this regime
     asha: {grace_period: 1, reduction_factor: 2}  # and optionally min_results, rung_metric
+    start: [{lr: 1.0e-3, batch_size: 16, num_beams: 4}]  # optional: points run first, then the sampler's
 
 `asha.rung_metric` is what ASHA compares trials by at a rung (`val_bleu_greedy`, the default, or `val_loss`);
 `asha.min_results` is how many results a rung must hold before it judges the next arrival (default 1: ASHA's
@@ -27,7 +28,7 @@ import yaml
 from study.config import PER_TRIAL, Config, StudyError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-SECTIONS = ("search", "fixed", "asha")
+SECTIONS = ("search", "fixed", "asha", "start")
 ASHA_KEYS = ("grace_period", "reduction_factor", "min_results", "rung_metric")
 # What ASHA may compare trials by at its rungs (study.tuning.searcher.RUNG_METRICS: name -> mode).
 RUNG_METRICS = ("val_bleu_greedy", "val_loss")
@@ -39,6 +40,9 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     asha: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    # Points the search runs first (Optuna's enqueued trials, Tune's `points_to_evaluate`): known-good settings
+    # a sampler then learns from; every value inside the search's own ranges.
+    start: list[dict[str, Any]] = field(default_factory=list)
 
     def tune_space(self) -> dict[str, Any]:
         """The `param_space` for `tune.Tuner`: Tune's own domain objects, which OptunaSearch converts."""
@@ -141,6 +145,18 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
             raise _fail(source, f"asha.{key} must be a positive whole number, got {value!r}")
     if asha.get("reduction_factor", 2) < 2:
         raise _fail(source, "asha.reduction_factor must be at least 2")
+    start = raw.get("start") or []
+    if not isinstance(start, list) or not all(isinstance(p, dict) for p in start):
+        raise _fail(source, "start must be a list of mappings, e.g. [{lr: 1.0e-3, batch_size: 16}]")
+    for point in start:
+        if set(point) != set(search):
+            raise _fail(source, f"start point {point} must set exactly the searched {', '.join(search)}")
+        for name, value in point.items():
+            spec = search[name]
+            inside = (value in spec["values"]) if spec["distribution"] == "choice" else (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and spec["low"] <= value <= spec["high"])
+            if not inside:
+                raise _fail(source, f"start point {point}: {name}={value!r} is outside the search's range")
     try:  # the fixed values, and every value the search can draw, must make a valid Config too
         Config().replace(**fixed).validate()
         for name, spec in search.items():
@@ -148,7 +164,7 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
                 Config().replace(**fixed, **{name: value}).validate()
     except (TypeError, StudyError) as err:
         raise _fail(source, f"fixed settings: {err}") from err
-    return SearchSpace(search=search, fixed=fixed, asha=asha, source=source)
+    return SearchSpace(search=search, fixed=fixed, asha=asha, source=source, start=start)
 
 
 class _Loader(yaml.SafeLoader):
