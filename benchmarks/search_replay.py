@@ -67,7 +67,7 @@ SAMPLERS = ("random", "tpe", "gp")
 # learning rate (1e-3) and beam search (4 beams), with the previous quick preset's winning batch size (16, the
 # most steps in 3 epochs; issue 29). The first trial of each regime runs it; the sampler proposes the rest.
 WARM_POINTS = [{"lr": 1e-3, "batch_size": 16, "num_beams": 4}]
-CHOSEN = "tpe+asha_loss_patient"  # the quick preset's search (study/config.py, search_spaces/*.yaml)
+CHOSEN = "tpe+asha_loss_patient2+warm"  # the quick preset's search (search_spaces/{scratch,decoder,full}.yaml)
 
 
 # Optuna's GP sampler fits a Gaussian process at every proposal (~1 s on one core here, against TPE's ms):
