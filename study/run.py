@@ -214,6 +214,11 @@ def _main(args: argparse.Namespace) -> int:
         if best_file.exists() and not extensions:
             print(f"[{regime}] already finished: {best_file}", flush=True)
             rows.append(read_json_file(best_file))
+            # Interrupted after scoring but before the export: export now, from the checkpoint best.json names
+            # (pruning comes after the export, so it is still there).
+            if not (study_dir / regime / "model" / "config.json").is_file():
+                export_or_warn(study_dir, regime, data, where.tune_storage)
+                where.push()
             continue
         started = time.time()
         clock.regime_phase(regime, "search")

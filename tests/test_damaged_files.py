@@ -77,3 +77,16 @@ def test_a_half_written_model_folder_is_named_by_translate_and_evaluate(study, c
     assert evaluate.main([str(study), "--data", str(pairs)]) == 2
     _one_error_line(capsys, str(study / "scratch" / "model"))
     assert weights.read_bytes() == before
+
+
+def test_a_study_interrupted_before_its_export_exports_on_resume(study, capsys):
+    """A regime scored (best.json written) but not yet exported when the study was stopped: `--resume` exports
+    it from the checkpoint best.json names, and leaves the scores as they were."""
+    best = study / "scratch" / "best.json"
+    scores = best.read_bytes()
+    reference = (study / "scratch" / "model" / "config.json").read_text()
+    shutil.rmtree(study / "scratch" / "model")
+    assert study_run.main(["--resume", study.name, "--results", str(study.parent), "--no-analysis"]) == 0
+    assert (study / "scratch" / "model" / "config.json").read_text() == reference
+    assert translate.main([str(study), "the cat sleeps"]) == 0 and capsys.readouterr().out.strip()
+    assert best.read_bytes() == scores
