@@ -175,8 +175,8 @@ def _main(args: argparse.Namespace) -> int:
         raise StudyError(f"{where.local} exists already; pick another --name")
 
     from study.results.export import export_or_warn
+    from study.results.holdout import evaluate_best
     from study.results.record import count_test_scoring
-    from study.results.test_scoring import evaluate_best
     from study.results.tracking import log_best_or_warn, trial_callbacks
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.best import best_trial

@@ -16,7 +16,7 @@ import sacrebleu
 
 from study.metrics.scoring import multi_reference_bleu, references_by_source, translation_scores
 from study.metrics.significance import paired_bootstrap
-from study.results.test_scoring import write_test_texts
+from study.results.holdout import write_test_texts
 
 SHARED_FRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fra.txt"
 

@@ -21,7 +21,7 @@ from study.data.prepared import prepare_data
 from study.data.sample import corpus
 from study.metrics.generation import evaluate
 from study.model.weights import random_model
-from study.results.test_scoring import evaluate_best
+from study.results.holdout import evaluate_best
 from study.training.checkpoints import save_checkpoint
 from study.training.loop import make_optimizer
 from study.tuning.best import best_trial
