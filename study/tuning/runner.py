@@ -106,15 +106,14 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
     """A new Tuner searching `n` trials of the regime with `sampler`, its Optuna study `<regime>` in optuna.db
     (continued if it exists: Ray's OptunaSearch loads it), as experiment `<storage_path>/<name>`."""
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
     from study.tuning.retention import CheckpointRetention, checkpoint_config
 
     trains = REGIMES[regime].trains
     max_epochs = budget.max_epochs if trains else 0
-    searcher = ConcurrencyLimiter(make_searcher(study_dir, regime, max_epochs, sampler,
-                                                points_to_evaluate=(space.start or None) if trains else space.grid_points()),
-                                  max_concurrent=budget.max_concurrent)
+    # No ConcurrencyLimiter of our own: `max_concurrent_trials` wraps the searcher in one (ray.tune.tune.run).
+    searcher = make_searcher(study_dir, regime, max_epochs, sampler,
+                             points_to_evaluate=(space.start or None) if trains else space.grid_points())
     return tune.Tuner(
         trainable,
         param_space=space.tune_space(),
