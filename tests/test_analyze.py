@@ -262,7 +262,8 @@ STUDY_JSON = {"name": "empty", "preset": "quick", "regimes": ["scratch"], "seed"
 @pytest.mark.parametrize("make, needle", [
     (lambda d: d / "missing", "does not exist"),
     (lambda d: (d / "notes.txt").write_text("hi") and d, "not a study directory (no readable study.json)"),
-    (lambda d: (d / "study.json").write_text("{not json") and d, "not a study directory"),
+    # a study.json that does not parse is named as the damaged file (issue 28), not as a missing study
+    (lambda d: (d / "study.json").write_text("{not json") and d, "study.json is damaged: not valid JSON"),
     (lambda d: (d / "study.json").write_text(json.dumps(STUDY_JSON)) and d, "has no trials yet"),
     (lambda d: (d / "study.json").write_text(json.dumps(STUDY_JSON)) and (d / "scratch").mkdir() is None
      and (d / "scratch" / "tuner.pkl").write_bytes(b"x") and d, "has no trials yet"),
