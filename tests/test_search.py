@@ -22,7 +22,7 @@ from study.tuning.searcher import (
     sampler_settings,
     startup_trials,
 )
-from study.tuning.space import default_search_space_path, load_search_space
+from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = load_search_space(default_search_space_path("scratch"))  # lr 3e-4..1e-2 (log), batch 16/32/64, beams 1/4
@@ -161,7 +161,12 @@ def test_searcher_and_scheduler_get_the_settings(tmp_path):
     assert searcher._sampler._n_startup_trials == 2 and searcher._sampler._constant_liar
     assert isinstance(make_searcher(tmp_path, "scratch", 3, sampler_settings("random", "scratch", 8, 0))._sampler,
                       optuna.samplers.RandomSampler)
-    assert make_scheduler(SPACE, 3, None, None)._metric == RUNG_METRIC == "val_bleu_greedy"
+    # the quick preset's spaces rank ASHA's rungs by validation loss (README, "How the search was chosen"); a
+    # space that names no rung metric gets greedy validation BLEU
+    assert make_scheduler(SPACE, 3, None, None)._metric == SPACE.asha["rung_metric"] == "val_loss"
+    assert make_scheduler(SPACE, 3, None, None)._mode == "min"
+    plain = parse_search_space({"search": SPACE.search, "asha": {"grace_period": 1}}, "plain")
+    assert make_scheduler(plain, 3, None, None)._metric == RUNG_METRIC == "val_bleu_greedy"
 
 
 def test_a_regime_that_trains_nothing_tries_each_decoding_choice_once(tmp_path):
