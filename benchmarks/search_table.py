@@ -113,7 +113,7 @@ def run_point(point: dict, base: dict) -> dict:
     """Train one grid point and score each epoch; returns its record."""
     import torch
 
-    from study.metrics.generation import token_nll
+    from study.metrics.generation import evaluate, token_nll
     from study.model.regimes import REGIMES
     from study.training.checkpoints import load_trained_model
     from study.training.loop import fit
@@ -168,8 +168,6 @@ def run_point(point: dict, base: dict) -> dict:
             for epoch in sorted({best, scored[-1]["epoch"]}):
                 model = load_trained_model(config, data.tokenizer, Path(keep) / f"epoch_{epoch}",
                                            data.upstream).eval()
-                from study.metrics.generation import evaluate
-
                 metrics = evaluate(model, test, data.tokenizer, config.replace(num_beams=beams), device,
                                    split="test")[0]
                 tests[f"b{beams}_e{epoch}"] = {"test_bleu": metrics["test_bleu"], "test_loss": metrics["test_loss"]}
