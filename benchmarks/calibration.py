@@ -71,13 +71,13 @@ def configuration(args: argparse.Namespace) -> tuple[Config, int]:
     if args.from_study is None:
         base = Config(**PRESETS["quick"]["config"]).replace(regime="scratch", lr=3e-3, batch_size=16)
         config = config_from_flags(args, base)
-        return config.replace(torch_threads=args.threads).validate(), config.epochs
+        return config.replace(torch_threads=args.threads), config.epochs
     path = args.from_study / getattr(args, "regime", "full") / "best.json"
     if not path.is_file():
         raise StudyError(f"{path} is missing: pass a finished study and one of its trained regimes (--regime)")
     row = json.loads(path.read_text(encoding="utf-8"))
     config = Config.from_dict(row["config"]).replace(torch_threads=args.threads)
-    return config.validate(), int(row.get("best_epoch") or config.epochs)
+    return config, int(row.get("best_epoch") or config.epochs)
 
 
 def train_and_score(config: Config, data, stop_at: int) -> tuple[list[str], int]:

@@ -119,7 +119,6 @@ def load_data(args: argparse.Namespace, **config_changes: Any) -> BenchData:
     config = Config(data=args.data, model=model_spec(args.model), seed=args.seed, **config_changes)
     if getattr(args, "cache_dir", None):
         config = config.replace(cache_dir=str(Path(args.cache_dir).expanduser().resolve()))
-    config.validate()
     text = prepare_text(config)
     splits, tokenizer, counts = text.splits, text.tokenizer, text.counts
     tokenized, token_counts = tokenize_splits(splits, tokenizer, config)

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     # The quick preset's settings, with its learning rate fixed to the middle of the regimes' ranges.
     base = Config(**PRESETS["quick"]["config"]).replace(lr=2e-3, torch_threads=args.threads)
-    config = config_from_flags(args, base).validate()
+    config = config_from_flags(args, base)
     device = common.setup_torch(argparse.Namespace(threads=args.threads, device=config.device))
     data = prepare_data_and_upstream(config, need_upstream=any(r != "scratch" for r in args.regimes))
     curves: dict[str, list[dict]] = {}

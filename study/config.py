@@ -135,11 +135,6 @@ class Config:
         except TypeError as err:
             raise StudyError(f"invalid config: {err}") from err
 
-    def validate(self) -> Config:
-        """Kept for callers that want an explicit check; a Config is already checked when it is made."""
-        self._check()
-        return self
-
     def _check(self) -> None:
         """Reject settings that cannot work, with a message that says what to change."""
         for f in dataclasses.fields(self):

@@ -216,14 +216,19 @@ def test_split_grouped_by_source_deterministic_and_sized(tmp_path):
 
 
 def test_max_train_pairs_caps_deterministically(tmp_path):
-    ds = grouped_pairs(500)
-    config = cfg(tmp_path, max_train_pairs=100)
-    splits = data.split_pairs(ds, config)
-    full = data.split_pairs(ds, config.replace(max_train_pairs=None))
-    assert len(splits["train"]) == 100
-    assert set(rows(splits["train"])) < set(rows(full["train"]))
-    assert rows(data.split_pairs(ds, config)["train"]) == rows(splits["train"])
-    assert rows(splits["validation"]) == rows(full["validation"])
+    """The cap is applied once, after the split (which stays whole for the tokenizer and the upstream)."""
+    from study.data.prepared import prepare_text
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"{r['en']}\t{r['fr']}\n" for r in grouped_pairs(500)), encoding="utf-8")
+    config = cfg(tmp_path, data=str(path), max_train_pairs=100, tiny_vocab_size=300)
+    text = prepare_text(config)
+    full = data.load_splits(config)[0]
+    assert len(full["train"]) > 100 and rows(text.whole_train) == rows(full["train"])
+    assert len(text.splits["train"]) == text.counts["train"] == 100
+    assert set(rows(text.splits["train"])) < set(rows(full["train"]))
+    assert rows(prepare_text(config).splits["train"]) == rows(text.splits["train"])
+    assert rows(text.splits["validation"]) == rows(full["validation"])
 
 
 def test_too_few_sources_for_a_validation_split(tmp_path):
@@ -478,8 +483,9 @@ def test_t5_small_prefix_and_labels(tmp_path, t5_small_tokenizer):
 
 @pytest.mark.skipif(not SHARED_PAIRS.exists(), reason=f"{SHARED_PAIRS} not present")
 def test_real_data_padding_under_15_percent(tmp_path, t5_small_tokenizer):
-    config = cfg(tmp_path, data=str(SHARED_PAIRS), max_train_pairs=12000)
+    config = cfg(tmp_path, data=str(SHARED_PAIRS))
     splits, _ = data.load_splits(config)
+    splits["train"] = data.cap_pairs(splits["train"], 12000, config.data_seed)
     tokenized, _ = tokenize_splits(splits, t5_small_tokenizer, config)
     stats = batching.padding_stats(batching.make_loader(tokenized["train"], t5_small_tokenizer, 64, shuffle=True))
     assert stats["padding"] <= 0.15 < batching.max_length_padding_stats(tokenized["train"])["padding"]

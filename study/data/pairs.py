@@ -221,10 +221,10 @@ def split_pairs(ds: Dataset, config: Config) -> DatasetDict:
 
     The distinct English sentences are shuffled with `config.data_seed` and cut where the cumulative
     number of pairs reaches each fraction, so split sizes follow the fractions in pairs, and no source
-    sentence (with all its French variants) leaks from training into evaluation. Then
-    `config.max_train_pairs` keeps a seeded random subset of the training pairs. Rows keep file order.
+    sentence (with all its French variants) leaks from training into evaluation. Rows keep file order.
+    The training split is whole: `max_train_pairs` is applied by `study.data.prepared.prepare_text`, after the
+    tokenizer and the upstream have seen all of it.
     """
-    config.validate()
     codes, uniques = pd.factorize(pd.Series(ds["en"][:], dtype=object))  # group id per pair
     sizes = np.bincount(codes, minlength=len(uniques))
     rng = np.random.default_rng(config.data_seed)
@@ -238,9 +238,7 @@ def split_pairs(ds: Dataset, config: Config) -> DatasetDict:
         if len(indices[name]) == 0:
             raise StudyError(f"the {name} split is empty: {len(uniques)} distinct English sentences are too few "
                              f"for split {tuple(config.split)}; use more data or larger fractions")
-    splits = DatasetDict({name: ds.select(idx) for name, idx in indices.items()})
-    splits["train"] = cap_pairs(splits["train"], config.max_train_pairs, config.data_seed)
-    return splits
+    return DatasetDict({name: ds.select(idx) for name, idx in indices.items()})
 
 
 def subset_indices(n: int, limit: int | None, seed: int) -> list[int]:

@@ -63,7 +63,7 @@ def prepare_text(config: Config) -> PreparedText:
     `max_train_pairs` limits the labelled pairs a quick study trains on, not what the vocabulary or
     pre-training see. Validation and test text never reach either.
     """
-    splits, counts = load_splits(config.replace(max_train_pairs=None))
+    splits, counts = load_splits(config)
     whole_train = splits["train"]
     tokenizer = load_tokenizer(config, list(whole_train["en"]), list(whole_train["fr"]))
     splits["train"] = cap_pairs(whole_train, config.max_train_pairs, config.data_seed)

@@ -92,15 +92,7 @@ def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config
     """
     nll, tokens = token_nll(model, dataset, tokenizer, config.eval_batch_size, device, config.precision)
     mean_nll = nll / max(tokens, 1)
-    distinct: dict[tuple[int, ...], int] = {}
-    for ids in dataset["input_ids"]:
-        distinct.setdefault(tuple(ids), len(distinct))
-    translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=config.num_beams,
-                             batch_size=config.eval_batch_size, max_target_tokens=config.max_target_tokens,
-                             device=device, prefix_tokens=prefix_length(tokenizer, config.prefix),
-                             precision=config.precision, progress=f"{split} generation"
-                             + (f" ({config.num_beams} beams)" if config.num_beams > 1 else ""))
-    hypotheses = [translations[distinct[tuple(ids)]] for ids in dataset["input_ids"]]
+    hypotheses = decode_split(model, dataset, tokenizer, config, device, split)
     references = list(dataset["fr"])
     scores = translation_scores(hypotheses, references)
     multi = multi_reference_bleu(list(dataset["en"]), hypotheses, references)
@@ -113,3 +105,25 @@ def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config
         f"{split}_bleu_multi": multi["bleu_multi"],
     }
     return metrics, hypotheses, references
+
+
+def greedy_bleu(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,
+                device: torch.device, split: str = "val") -> float:
+    """BLEU of greedy decoding alone (no loss, no multi-reference scoring): what a trial decoding with beams
+    also reports, so that trials can be ranked by their training rather than their decoder."""
+    hypotheses = decode_split(model, dataset, tokenizer, config.replace(num_beams=1), device, split)
+    return translation_scores(hypotheses, list(dataset["fr"]))["bleu"]
+
+
+def decode_split(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config, device: torch.device,
+                 split: str = "val") -> list[str]:
+    """One hypothesis per pair of a tokenized split, each distinct source translated once."""
+    distinct: dict[tuple[int, ...], int] = {}
+    for ids in dataset["input_ids"]:
+        distinct.setdefault(tuple(ids), len(distinct))
+    translations = translate(model, [list(k) for k in distinct], tokenizer, num_beams=config.num_beams,
+                             batch_size=config.eval_batch_size, max_target_tokens=config.max_target_tokens,
+                             device=device, prefix_tokens=prefix_length(tokenizer, config.prefix),
+                             precision=config.precision, progress=f"{split} generation"
+                             + (f" ({config.num_beams} beams)" if config.num_beams > 1 else ""))
+    return [translations[distinct[tuple(ids)]] for ids in dataset["input_ids"]]

@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 from study.config import Config
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData
-from study.metrics.generation import evaluate
+from study.metrics.generation import evaluate, greedy_bleu
 from study.model.device import autocast, pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
 from study.progress import Progress
@@ -67,7 +67,6 @@ def fit(config: Config, data: PreparedData, report: Report, resume_from: str | P
 
 
 def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None) -> dict:
-    config.validate()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     device = pick_device(config.device)
@@ -87,9 +86,10 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
             metrics = evaluate(model, data.validation, data.tokenizer, config, device)[0]
             # Greedy BLEU too, whatever num_beams the trial decodes with: ASHA's rungs compare trials by it so
             # that they rank training runs, not decoders (see study.tuning.searcher.RUNG_METRIC).
-            greedy = metrics if config.num_beams == 1 else evaluate(
-                model, data.validation, data.tokenizer, config.replace(num_beams=1), device)[0]
-        return {**metrics, "val_bleu_greedy": greedy["val_bleu"]}
+            # Generation only: the loss and multi-reference scores do not depend on the decoder.
+            greedy = metrics["val_bleu"] if config.num_beams == 1 else greedy_bleu(
+                model, data.validation, data.tokenizer, config, device)
+        return {**metrics, "val_bleu_greedy": greedy}
 
     if not regime.trains:  # upstream: one zero-shot evaluation, nothing to resume
         start = time.perf_counter()
