@@ -103,7 +103,6 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
                             torch_threads=max(1, int(args.cpus_per_trial)))
     if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
         config = config.replace(data=str(Path(config.data).expanduser().resolve()))  # trials run elsewhere
-    config.validate()
     # Offline, a hub model or dataset would fail after a minute of retries, once Ray is up: fail now, in seconds.
     if config.model != "tiny":
         require_hub(config.model, "model", "--model tiny or a local model directory")
@@ -114,7 +113,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
             check_pretrained_weights(config.model, regime)
     spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
     for regime, space in spaces.items():
-        config.replace(regime=regime, **space.fixed).validate()
+        config.replace(regime=regime, **space.fixed)  # checked when made: a bad fixed value fails here
     budget = Budget(num_samples=args.num_samples or preset["num_samples"], max_epochs=config.epochs,
                     max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
@@ -181,7 +180,7 @@ def _main(args: argparse.Namespace) -> int:
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.best import best_trial
     from study.tuning.extend import extend_regime, plan_extensions
-    from study.tuning.retention import delete_checkpoints, keep_only_best
+    from study.tuning.retention import prune_regime, saved_results
     from study.tuning.runner import (
         check_optuna_agrees,
         finish_budget,
@@ -209,66 +208,74 @@ def _main(args: argparse.Namespace) -> int:
     extensions = plan_extensions(study_dir, regimes, args.more_trials) if args.more_trials is not None else []
     resume_cmd += f" --more-trials {args.more_trials}" if extensions else ""
     rows = []
-    for regime in regimes:
-        best_file = study_dir / regime / "best.json"
-        if best_file.exists() and not extensions:
-            print(f"[{regime}] already finished: {best_file}", flush=True)
-            rows.append(read_json_file(best_file))
-            # Interrupted after scoring but before the export: export now, from the checkpoint best.json names
-            # (pruning comes after the export, so it is still there).
-            if not (study_dir / regime / "model" / "config.json").is_file():
-                export_or_warn(study_dir, regime, data, where.tune_storage)
+    try:
+        for regime in regimes:
+            best_file = study_dir / regime / "best.json"
+            if best_file.exists() and not extensions:
+                print(f"[{regime}] already finished: {best_file}", flush=True)
+                rows.append(read_json_file(best_file))
+                # Interrupted after scoring but before the export: export now, from the checkpoint best.json names
+                # (pruning comes after the export, so it is still there).
+                if not (study_dir / regime / "model" / "config.json").is_file():
+                    export_or_warn(study_dir, regime, data, where.tune_storage)
+                if not budget.keep_checkpoints:  # interrupted before its pruning ended: prune (again is harmless)
+                    grid, seed_grid = saved_results(where.tune_storage, regime)
+                    prune_regime(grid, regime, study_dir, seed_grid)
                 where.push()
-            continue
-        started = time.time()
-        clock.regime_phase(regime, "search")
-        grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
-                                    bool(args.resume), callbacks=trial_callbacks(args.mlflow, name, regime))
-        standing = False  # --more-trials left the regime's best trial, and so its test score, as they were
-        if extensions:
-            grid, expected, standing = extend_regime(regime, config, budget, spaces[regime], study_dir,
-                                                     where.tune_storage, data, grid, expected, extensions,
-                                                     trial_callbacks(args.mlflow, name, regime))
-        left = unfinished_trials(grid, expected)
-        if left:
-            where.push()
-            print(f"\nstudy interrupted: {left} trial(s) of {regime} unfinished; state saved.\n"
-                  f"resume with:\n  {resume_cmd}", flush=True)
-            return 130
-        check_optuna_agrees(study_dir, regime, grid)
-        if standing:
-            rows.append(read_json_file(best_file))
-            where.push()
-            continue
-        search_wall_s = time.time() - started
-        base = config.replace(regime=regime, **spaces[regime].fixed)
-        seed_grid = None
-        clock.regime_phase(regime, "seed_runs")
-        if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
-            seeds = extra_seeds(config.seed, budget.seeds)
-            best = best_trial(grid, regime, study_dir)  # its seed re-runs stop at its selected epoch
-            seed_grid = run_seed_trials(regime, base, budget, best.params, seeds, where.tune_storage, data,
-                                        bool(args.resume), epochs=best.best_epoch)
-            if unfinished_trials(seed_grid, len(seeds)):
+                continue
+            started = time.time()
+            clock.regime_phase(regime, "search")
+            grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
+                                        bool(args.resume), callbacks=trial_callbacks(args.mlflow, name, regime))
+            standing = False  # --more-trials left the regime's best trial, and so its test score, as they were
+            if extensions:
+                grid, expected, standing = extend_regime(regime, config, budget, spaces[regime], study_dir,
+                                                         where.tune_storage, data, grid, expected, extensions,
+                                                         trial_callbacks(args.mlflow, name, regime))
+            left = unfinished_trials(grid, expected)
+            if left:
                 where.push()
-                print(f"\nstudy interrupted during {regime}'s seed runs; state saved.\nresume with:\n  {resume_cmd}",
-                      flush=True)
+                print(f"\nstudy interrupted: {left} trial(s) of {regime} unfinished; state saved.\n"
+                      f"resume with:\n  {resume_cmd}", flush=True)
                 return 130
-        clock.regime_phase(regime, "test_scoring")
-        rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
-                                  resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
-        count_test_scoring(study_dir, regime)  # study.json's test_scored
-        clock.trials_ended(grid, seed_grid)
-        clock.regime_phase(regime, "export")
-        export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
-        log_best_or_warn(args.mlflow, study_dir, regime, name)  # --mlflow: test scores and the model folder
-        clock.regime_phase(regime, "pruning")
-        if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
-            keep_only_best(grid, regime, study_dir)
-            if seed_grid is not None:  # the seed re-runs are scored too: none of theirs is needed any more
-                delete_checkpoints(seed_grid)
-        clock.regime_phase(regime, None)
+            check_optuna_agrees(study_dir, regime, grid)
+            if standing:
+                rows.append(read_json_file(best_file))
+                where.push()
+                continue
+            search_wall_s = time.time() - started
+            base = config.replace(regime=regime, **spaces[regime].fixed)
+            seed_grid = None
+            clock.regime_phase(regime, "seed_runs")
+            if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
+                seeds = extra_seeds(config.seed, budget.seeds)
+                best = best_trial(grid, regime, study_dir)  # its seed re-runs stop at its selected epoch
+                seed_grid = run_seed_trials(regime, base, budget, best.params, seeds, where.tune_storage, data,
+                                            bool(args.resume), epochs=best.best_epoch)
+                if unfinished_trials(seed_grid, len(seeds)):
+                    where.push()
+                    print(f"\nstudy interrupted during {regime}'s seed runs; state saved.\n"
+                          f"resume with:\n  {resume_cmd}", flush=True)
+                    return 130
+            clock.regime_phase(regime, "test_scoring")
+            # counted before the scoring, so that an interruption between the two never leaves a look at the test
+            # split uncounted (one interrupted while scoring counts twice once resumed: it may have looked twice)
+            count_test_scoring(study_dir, regime)  # study.json's test_scored
+            rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
+                                      resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
+            clock.trials_ended(grid, seed_grid)
+            clock.regime_phase(regime, "export")
+            export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
+            log_best_or_warn(args.mlflow, study_dir, regime, name)  # --mlflow: test scores and the model folder
+            clock.regime_phase(regime, "pruning")
+            if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
+                prune_regime(grid, regime, study_dir, seed_grid)
+            clock.regime_phase(regime, None)
+            where.push()
+    except KeyboardInterrupt:  # Ctrl-C between searches (a Tune search saves and returns on its own): resumable
         where.push()
+        print(f"\nstudy interrupted during {regime}'s wrap-up; state saved.\nresume with:\n  {resume_cmd}", flush=True)
+        return 130
     summary = write_summary(study_dir, rows, searched)
     print("\n" + summary.to_string(index=False), flush=True)
     clock.record(study_dir / "study.json", budget.max_concurrent)  # before the analysis, which reports it

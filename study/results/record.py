@@ -87,8 +87,9 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
 
 
 def count_test_scoring(study_dir: Path, regime: str) -> int:
-    """Count one more scoring of the regime's test split in study.json's `test_scored` (more than one only when
-    --more-trials changed its best trial); returns the regime's count."""
+    """Count one more scoring of the regime's test split in study.json's `test_scored` (more than one when
+    --more-trials changed its best trial, or when a study interrupted while scoring scored again on --resume);
+    returns the regime's count. Counted before the scoring starts: a look at the test split is never uncounted."""
     import json
 
     from study.common import write_json

@@ -5,6 +5,9 @@
   that a stopped trial was PRUNED (Ray has no public hook for it).
 - `ASHAScheduler` keeps its rungs in `_brackets`, each with a `cutoff(recorded)`: `asha.min_results` wraps it
   (`require_rung_results`).
+- Ray saves no scheduler with an experiment: `Tuner.restore` gives back the ASHA pickled when the search
+  started, rungs empty. `restore_asha_rungs` refills them (`_brackets`, `_trial_info`, from the results Tune saved),
+  through the restored Tuner's `_local_tuner._tune_config.scheduler`.
 - Tune's `experiment_state-*.json` (a trial's status and failure count) has no public reader outside a
   running Tune: the analysis reads it here, as JSON, without importing Ray.
 
@@ -84,6 +87,42 @@ def require_rung_results(scheduler, min_results: int) -> None:
                          f"against {TESTED}; drop min_results from the search space or install a tested Ray")
     for bracket in brackets:
         bracket.cutoff = _PatientCutoff(bracket.cutoff, min_results)
+
+
+def restore_asha_rungs(tuner, experiment: str) -> int:
+    """Refill a restored search's ASHA with every result its trials reported before the interruption; returns
+    how many results were replayed.
+
+    Tune saves the searcher with the experiment but not the scheduler (ray.tune.execution.tune_controller's
+    `save_to_dir`), so a restored ASHA starts with empty rungs: the first trial to reach a rung after `--resume`
+    would pass it whatever its value, and the next be judged against that one alone. Each saved result goes
+    through ASHA's own `on_trial_result`, as it did live, so the rungs hold what an uninterrupted search's would."""
+    from types import SimpleNamespace
+
+    from ray import tune
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
+    if not isinstance(scheduler, AsyncHyperBandScheduler):
+        if scheduler is None:
+            raise StudyError(f"this Ray's restored Tuner has no _local_tuner._tune_config.scheduler: resuming a "
+                             f"search with ASHA was written against {TESTED}; install a tested Ray")
+        return 0  # no ASHA (--scheduler none): nothing to refill
+    if len(scheduler._brackets) != 1:  # which bracket a trial was in is not saved either
+        raise StudyError(f"resuming an ASHA with {len(scheduler._brackets)} brackets is not supported (the study "
+                         f"builds one); start the search again without --resume")
+    bracket = scheduler._brackets[0]
+    replayed = 0
+    for result in tune.ResultGrid(tune.ExperimentAnalysis(experiment)):
+        history = result.metrics_dataframe
+        if history is None or history.empty or "trial_id" not in history:
+            continue
+        trial = SimpleNamespace(trial_id=str(history["trial_id"].iloc[0]))
+        scheduler._trial_info[trial.trial_id] = bracket  # what on_trial_add does, with one bracket to pick
+        for row in history.sort_values(scheduler._time_attr).to_dict("records"):
+            scheduler.on_trial_result(None, trial, row)
+            replayed += 1
+    return replayed
 
 
 def read_experiment_state(experiment_dir: Path) -> dict[str, dict]:

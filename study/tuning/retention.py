@@ -104,6 +104,26 @@ def keep_only_best(grid, regime: str, study_dir: Path) -> str | None:
     return kept
 
 
+def prune_regime(grid, regime: str, study_dir: Path, seed_grid=None) -> None:
+    """Once a regime is scored: its best trial's best checkpoint alone stays, model only, and the seed re-runs'
+    checkpoints go. Running it again changes nothing, so a study interrupted before (or while) pruning a regime
+    prunes it on `--resume` (`saved_results`)."""
+    keep_only_best(grid, regime, study_dir)
+    if seed_grid is not None:  # the seed re-runs are scored too: none of theirs is needed any more
+        delete_checkpoints(seed_grid)
+
+
+def saved_results(tune_storage: str, regime: str) -> tuple:
+    """A regime's search and seed re-runs (None where it had none) as Tune saved them, read without running or
+    restoring a trial: what pruning needs for a regime scored before the study was interrupted."""
+    from study.tuning.seeds import SEEDS_EXPERIMENT
+
+    experiment = f"{tune_storage}/{regime}"
+    seeds = f"{experiment}/{SEEDS_EXPERIMENT}"
+    seed_grid = tune.ResultGrid(tune.ExperimentAnalysis(seeds)) if tune.Tuner.can_restore(seeds) else None
+    return tune.ResultGrid(tune.ExperimentAnalysis(experiment)), seed_grid
+
+
 def _strip_in_place(checkpoint) -> None:
     """`strip_to_model` on a checkpoint wherever it lives: in place on a local disk, else through a
     local copy uploaded back over the original file."""
