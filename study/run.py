@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed every regime's sampler with --seed (common random numbers) instead of a seed per regime")
     p.add_argument("--max-failures", type=int, default=2, help="times a failed trial is retried from its checkpoint")
     p.add_argument("--seeds", type=int, help="runs of each regime's best configuration, the search's and N-1 more "
-                                             "seeds, for test scores as mean ± sd (default: quick 2, paper 3)")
+                                             "seeds, for test scores as mean ± sd (default: 3 in both presets)")
     p.add_argument("--search-space", type=Path, help="a YAML search space used instead of search_spaces/<regime>.yaml")
     p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
     p.add_argument("--name", help="study name (default: <preset>-<UTC timestamp>)")
@@ -240,6 +240,7 @@ def _main(args: argparse.Namespace) -> int:
                 return 130
             check_optuna_agrees(study_dir, regime, grid)
             if standing:
+                clock.regime_phase(regime, None)  # its search time is recorded; nothing else runs for it
                 rows.append(read_json_file(best_file))
                 where.push()
                 continue
@@ -322,11 +323,16 @@ class Timings:
             self.first_search = now
 
     def trials_ended(self, *grids) -> None:
-        """The trials' own seconds (Tune's time_total_s: training and validation), once a regime is scored."""
+        """The trials' own seconds (Tune's time_this_iter_s: training and validation), once a regime is scored:
+        the epochs reported in this run only, so that a resumed study does not count what ran before it."""
         self.last_scoring = time.time()
         for grid in grids:
             for result in grid or []:
-                self.trial_seconds += float((result.metrics or {}).get("time_total_s") or 0.0)
+                history = result.metrics_dataframe
+                if history is None or history.empty or "time_this_iter_s" not in history:
+                    continue
+                ran_here = history[history["timestamp"] >= int(self.start)]  # Tune's timestamp: whole seconds
+                self.trial_seconds += float(ran_here["time_this_iter_s"].sum())
 
     def record(self, path: Path, slots: int) -> None:
         span = (self.last_scoring - self.first_search) if self.first_search and self.last_scoring else None

@@ -178,3 +178,6 @@ def test_a_study_killed_mid_search_stops_on_resume_the_trials_an_uninterrupted_o
     assert proc.wait(timeout=600) == 130, log.read_text()[-3000:]
     assert study_run.main(["--resume", "cut", "--results", str(results), "--no-analysis"]) == 0
     assert _epochs_by_lr(results / "cut") == uninterrupted
+    # the resumed run's time budget counts the epochs it ran, not those before the interruption
+    timings = json.loads((results / "cut" / "study.json").read_text())["timings"]
+    assert 0 < timings["slot_busy_share"] <= 1, timings

@@ -128,6 +128,8 @@ def test_more_trials_continue_every_search_without_rerunning_a_trial(pruning_stu
     assert ("its test score stands" in out.out) != changed
     if not changed:
         assert best_after == best_before
+    # the extension's search time is in study.json's timings, whether or not the test score stands
+    assert record["timings"]["regimes"]["scratch"]["search_s"] > 0
 
     # asked again after it finished: a second extension (more-2), the first not re-run
     first = {p.parent.name: p.read_text() for p in extension}
