@@ -176,8 +176,14 @@ def test_a_study_killed_mid_search_stops_on_resume_the_trials_an_uninterrupted_o
     assert proc.poll() is None, "the study ended before it could be interrupted:\n" + log.read_text()[-3000:]
     proc.send_signal(signal.SIGINT)  # the first two trials have ended and reached rung 1; the third is running
     assert proc.wait(timeout=600) == 130, log.read_text()[-3000:]
+    resumed_at = time.time()
     assert study_run.main(["--resume", "cut", "--results", str(results), "--no-analysis"]) == 0
     assert _epochs_by_lr(results / "cut") == uninterrupted
-    # the resumed run's time budget counts the epochs it ran, not those before the interruption
+    # the resumed run's time budget counts the epochs it ran, not those of the two trials ended before it
     timings = json.loads((results / "cut" / "study.json").read_text())["timings"]
+    rows = [json.loads(line) for p in (results / "cut" / "scratch").glob("trial_*/result.json")
+            for line in p.read_text().splitlines()]
+    before = sum(r["time_this_iter_s"] for r in rows if r["timestamp"] < int(resumed_at))
+    after = sum(r["time_this_iter_s"] for r in rows if r["timestamp"] >= int(resumed_at))
+    assert before > 0 and timings["trial_seconds"] == pytest.approx(after), timings
     assert 0 < timings["slot_busy_share"] <= 1, timings
