@@ -62,7 +62,14 @@ def start_ray(address: str | None) -> None:
                              f"(is `ray start --head` running there?)") from err
     else:
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
-                 runtime_env=_worker_env())
+                 runtime_env=_worker_env(), _system_config=LOCAL_RAY_SETTINGS)
+
+
+# A worker process costs ~6 s to start (importing torch and transformers). Ray kills an idle worker after 1 s
+# once there are more workers than CPUs. A study alternates searches (trial actors) with test scoring (tasks),
+# so each scoring started new workers that imported everything again. Idle workers are now kept for 10 minutes,
+# so the next scoring finds them warm. The cost is memory: a few idle processes holding torch.
+LOCAL_RAY_SETTINGS = {"idle_worker_killing_time_threshold_ms": 600_000}
 
 
 def _worker_env() -> dict | None:
