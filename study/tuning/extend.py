@@ -130,7 +130,7 @@ def extend_regime(regime: str, config: Config, budget: Budget, space: SearchSpac
         name, storage = f"{MORE_PREFIX}{k}", f"{tune_storage}/{regime}"
         if tune.Tuner.can_restore(f"{storage}/{name}"):
             tuner = tune.Tuner.restore(f"{storage}/{name}", trainable=trainable, resume_errored=True)
-            restore_asha_rungs(tuner, f"{storage}/{name}")  # Ray restores the searcher, not ASHA's rungs
+            restore_asha_rungs(tuner)  # Ray restores the searcher, not ASHA's rungs
         else:
             print(f"[{regime}] {n} more trial(s), continuing its Optuna study ({len(grids)} experiment(s) so far)",
                   flush=True)

@@ -89,7 +89,7 @@ def require_rung_results(scheduler, min_results: int) -> None:
         bracket.cutoff = _PatientCutoff(bracket.cutoff, min_results)
 
 
-def restore_asha_rungs(tuner, experiment: str) -> int:
+def restore_asha_rungs(tuner) -> int:
     """Refill a restored search's ASHA with every result its trials reported before the interruption; returns
     how many results were replayed.
 
@@ -99,7 +99,6 @@ def restore_asha_rungs(tuner, experiment: str) -> int:
     through ASHA's own `on_trial_result`, as it did live, so the rungs hold what an uninterrupted search's would."""
     from types import SimpleNamespace
 
-    from ray import tune
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
     scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
@@ -113,7 +112,7 @@ def restore_asha_rungs(tuner, experiment: str) -> int:
                          f"builds one); start the search again without --resume")
     bracket = scheduler._brackets[0]
     replayed = 0
-    for result in tune.ResultGrid(tune.ExperimentAnalysis(experiment)):
+    for result in tuner.get_results():  # what the experiment saved, without running anything
         history = result.metrics_dataframe
         if history is None or history.empty or "trial_id" not in history:
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 from study.config import Budget, Config, StudyError
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES
-from study.tuning import internals
+from study.tuning.internals import restore_asha_rungs
 from study.tuning.searcher import (
     make_scheduler,
     make_searcher,
@@ -162,7 +162,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
     if resume and tune.Tuner.can_restore(experiment):
         print(f"[{regime}] resuming {experiment}", flush=True)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        internals.restore_asha_rungs(tuner, experiment)  # Ray restores the searcher, not ASHA's rungs
+        restore_asha_rungs(tuner)  # Ray restores the searcher, not ASHA's rungs
     else:
         sampler = sampler_settings(budget.searcher, regime, n, config.seed, budget.same_draws, trains)
         tuner = search_tuner(trainable, regime, budget, space, study_dir, tune_storage, regime, n, sampler, callbacks)
