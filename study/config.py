@@ -207,6 +207,8 @@ class Budget:
     same_draws: bool = False
     # every checkpoint kept (--keep-checkpoints) instead of only what resuming and test scoring need
     keep_checkpoints: bool = False
+    # regimes searched side by side, sharing the trial slots (0: all of them; 1: one after another)
+    regimes_at_once: int = 0
 
 
 PRESETS: dict[str, dict] = {

@@ -11,12 +11,10 @@ best.json / test.hyp.txt / test.ref.txt, and summary.csv.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from study.common import check_sqlite, read_json_file, require_hub, write_json
 from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
+from study.pipeline import Timings
 from study.results.record import searched_names, study_record, write_summary
 from study.results.storage import StudyLocation, is_uri
 from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
@@ -45,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, help="trials per trained regime (upstream: one per beam choice)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: what the resources allow)")
+    p.add_argument("--regimes-at-once", type=int, metavar="N",
+                   help="regimes searched side by side, sharing the trial slots (default: all; 1: one after another)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped (default: YAML, else 1)")
@@ -90,7 +91,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
         if args.max_epochs <= 0:
             raise StudyError(f"--max-epochs must be at least 1, got {args.max_epochs}")
         config = config.replace(epochs=args.max_epochs)
-    for flag in ("num_samples", "max_concurrent"):
+    for flag in ("num_samples", "max_concurrent", "regimes_at_once"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise StudyError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
@@ -119,7 +120,8 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
                     grace_period=args.grace_period, reduction_factor=args.reduction_factor,
                     max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler,
-                    same_draws=args.same_draws, keep_checkpoints=args.keep_checkpoints)
+                    same_draws=args.same_draws, keep_checkpoints=args.keep_checkpoints,
+                    regimes_at_once=args.regimes_at_once or 0)
     budget.seeds = args.seeds or preset.get("seeds", 1)
     return config, budget, regimes, spaces
 
@@ -173,22 +175,10 @@ def _main(args: argparse.Namespace) -> int:
     if not args.resume and where.remote is None and where.local.exists():
         raise StudyError(f"{where.local} exists already; pick another --name")
 
-    from study.results.export import export_or_warn
-    from study.results.holdout import evaluate_best
-    from study.results.record import count_test_scoring
-    from study.results.tracking import log_best_or_warn, trial_callbacks
+    from study.pipeline import Interrupted, StudyRun, run_regimes
     from study.training.upstream import prepare_data_and_upstream
-    from study.tuning.best import best_trial
-    from study.tuning.extend import extend_regime, plan_extensions
-    from study.tuning.retention import prune_regime, saved_results
-    from study.tuning.runner import (
-        check_optuna_agrees,
-        finish_budget,
-        run_regime,
-        start_ray,
-        unfinished_trials,
-    )
-    from study.tuning.seeds import extra_seeds, run_seed_trials
+    from study.tuning.extend import plan_extensions
+    from study.tuning.runner import finish_budget, start_ray
 
     clock = Timings()
     start_ray(args.address)
@@ -207,139 +197,25 @@ def _main(args: argparse.Namespace) -> int:
     # --more-trials: the extensions every regime's search runs (study/tuning/extend.py)
     extensions = plan_extensions(study_dir, regimes, args.more_trials) if args.more_trials is not None else []
     resume_cmd += f" --more-trials {args.more_trials}" if extensions else ""
-    rows = []
-    try:
-        for regime in regimes:
-            best_file = study_dir / regime / "best.json"
-            if best_file.exists() and not extensions:
-                print(f"[{regime}] already finished: {best_file}", flush=True)
-                rows.append(read_json_file(best_file))
-                # Interrupted after scoring but before the export: export now, from the checkpoint best.json names
-                # (pruning comes after the export, so it is still there).
-                if not (study_dir / regime / "model" / "config.json").is_file():
-                    export_or_warn(study_dir, regime, data, where.tune_storage)
-                if not budget.keep_checkpoints:  # interrupted before its pruning ended: prune (again is harmless)
-                    grid, seed_grid = saved_results(where.tune_storage, regime)
-                    prune_regime(grid, regime, study_dir, seed_grid)
-                where.push()
-                continue
-            clock.regime_phase(regime, "search")
-            grid, expected = run_regime(regime, config, budget, spaces[regime], study_dir, where.tune_storage, data,
-                                        bool(args.resume), callbacks=trial_callbacks(args.mlflow, name, regime))
-            standing = False  # --more-trials left the regime's best trial, and so its test score, as they were
-            if extensions:
-                grid, expected, standing = extend_regime(regime, config, budget, spaces[regime], study_dir,
-                                                         where.tune_storage, data, grid, expected, extensions,
-                                                         trial_callbacks(args.mlflow, name, regime))
-            left = unfinished_trials(grid, expected)
-            if left:
-                where.push()
-                print(f"\nstudy interrupted: {left} trial(s) of {regime} unfinished; state saved.\n"
-                      f"resume with:\n  {resume_cmd}", flush=True)
-                return 130
-            check_optuna_agrees(study_dir, regime, grid)
-            if standing:
-                clock.regime_phase(regime, None)  # its search time is recorded; nothing else runs for it
-                rows.append(read_json_file(best_file))
-                where.push()
-                continue
-            base = config.replace(regime=regime, **spaces[regime].fixed)
-            seed_grid = None
-            clock.regime_phase(regime, "seed_runs")
-            search_wall_s = clock.regimes[regime]["search_s"]  # the search and its extensions, as timed above
-            if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
-                seeds = extra_seeds(config.seed, budget.seeds)
-                best = best_trial(grid, regime, study_dir)  # its seed re-runs stop at its selected epoch
-                seed_grid = run_seed_trials(regime, base, budget, best.params, seeds, where.tune_storage, data,
-                                            bool(args.resume), epochs=best.best_epoch)
-                if unfinished_trials(seed_grid, len(seeds)):
-                    where.push()
-                    print(f"\nstudy interrupted during {regime}'s seed runs; state saved.\n"
-                          f"resume with:\n  {resume_cmd}", flush=True)
-                    return 130
-            clock.regime_phase(regime, "test_scoring")
-            # counted before the scoring, so that an interruption between the two never leaves a look at the test
-            # split uncounted (one interrupted while scoring counts twice once resumed: it may have looked twice)
-            count_test_scoring(study_dir, regime)  # study.json's test_scored
-            rows.append(evaluate_best(grid, regime, base, data, study_dir, search_wall_s, searched, seed_grid=seed_grid,
-                                      resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}))
-            clock.trials_ended(grid, seed_grid)
-            clock.regime_phase(regime, "export")
-            export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
-            log_best_or_warn(args.mlflow, study_dir, regime, name)  # --mlflow: test scores and the model folder
-            clock.regime_phase(regime, "pruning")
-            if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
-                prune_regime(grid, regime, study_dir, seed_grid)
-            clock.regime_phase(regime, None)
-            where.push()
-    except KeyboardInterrupt:  # Ctrl-C between searches (a Tune search saves and returns on its own): resumable
+    run = StudyRun(config, budget, spaces, where, data, searched, name, bool(args.resume), extensions, args.mlflow,
+                   clock)
+    try:  # every regime's search, seed runs, test scoring, export and pruning, side by side (study/pipeline.py)
+        with clock.phase("regimes"):
+            rows = run_regimes(run, regimes, budget.regimes_at_once or len(regimes))
+    except Interrupted as why:
         where.push()
-        print(f"\nstudy interrupted during {regime}'s wrap-up; state saved.\nresume with:\n  {resume_cmd}", flush=True)
+        print(f"\nstudy interrupted ({why}); state saved.\nresume with:\n  {resume_cmd}", flush=True)
         return 130
-    summary = write_summary(study_dir, rows, searched)
+    summary = write_summary(study_dir, list(rows.values()), searched)
     print("\n" + summary.to_string(index=False), flush=True)
-    clock.record(study_dir / "study.json", budget.max_concurrent)  # before the analysis, which reports it
+    clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once or len(regimes))  # before the analysis, which reports it
     if not args.no_analysis:
         with clock.phase("analysis"):
             _analyze(where)
-        clock.record(study_dir / "study.json", budget.max_concurrent)
+        clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once or len(regimes))
     where.push()
     print(f"\nresults: {where.describe()}", flush=True)
     return 0
-
-
-class Timings:
-    """Where a study's minutes went (study.json's `timings`, the report's table): the data, each regime's search,
-    seed runs, test scoring, export and pruning, the analysis, and how busy the trial slots were — the trials'
-    own seconds over slots x the time from the first search's start to the last test scoring's end. A resumed
-    study records the run that finished it."""
-
-    def __init__(self) -> None:
-        self.start = time.time()
-        self.phases: dict[str, float] = {}
-        self.regimes: dict[str, dict[str, float]] = {}
-        self._open: tuple[str, str, float] | None = None
-        self.first_search: float | None = None
-        self.last_scoring: float | None = None
-        self.trial_seconds = 0.0
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        started = time.time()
-        try:
-            yield
-        finally:
-            self.phases[f"{name}_s"] = self.phases.get(f"{name}_s", 0.0) + time.time() - started
-
-    def regime_phase(self, regime: str, name: str | None) -> None:
-        """End the regime's open phase and start `name` (None: the regime is done)."""
-        now = time.time()
-        if self._open is not None:
-            done_regime, done_name, began = self._open
-            self.regimes.setdefault(done_regime, {})[f"{done_name}_s"] = now - began
-        self._open = (regime, name, now) if name else None
-        if name == "search" and self.first_search is None:
-            self.first_search = now
-
-    def trials_ended(self, *grids) -> None:
-        """The trials' own seconds (Tune's time_this_iter_s: training and validation), once a regime is scored:
-        the epochs reported in this run only, so that a resumed study does not count what ran before it."""
-        self.last_scoring = time.time()
-        for grid in grids:
-            for result in grid or []:
-                history = result.metrics_dataframe
-                if history is None or history.empty or "time_this_iter_s" not in history:
-                    continue
-                ran_here = history[history["timestamp"] >= int(self.start)]  # Tune's timestamp: whole seconds
-                self.trial_seconds += float(ran_here["time_this_iter_s"].sum())
-
-    def record(self, path: Path, slots: int) -> None:
-        span = (self.last_scoring - self.first_search) if self.first_search and self.last_scoring else None
-        timings = {"wall_s": time.time() - self.start, **self.phases, "regimes": self.regimes,
-                   "trial_seconds": self.trial_seconds, "slots": slots,
-                   "slot_busy_share": self.trial_seconds / (slots * span) if span else None}
-        record = read_json_file(path)
-        write_json(path, {**record, "timings": timings})
 
 
 def _analyze(where: StudyLocation) -> None:

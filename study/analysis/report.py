@@ -217,6 +217,8 @@ def timings_section(t: dict | None) -> list[str]:
     for regime, phases in t.get("regimes", {}).items():
         rows += [[f"`{regime}`", step.replace("_", " "), format_duration(phases.get(f"{step}_s"))]
                  for step in steps if f"{step}_s" in phases]
+    if t.get("regimes_at_once", 1) > 1 and "regimes_s" in t:  # the steps above overlap in time
+        rows.append([f"all regimes, {t['regimes_at_once']} side by side", "", format_duration(t["regimes_s"])])
     rows.append(["analysis", "", format_duration(t.get("analysis_s")) if "analysis_s" in t else "(this report)"])
     busy = t.get("slot_busy_share")
     return ["## Where the time went", "",

@@ -8,6 +8,10 @@
 - Ray saves no scheduler with an experiment: `Tuner.restore` gives back the ASHA pickled when the search
   started, rungs empty. `restore_asha_rungs` refills them (`_brackets`, `_trial_info`, from the results Tune saved),
   through the restored Tuner's `_local_tuner._tune_config.scheduler`.
+- Tune stops a search on Ctrl-C through an event its SIGINT handler sets, made per run by
+  `ray.tune.tune._setup_signal_catching` and installed only in the main thread. Regimes searched side by side
+  run in driver threads: `searches_stop_on(event)` hands every search the study's one event instead, which the
+  driver sets on Ctrl-C.
 - Tune's `experiment_state-*.json` (a trial's status and failure count) has no public reader outside a
   running Tune: the analysis reads it here, as JSON, without importing Ray.
 
@@ -18,7 +22,9 @@ import: the analysis imports `read_experiment_state` offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from pathlib import Path
 
 from study.config import StudyError
@@ -122,6 +128,22 @@ def restore_asha_rungs(tuner) -> int:
             scheduler.on_trial_result(None, trial, row)
             replayed += 1
     return replayed
+
+
+@contextlib.contextmanager
+def searches_stop_on(event: threading.Event):
+    """While inside, every Tune search (in any thread) stops, saving its state as on Ctrl-C, once `event` is set."""
+    import ray.tune.tune as tune_run
+
+    original = getattr(tune_run, "_setup_signal_catching", None)
+    if not callable(original):
+        raise StudyError(f"this Ray has no ray.tune.tune._setup_signal_catching: the study stops its searches on "
+                         f"Ctrl-C through it (written against {TESTED}); install a tested Ray (see pyproject.toml)")
+    tune_run._setup_signal_catching = lambda: event
+    try:
+        yield event
+    finally:
+        tune_run._setup_signal_catching = original
 
 
 def read_experiment_state(experiment_dir: Path) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from study.tuning.internals import restore_asha_rungs
 from study.tuning.searcher import (
     make_scheduler,
     make_searcher,
-    optuna_storage_url,
+    optuna_storage,
     planned_trials,
     sampler_settings,
 )
@@ -178,7 +178,7 @@ def check_optuna_agrees(study_dir: Path, regime: str, grid) -> None:
     """After a restore, Tune rebuilds the searcher from its own pickle: make sure it still wrote to optuna.db."""
     import optuna
 
-    trials = optuna.load_study(study_name=regime, storage=optuna_storage_url(study_dir)).trials
+    trials = optuna.load_study(study_name=regime, storage=optuna_storage(study_dir)).trials
     if len(trials) != len(grid):
         print(f"warning: optuna.db holds {len(trials)} trial(s) of {regime} but Tune ran {len(grid)}; "
               f"trust Tune's results in {study_dir / regime}", file=sys.stderr)

@@ -17,6 +17,7 @@ that the searcher relies on is reached only through `study.tuning.internals`.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,20 @@ class AshaAwareOptunaSearch(OptunaSearch):
 
 def optuna_storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(Path(study_dir) / 'optuna.db').resolve()}"
+
+
+# Regimes searched side by side open optuna.db from several driver threads: the first opening creates its tables
+# (two at once fail with "table studies already exists"), and a write waits for another's lock up to 60 s
+# instead of sqlite's 5 s.
+_OPENING = threading.Lock()
+
+
+def optuna_storage(study_dir: Path):
+    """The study's optuna.db as Optuna storage, safe to open and write from several threads."""
+    import optuna
+
+    with _OPENING:
+        return optuna.storages.RDBStorage(optuna_storage_url(study_dir), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 def startup_trials(n_trials: int) -> int:
@@ -146,11 +161,10 @@ def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict,
     OptunaSearch takes the sampler as it is (its own `seed` argument applies only to the default sampler
     it would build) and asks it through `study.ask(fixed_distributions=...)`; its trials stay RUNNING in
     the storage until told, which is what the constant liar reads."""
-    import optuna
 
     return AshaAwareOptunaSearch(
         metric=METRIC, mode=MODE, max_epochs=max_epochs, study_name=regime,
-        storage=optuna.storages.RDBStorage(optuna_storage_url(study_dir)),
+        storage=optuna_storage(study_dir),
         sampler=make_sampler(sampler), points_to_evaluate=points_to_evaluate,
     )
 

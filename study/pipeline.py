@@ -1,0 +1,247 @@
+"""Each regime's path through a study — its search, its best configuration's seed re-runs, the test scoring, the
+export, the pruning — with the regimes' paths run side by side.
+
+Why side by side: run one after another, every regime left trial slots idle while work was queued — the last
+trials of a search ran alone, and so did a regime's seed re-runs and its test scoring (issue 31: the slots were
+busy 64–70 % of the quick study). Each regime's path is now a driver thread with its own Tune experiment, Optuna
+study and ASHA, exactly as before; Ray hands the cluster's slots to whichever regime's trial is ready. What one
+regime writes (best.json, its experiment, its checkpoints) is what it wrote when run alone.
+
+Ctrl-C: Tune stops a search on SIGINT only in the main thread, so the driver's main thread waits, and on Ctrl-C
+sets one event that every regime's search (`internals.searches_stop_on`) and every wrap-up step watches. Each
+regime stops where it is with its state saved, as it did when run alone, and `--resume` goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from study.common import read_json_file, write_json
+from study.config import Budget, Config
+from study.model.regimes import REGIMES
+
+if TYPE_CHECKING:  # not imported at run time: `python -m study.run --help` stays quick
+    from study.data.prepared import PreparedData
+    from study.results.storage import StudyLocation
+
+
+class Timings:
+    """Where a study's minutes went (study.json's `timings`, the report's table): the data, each regime's search,
+    seed runs, test scoring, export and pruning, the analysis, and how busy the trial slots were — the trials'
+    own seconds over slots x the time from the first search's start to the last test scoring's end. A resumed
+    study records the run that finished it. Regimes run side by side, so their phases overlap in time."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+        self.phases: dict[str, float] = {}
+        self.regimes: dict[str, dict[str, float]] = {}
+        self._open: dict[str, tuple[str, float]] = {}  # regime -> (its phase now, since when)
+        self._lock = threading.Lock()
+        self.first_search: float | None = None
+        self.last_scoring: float | None = None
+        self.trial_seconds = 0.0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        started = time.time()
+        try:
+            yield
+        finally:
+            self.phases[f"{name}_s"] = self.phases.get(f"{name}_s", 0.0) + time.time() - started
+
+    def regime_phase(self, regime: str, name: str | None) -> None:
+        """End the regime's open phase and start `name` (None: the regime is done)."""
+        now = time.time()
+        with self._lock:
+            if regime in self._open:
+                done_name, began = self._open.pop(regime)
+                self.regimes.setdefault(regime, {})[f"{done_name}_s"] = now - began
+            if name:
+                self._open[regime] = (name, now)
+            if name == "search" and self.first_search is None:
+                self.first_search = now
+
+    def trials_ended(self, *grids) -> None:
+        """The trials' own seconds (Tune's time_this_iter_s: training and validation), once a regime is scored:
+        the epochs reported in this run only, so that a resumed study does not count what ran before it."""
+        seconds = 0.0
+        for grid in grids:
+            for result in grid or []:
+                history = result.metrics_dataframe
+                if history is None or history.empty or "time_this_iter_s" not in history:
+                    continue
+                ran_here = history[history["timestamp"] >= int(self.start)]  # Tune's timestamp: whole seconds
+                seconds += float(ran_here["time_this_iter_s"].sum())
+        with self._lock:
+            self.last_scoring = time.time()
+            self.trial_seconds += seconds
+
+    def record(self, path: Path, slots: int, regimes_at_once: int = 1) -> None:
+        span = (self.last_scoring - self.first_search) if self.first_search and self.last_scoring else None
+        timings = {"wall_s": time.time() - self.start, **self.phases, "regimes": self.regimes,
+                   "regimes_at_once": regimes_at_once, "trial_seconds": self.trial_seconds, "slots": slots,
+                   "slot_busy_share": self.trial_seconds / (slots * span) if span else None}
+        record = read_json_file(path)
+        write_json(path, {**record, "timings": timings})
+
+
+class Interrupted(Exception):
+    """A regime's path stopped with its state saved (Ctrl-C, or another regime's failure): `--resume` goes on."""
+
+
+@dataclass
+class StudyRun:
+    """What every regime's path shares: the study's settings, where it is stored, its data and its clock."""
+
+    config: Config
+    budget: Budget
+    spaces: dict
+    where: StudyLocation
+    data: PreparedData
+    searched: list[str]
+    name: str
+    resume: bool
+    extensions: list = field(default_factory=list)  # --more-trials: the extensions each search runs
+    mlflow: str | None = None
+    clock: Timings = field(default_factory=Timings)
+    stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: every regime stops and saves
+    files: threading.Lock = field(default_factory=threading.Lock)  # study.json and the copy to a URI: one at a time
+
+    def step(self, regime: str, name: str | None) -> None:
+        """The regime's next phase begins, unless the study is stopping."""
+        if self.stop.is_set() and name is not None:
+            raise KeyboardInterrupt
+        self.clock.regime_phase(regime, name)
+
+    def push(self) -> None:
+        with self.files:
+            self.where.push()
+
+
+def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, dict]:
+    """Every regime's path, up to `at_once` side by side; returns each regime's best.json row.
+
+    Raises Interrupted (every regime's state saved) after Ctrl-C or when a regime stopped unfinished, and a
+    regime's error after every other regime has stopped and saved."""
+    from study.tuning.internals import searches_stop_on
+
+    rows: dict[str, dict] = {}
+    stopped: dict[str, str] = {}  # regime -> why it stopped unfinished
+    errors: list[BaseException] = []
+    gate = threading.BoundedSemaphore(max(1, at_once))
+
+    def path(regime: str) -> None:
+        try:
+            with gate:
+                rows[regime] = regime_path(run, regime)
+        except Interrupted as why:
+            stopped[regime] = str(why)
+            run.stop.set()
+        except KeyboardInterrupt:  # between steps (a Tune search saves and returns on its own)
+            stopped[regime] = f"{regime} stopped in its wrap-up"
+            run.stop.set()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread once all have stopped
+            errors.append(err)
+            run.stop.set()
+
+    # Daemon threads: a second Ctrl-C, while the regimes save, leaves at once instead of waiting for them.
+    threads = [threading.Thread(target=path, args=(r,), name=f"study-{r}", daemon=True) for r in regimes]
+    with searches_stop_on(run.stop):
+        for thread in threads:
+            thread.start()
+        try:
+            _wait(threads)
+        except KeyboardInterrupt:
+            run.stop.set()
+            print("\nstopping: each regime saves its state (Ctrl-C again to quit without waiting)", flush=True)
+            _wait(threads)
+            stopped.setdefault("", "Ctrl-C")
+    if errors:
+        raise errors[0]
+    if stopped:
+        raise Interrupted("; ".join(why for why in stopped.values() if why != "Ctrl-C") or "Ctrl-C")
+    return {r: rows[r] for r in regimes}
+
+
+def _wait(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.2)  # short joins: the main thread stays free to take Ctrl-C
+
+
+def regime_path(run: StudyRun, regime: str) -> dict:
+    """One regime from its search to its pruning; returns its best.json. Every step can be resumed."""
+    from study.results.export import export_or_warn
+    from study.results.holdout import evaluate_best
+    from study.results.record import count_test_scoring
+    from study.results.tracking import log_best_or_warn, trial_callbacks
+    from study.tuning.best import best_trial
+    from study.tuning.extend import extend_regime
+    from study.tuning.retention import prune_regime, saved_results
+    from study.tuning.runner import check_optuna_agrees, run_regime, unfinished_trials
+    from study.tuning.seeds import extra_seeds, run_seed_trials
+
+    study_dir, where, budget, data = run.where.local, run.where, run.budget, run.data
+    best_file = study_dir / regime / "best.json"
+    if best_file.exists() and not run.extensions:
+        print(f"[{regime}] already finished: {best_file}", flush=True)
+        # Interrupted after scoring but before the export: export now, from the checkpoint best.json names
+        # (pruning comes after the export, so it is still there).
+        if not (study_dir / regime / "model" / "config.json").is_file():
+            export_or_warn(study_dir, regime, data, where.tune_storage)
+        if not budget.keep_checkpoints:  # interrupted before its pruning ended: prune (again is harmless)
+            grid, seed_grid = saved_results(where.tune_storage, regime)
+            prune_regime(grid, regime, study_dir, seed_grid)
+        run.push()
+        return read_json_file(best_file)
+    run.step(regime, "search")
+    grid, expected = run_regime(regime, run.config, budget, run.spaces[regime], study_dir, where.tune_storage, data,
+                                run.resume, callbacks=trial_callbacks(run.mlflow, run.name, regime))
+    standing = False  # --more-trials left the regime's best trial, and so its test score, as they were
+    if run.extensions:
+        grid, expected, standing = extend_regime(regime, run.config, budget, run.spaces[regime], study_dir,
+                                                 where.tune_storage, data, grid, expected, run.extensions,
+                                                 trial_callbacks(run.mlflow, run.name, regime))
+    left = unfinished_trials(grid, expected)
+    if left:
+        run.push()
+        raise Interrupted(f"{left} trial(s) of {regime} unfinished")
+    check_optuna_agrees(study_dir, regime, grid)
+    if standing:
+        run.step(regime, None)  # its search time is recorded; nothing else runs for it
+        run.push()
+        return read_json_file(best_file)
+    base = run.config.replace(regime=regime, **run.spaces[regime].fixed)
+    seed_grid = None
+    run.step(regime, "seed_runs")
+    search_wall_s = run.clock.regimes[regime]["search_s"]  # the search and its extensions, as timed above
+    if budget.seeds > 1 and REGIMES[regime].trains:  # an untrained regime gives the same scores every seed
+        seeds = extra_seeds(run.config.seed, budget.seeds)
+        best = best_trial(grid, regime, study_dir)  # its seed re-runs stop at its selected epoch
+        seed_grid = run_seed_trials(regime, base, budget, best.params, seeds, where.tune_storage, data,
+                                    run.resume, epochs=best.best_epoch)
+        if unfinished_trials(seed_grid, len(seeds)):
+            run.push()
+            raise Interrupted(f"{regime} stopped during its seed runs")
+    run.step(regime, "test_scoring")
+    # counted before the scoring, so that an interruption between the two never leaves a look at the test split
+    # uncounted (one interrupted while scoring counts twice once resumed: it may have looked twice)
+    with run.files:
+        count_test_scoring(study_dir, regime)  # study.json's test_scored
+    row = evaluate_best(grid, regime, base, data, study_dir, search_wall_s, run.searched, seed_grid=seed_grid,
+                        resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial})
+    run.clock.trials_ended(grid, seed_grid)
+    run.step(regime, "export")
+    export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
+    log_best_or_warn(run.mlflow, study_dir, regime, run.name)  # --mlflow: test scores and the model folder
+    run.step(regime, "pruning")
+    if not budget.keep_checkpoints:  # scored: the best trial's best checkpoint alone stays, model only
+        prune_regime(grid, regime, study_dir, seed_grid)
+    run.step(regime, None)
+    run.push()
+    return row

@@ -1,0 +1,83 @@
+"""Regimes searched side by side (issue 31, item 2) write what they write one after another.
+
+Two regimes, each with its trials one at a time in a fixed order (the space's choices drawn by a seeded random
+sampler), so that a regime's trials do not depend on which other regime's trial ran beside them: the study with
+the regimes side by side, the same study with `--regimes-at-once 1`, and a side-by-side study interrupted as one
+regime's test scoring is about to start (the other regime must stop too, its state saved) and then resumed,
+all give each regime the same best.json, test hypotheses and exported model. Side by side, the regimes' steps
+overlap in time: their phases add up to more than the whole.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import STUDY_FLAGS, write_space
+
+from study import run as study_run
+
+pytestmark = pytest.mark.slow  # three small Ray studies of two regimes
+REGIMES = ("scratch", "full")
+VOLATILE = {"search_wall_s", "trial_wall_s", "scored_node_id", "scored_node_ip", "node_id", "trial_id", "checkpoint"}
+
+
+def _argv(pairs: Path, results: Path, name: str, space: Path, cache: Path, *more: str) -> list[str]:
+    return ["--regime", ",".join(REGIMES), "--data", str(pairs), "--results", str(results), "--name", name,
+            "--cache-dir", str(cache), "--search-space", str(space), "--num-samples", "2", "--max-epochs", "1",
+            "--max-concurrent", "1", "--seed", "0", "--no-analysis", "--searcher", "random", "--same-draws",
+            "--pretrain-steps", "10", *STUDY_FLAGS, "--seeds", "2", *more]
+
+
+def _files(study: Path) -> dict:
+    out = {}
+    for regime in REGIMES:
+        best = json.loads((study / regime / "best.json").read_text())
+        out[regime] = {
+            "best": {k: v for k, v in best.items() if k not in VOLATILE | {"seeds", "config"}},
+            "seeds": [{k: v for k, v in s.items() if k not in VOLATILE} for s in best["seeds"]],
+            "texts": {p.name: p.read_text() for p in sorted((study / regime).glob("test.*.txt"))},
+            "weights": (study / regime / "model" / "model.safetensors").read_bytes(),
+        }
+    return out
+
+
+def _overlap(study: Path) -> float:
+    """How much longer the regimes' phases took, added up, than all the regimes together (> 0: they overlapped)."""
+    timings = json.loads((study / "study.json").read_text())["timings"]
+    return sum(sum(phases.values()) for phases in timings["regimes"].values()) - timings["regimes_s"]
+
+
+def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pairs, tmp_path, monkeypatch, capsys):
+    space = write_space(tmp_path / "space.yaml", [3e-3, 1e-3])
+    cache, results = study_pairs.parent / "cache", tmp_path / "results"
+    assert study_run.main(_argv(study_pairs, results, "apart", space, cache, "--regimes-at-once", "1")) == 0
+    assert study_run.main(_argv(study_pairs, results, "beside", space, cache)) == 0
+    apart, beside = _files(results / "apart"), _files(results / "beside")
+    for regime in REGIMES:
+        for key, expected in apart[regime].items():
+            assert beside[regime][key] == expected, (regime, key)
+    assert _overlap(results / "apart") <= 0.5 < _overlap(results / "beside")
+
+    # Ctrl-C as scratch's test scoring is about to start: full, running beside it, stops and saves as well
+    original = study_run.Timings.regime_phase
+
+    def regime_phase(self, regime, name):
+        if (regime, name) == ("scratch", "test_scoring"):
+            raise KeyboardInterrupt
+        return original(self, regime, name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(study_run.Timings, "regime_phase", regime_phase)
+        assert study_run.main(_argv(study_pairs, results, "cut", space, cache)) == 130
+    out = capsys.readouterr().out
+    assert "python -m study.run --resume cut" in out
+    assert not (results / "cut" / "scratch" / "best.json").exists()
+    assert study_run.main(["--resume", "cut", "--results", str(results), "--no-analysis"]) == 0
+    resumed = _files(results / "cut")
+    for regime in REGIMES:
+        for key, expected in apart[regime].items():
+            assert resumed[regime][key] == expected, (regime, key)
+    counts = json.loads((results / "cut" / "study.json").read_text())["test_scored"]
+    assert counts == {"scratch": 1, "full": 1}, counts
