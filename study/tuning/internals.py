@@ -16,7 +16,8 @@
   running Tune: the analysis reads it here, as JSON, without importing Ray.
 
 `check_ray_internals()` fails loudly, naming the versions tested, when a new Ray changes any of this;
-`tests/test_tuning.py` calls it, so CI says so before a study would misbehave. No module-level Ray
+every searcher calls it as it is made, and `searches_stop_on` checks its own hook, so a study (and CI) says so
+before a study would misbehave. No module-level Ray
 import: the analysis imports `read_experiment_state` offline.
 """
 
