@@ -8,7 +8,7 @@ study and ASHA, exactly as before; Ray hands the cluster's slots to whichever re
 regime writes (best.json, its experiment, its checkpoints) is what it wrote when run alone.
 
 Ctrl-C: Tune stops a search on SIGINT only in the main thread, so the driver's main thread waits, and on Ctrl-C
-sets one event that every regime's search (`internals.searches_stop_on`) and every wrap-up step watches. Each
+sets one event that every regime's search (`internals.tune_runs_side_by_side`) and every wrap-up step watches. Each
 regime stops where it is with its state saved, as it did when run alone, and `--resume` goes on.
 """
 
@@ -128,7 +128,7 @@ def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, di
 
     Raises Interrupted (every regime's state saved) after Ctrl-C or when a regime stopped unfinished, and a
     regime's error after every other regime has stopped and saved."""
-    from study.tuning.internals import searches_stop_on
+    from study.tuning.internals import tune_runs_side_by_side
 
     rows: dict[str, dict] = {}
     stopped: dict[str, str] = {}  # regime -> why it stopped unfinished
@@ -151,7 +151,7 @@ def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, di
 
     # Daemon threads: a second Ctrl-C, while the regimes save, leaves at once instead of waiting for them.
     threads = [threading.Thread(target=path, args=(r,), name=f"study-{r}", daemon=True) for r in regimes]
-    with searches_stop_on(run.stop):
+    with tune_runs_side_by_side(run.stop):
         for thread in threads:
             thread.start()
         try:

@@ -206,6 +206,11 @@ def _main(args: argparse.Namespace) -> int:
         where.push()
         print(f"\nstudy interrupted ({why}); state saved.\nresume with:\n  {resume_cmd}", flush=True)
         return 130
+    except Exception:  # one regime failed; the others stopped with their state saved
+        where.push()
+        print(f"\nstudy stopped by the error below; every regime's state is saved.\nonce it is fixed, resume with:\n"
+              f"  {resume_cmd}", file=sys.stderr, flush=True)
+        raise
     summary = write_summary(study_dir, list(rows.values()), searched)
     print("\n" + summary.to_string(index=False), flush=True)
     clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once or len(regimes))  # before the analysis, which reports it

@@ -113,6 +113,24 @@ def test_errored_trials_are_reported(studies, capsys):
 
 
 @slow
+def test_regimes_side_by_side_are_billed_their_trials_time_not_the_walls_they_shared(studies, tmp_path):
+    """One regime at a time, a search is billed its wall time (idle slots included); side by side the regimes
+    share the cluster, and each is billed its trials' own time over the slots, so the bills add up."""
+    study = _copy(studies, "pruned", tmp_path)
+    alone = load(study, gpu_hour_cost=3).comparison.set_index("regime").loc["scratch"]
+    assert alone["cost_usd"] == pytest.approx(alone["search_wall_s"] / 3600 * 3)
+    record = json.loads((study / "study.json").read_text())
+    record["budget"]["regimes_at_once"] = 0  # all side by side, as study.run records it by default now
+    (study / "study.json").write_text(json.dumps(record))
+    a = load(study, gpu_hour_cost=3)
+    shared = a.comparison.set_index("regime").loc["scratch"]
+    trials_time = a.trials[a.trials["regime"] == "scratch"]["wall_s"].sum()
+    assert shared["search_trial_s"] == pytest.approx(trials_time) and trials_time > 0
+    slots = record["budget"]["max_concurrent"]
+    assert shared["cost_usd"] == pytest.approx(trials_time / slots / 3600 * 3) < alone["cost_usd"]
+
+
+@slow
 def test_cli_writes_every_file(studies, tmp_path, capsys):
     study = _copy(studies, "pruned", tmp_path)
     assert main([str(study), "--gpu-hour-cost", "3"]) == 0

@@ -11,12 +11,14 @@ overlap in time: their phases add up to more than the whole.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import STUDY_FLAGS, write_space
 
 from study import run as study_run
+from study.analysis.report import timings_section
 
 pytestmark = pytest.mark.slow  # three small Ray studies of two regimes
 REGIMES = ("scratch", "full")
@@ -59,6 +61,10 @@ def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pair
         for key, expected in apart[regime].items():
             assert beside[regime][key] == expected, (regime, key)
     assert _overlap(results / "apart") <= 0.5 < _overlap(results / "beside")
+    # the report's time table says the steps overlapped, and how long all the regimes took together
+    table = "\n".join(timings_section(json.loads((results / "beside" / "study.json").read_text())["timings"]))
+    assert "| all regimes, 2 side by side |" in table and "side by side" not in "\n".join(
+        timings_section(json.loads((results / "apart" / "study.json").read_text())["timings"]))
 
     # Ctrl-C as scratch's test scoring is about to start: full, running beside it, stops and saves as well
     original = study_run.Timings.regime_phase
@@ -81,3 +87,41 @@ def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pair
             assert resumed[regime][key] == expected, (regime, key)
     counts = json.loads((results / "cut" / "study.json").read_text())["test_scored"]
     assert counts == {"scratch": 1, "full": 1}, counts
+
+
+def test_tune_runs_in_threads_register_their_trainables_one_at_a_time():
+    """Tune's registry of trainables is process-wide and not thread-safe: six threads registering at once fail
+    ("dictionary changed size during iteration", as the quick study's first side-by-side run did) unless inside
+    `tune_runs_side_by_side`, which also hands every run the study's stop event."""
+    import ray
+    from ray import tune
+    from ray.tune import tune as tune_run
+
+    from study.tuning.internals import tune_runs_side_by_side
+    from study.tuning.runner import start_ray
+
+    start_ray(None)
+    assert ray.is_initialized()
+
+    def register_many(errors: list, thread: int) -> None:
+        try:
+            for i in range(50):
+                tune.register_trainable(f"side-by-side-{thread}-{i}", lambda config: None)
+        except RuntimeError as err:
+            errors.append(err)
+
+    def six_threads() -> list:
+        errors: list = []
+        threads = [threading.Thread(target=register_many, args=(errors, t)) for t in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    assert any(six_threads() for _ in range(3)), "the race did not show: the test no longer shows the lock is needed"
+    stop = threading.Event()
+    with tune_runs_side_by_side(stop):
+        assert six_threads() == []
+        assert tune_run._setup_signal_catching() is stop
+    assert tune_run._setup_signal_catching is not None and tune_run._setup_signal_catching.__name__ != "<lambda>"

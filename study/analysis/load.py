@@ -204,6 +204,18 @@ def _cost_gpus(budget: dict) -> float:
     return gpus if gpus > 0 else 1.0
 
 
+def _search_hours(row: dict, record: dict) -> float:
+    """Hours of the whole cluster a regime's search is billed for. One regime at a time: its search's wall time
+    (idle slots included). Regimes side by side share the cluster, so each is billed its trials' own time over
+    the slots, and the regimes' bills add up to the cluster's time (study.json's budget: `regimes_at_once`,
+    0 for all; absent in studies from before it, which ran one regime at a time)."""
+    budget = record.get("budget", {})
+    at_once = budget.get("regimes_at_once", 1) or len(record.get("regimes", [])) or 1
+    if at_once > 1 and not math.isnan(row.get("search_trial_s", math.nan)):
+        return row["search_trial_s"] / int(budget.get("max_concurrent") or 1) / 3600
+    return (row.get("search_wall_s") or math.nan) / 3600
+
+
 def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: pd.DataFrame,
                 gpu_hour_cost: float | None) -> pd.DataFrame:
     hyper = searched_names(record.get("search_spaces", {}))
@@ -232,12 +244,13 @@ def _comparison(record: dict, trials: pd.DataFrame, epochs: pd.DataFrame, best: 
                 "epoch_s_median": float(e["epoch_time_s"].median()) if len(e) else math.nan}
         if row["state"] == "finished" and not len(t):  # trial folders elsewhere (a storage URI): best.json's counts
             row |= {k: b.get(k) for k in ("trials", "pruned", "errored")}
+        row["search_trial_s"] = float(t["wall_s"].sum()) if len(t) else math.nan  # its trials' own time, added up
         if gpu_hour_cost is not None:
             row["gpus_billed"] = _cost_gpus(record.get("budget", {}))
-            row["cost_usd"] = (row.get("search_wall_s") or math.nan) / 3600 * row["gpus_billed"] * gpu_hour_cost
+            row["cost_usd"] = _search_hours(row, record) * row["gpus_billed"] * gpu_hour_cost
         rows.append(row)
     columns = ["regime", "state", *TEST, *SPREAD, "best_val_bleu", *hyper, "best_epoch", "epochs_run", "trial_wall_s",
-               "search_wall_s", "trials", *STATUSES, "epoch_s_median", "trainable_params", "total_params", *BLEU_PARTS]
+               "search_wall_s", "search_trial_s", "trials", *STATUSES, "epoch_s_median", "trainable_params", "total_params", *BLEU_PARTS]
     columns += ["gpus_billed", "cost_usd"] if gpu_hour_cost is not None else []
     frame = pd.DataFrame(rows).reindex(columns=columns)
     for col in columns[2:]:

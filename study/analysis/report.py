@@ -59,7 +59,8 @@ MD_SCORES = [("regime", "regime", "code"), ("state", "state", "s"), ("test BLEU"
 HYPER_FORMATS = {"lr": ("lr", ".2e"), "batch_size": ("batch", ".0f"), "num_beams": ("beams", ".0f"),
                  "warmup_ratio": ("warm-up", ".3g"), "weight_decay": ("weight decay", ".3g")}
 MD_RUN = [("epochs to best", "best_epoch", ".0f"), ("best trial wall", "trial_wall_s", "dur"),
-              ("search wall", "search_wall_s", "dur"), ("trials", "trials", ".0f"), ("pruned", "pruned", ".0f"),
+              ("search wall", "search_wall_s", "dur"), ("search trials' own time", "search_trial_s", "dur"),
+              ("trials", "trials", ".0f"), ("pruned", "pruned", ".0f"),
               ("errored", "errored", ".0f"), ("trainable params", "trainable_params", ",.0f")]
 
 

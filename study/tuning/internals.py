@@ -8,15 +8,16 @@
 - Ray saves no scheduler with an experiment: `Tuner.restore` gives back the ASHA pickled when the search
   started, rungs empty. `restore_asha_rungs` refills them (`_brackets`, `_trial_info`, from the results Tune saved),
   through the restored Tuner's `_local_tuner._tune_config.scheduler`.
-- Tune stops a search on Ctrl-C through an event its SIGINT handler sets, made per run by
-  `ray.tune.tune._setup_signal_catching` and installed only in the main thread. Regimes searched side by side
-  run in driver threads: `searches_stop_on(event)` hands every search the study's one event instead, which the
-  driver sets on Ctrl-C.
+- Regimes searched side by side are Tune runs in driver threads. Tune stops a run on Ctrl-C through an event
+  made per run by `ray.tune.tune._setup_signal_catching` and set by a SIGINT handler installed only in the main
+  thread, and its registry of trainables (`ray.tune.registry._global_registry`) is not thread-safe:
+  `tune_runs_side_by_side(event)` hands every run the study's one event (set on the driver's Ctrl-C) and lets
+  one thread at a time into the registry.
 - Tune's `experiment_state-*.json` (a trial's status and failure count) has no public reader outside a
   running Tune: the analysis reads it here, as JSON, without importing Ray.
 
 `check_ray_internals()` fails loudly, naming the versions tested, when a new Ray changes any of this;
-every searcher calls it as it is made, and `searches_stop_on` checks its own hook, so a study (and CI) says so
+every searcher calls it as it is made, and `tune_runs_side_by_side` checks its own hooks, so a study (and CI) says so
 before a study would misbehave. No module-level Ray
 import: the analysis imports `read_experiment_state` offline.
 """
@@ -132,19 +133,38 @@ def restore_asha_rungs(tuner) -> int:
 
 
 @contextlib.contextmanager
-def searches_stop_on(event: threading.Event):
-    """While inside, every Tune search (in any thread) stops, saving its state as on Ctrl-C, once `event` is set."""
+def tune_runs_side_by_side(stop: threading.Event):
+    """While inside, Tune runs may run in several driver threads at once: every run stops, saving its state as on
+    Ctrl-C, once `stop` is set, and Tune's process-wide registry of trainables takes one thread at a time.
+
+    Why: Tune makes its stop event per run in `ray.tune.tune._setup_signal_catching`, set by a SIGINT handler it
+    installs in the main thread only; and each run registers its trainable in `ray.tune.registry._global_registry`,
+    whose `flush_values` iterates a dict another run's registration can change ("dictionary changed size during
+    iteration", seen in the quick study's first side-by-side run)."""
+    import ray.tune.registry as registry
     import ray.tune.tune as tune_run
 
     original = getattr(tune_run, "_setup_signal_catching", None)
-    if not callable(original):
-        raise StudyError(f"this Ray has no ray.tune.tune._setup_signal_catching: the study stops its searches on "
-                         f"Ctrl-C through it (written against {TESTED}); install a tested Ray (see pyproject.toml)")
-    tune_run._setup_signal_catching = lambda: event
+    shared = getattr(registry, "_global_registry", None)
+    if not callable(original) or not all(callable(getattr(shared, m, None)) for m in ("register", "flush_values")):
+        raise StudyError(f"this Ray's Tune has no _setup_signal_catching or _global_registry.register/flush_values: "
+                         f"the study runs regimes side by side through them (written against {TESTED}); install a "
+                         f"tested Ray (see pyproject.toml), or pass --regimes-at-once 1")
+    lock = threading.RLock()  # reentrant: register() calls flush_values()
+
+    def one_at_a_time(method):
+        def locked(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+        return locked
+
+    tune_run._setup_signal_catching = lambda: stop
+    shared.register, shared.flush_values = one_at_a_time(shared.register), one_at_a_time(shared.flush_values)
     try:
-        yield event
+        yield stop
     finally:
         tune_run._setup_signal_catching = original
+        del shared.register, shared.flush_values  # the class's own methods again
 
 
 def read_experiment_state(experiment_dir: Path) -> dict[str, dict]:
