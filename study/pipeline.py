@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,10 +109,27 @@ class StudyRun:
     name: str
     resume: bool
     extensions: list = field(default_factory=list)  # --more-trials: the extensions each search runs
+    # the step that gives the data with the tiny upstream (pretrained or from the cache), run beside the searches
+    # that need none (`training.upstream.prepare_data_then_upstream`); None: no regime waits for one
+    add_upstream: Callable[[], PreparedData] | None = None
+    upstream_cpus: float = 0.0  # CPUs of the local Ray node held while the driver pretrains (0: none)
     mlflow: str | None = None
     clock: Timings = field(default_factory=Timings)
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: every regime stops and saves
     files: threading.Lock = field(default_factory=threading.Lock)  # study.json and the copy to a URI: one at a time
+
+    upstream: Future | None = None  # the data with the upstream, once `add_upstream` has run
+
+    def data_for(self, regime: str) -> PreparedData:
+        """The data a regime's trials get: for a regime that starts from the upstream, with it (waiting for its
+        pretraining); for any other, without it, at once."""
+        if self.upstream is None or not REGIMES[regime].pretrained:
+            return self.data
+        while True:  # in short waits: a Ctrl-C meanwhile stops the regime
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            with contextlib.suppress(TimeoutError):
+                return self.upstream.result(timeout=0.5)
 
     def step(self, regime: str, name: str | None) -> None:
         """The regime's next phase begins, unless the study is stopping."""
@@ -149,6 +168,7 @@ def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, di
             errors.append(err)
             run.stop.set()
 
+    run.upstream = _start_upstream(run)
     # Daemon threads: a second Ctrl-C, while the regimes save, leaves at once instead of waiting for them.
     threads = [threading.Thread(target=path, args=(r,), name=f"study-{r}", daemon=True) for r in regimes]
     with tune_runs_side_by_side(run.stop):
@@ -166,6 +186,31 @@ def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, di
     if stopped:
         raise Interrupted("; ".join(why for why in stopped.values() if why != "Ctrl-C") or "Ctrl-C")
     return {r: rows[r] for r in regimes}
+
+
+def _start_upstream(run: StudyRun) -> Future | None:
+    """Pretrain the tiny upstream (or read it from the cache) in a thread of its own, holding a trial slot's CPUs
+    so that the regimes needing no upstream search on the other slots meanwhile; returns the data-with-upstream's
+    future (None when no regime needs one)."""
+    if run.add_upstream is None:
+        return None
+    from study.tuning.runner import cpus_held
+
+    future: Future = Future()
+    hold = cpus_held(run.upstream_cpus)
+    hold.__enter__()  # here, before any regime's thread starts a trial
+
+    def pretrain() -> None:
+        try:
+            with run.clock.phase("upstream"):
+                future.set_result(run.add_upstream())
+        except BaseException as err:  # noqa: BLE001 - raised again in each regime that waits for it
+            future.set_exception(err)
+        finally:
+            hold.__exit__(None, None, None)
+
+    threading.Thread(target=pretrain, name="study-upstream", daemon=True).start()
+    return future
 
 
 def _wait(threads: list[threading.Thread]) -> None:
@@ -186,7 +231,8 @@ def regime_path(run: StudyRun, regime: str) -> dict:
     from study.tuning.runner import check_optuna_agrees, run_regime, unfinished_trials
     from study.tuning.seeds import extra_seeds, run_seed_trials
 
-    study_dir, where, budget, data = run.where.local, run.where, run.budget, run.data
+    study_dir, where, budget = run.where.local, run.where, run.budget
+    data = run.data_for(regime)  # a pretrained regime waits here for the upstream
     best_file = study_dir / regime / "best.json"
     if best_file.exists() and not run.extensions:
         print(f"[{regime}] already finished: {best_file}", flush=True)

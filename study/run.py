@@ -176,17 +176,17 @@ def _main(args: argparse.Namespace) -> int:
         raise StudyError(f"{where.local} exists already; pick another --name")
 
     from study.pipeline import Interrupted, StudyRun, run_regimes
-    from study.training.upstream import prepare_data_and_upstream
+    from study.training.upstream import prepare_data_then_upstream
     from study.tuning.extend import plan_extensions
     from study.tuning.runner import finish_budget, start_ray
 
     clock = Timings()
     start_ray(args.address)
     budget = finish_budget(budget, args.address)
-    # Once, in the driver (pretraining the tiny upstream if a regime needs it and no cache matches);
-    # trials get it all through the object store.
-    with clock.phase("data_and_upstream"):  # data, tokenizer, and the tiny upstream's pretraining (or its cache)
-        data = prepare_data_and_upstream(config, need_upstream=any(REGIMES[r].pretrained for r in regimes))
+    # Once, in the driver; trials get it through the object store. The tiny upstream (pretrained if no cache
+    # matches) comes later, beside the searches of the regimes that need none (study/pipeline.py).
+    with clock.phase("data"):  # data and tokenizer
+        data, add_upstream = prepare_data_then_upstream(config, any(REGIMES[r].pretrained for r in regimes))
     searched = searched_names(spaces)
     study_dir = where.local
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +197,10 @@ def _main(args: argparse.Namespace) -> int:
     # --more-trials: the extensions every regime's search runs (study/tuning/extend.py)
     extensions = plan_extensions(study_dir, regimes, args.more_trials) if args.more_trials is not None else []
     resume_cmd += f" --more-trials {args.more_trials}" if extensions else ""
-    run = StudyRun(config, budget, spaces, where, data, searched, name, bool(args.resume), extensions, args.mlflow,
-                   clock)
+    run = StudyRun(config, budget, spaces, where, data, searched, name, bool(args.resume), extensions,
+                   mlflow=args.mlflow, clock=clock, add_upstream=add_upstream,
+                   # a local Ray's driver pretrains on the trials' CPUs: it holds one trial's worth meanwhile
+                   upstream_cpus=0.0 if args.address else budget.cpus_per_trial)
     try:  # every regime's search, seed runs, test scoring, export and pruning, side by side (study/pipeline.py)
         with clock.phase("regimes"):
             rows = run_regimes(run, regimes, budget.regimes_at_once or len(regimes))

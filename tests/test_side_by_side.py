@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,37 @@ def test_tune_runs_in_threads_register_their_trainables_one_at_a_time():
         assert six_threads() == []
         assert tune_run._setup_signal_catching() is stop
     assert tune_run._setup_signal_catching is not None and tune_run._setup_signal_catching.__name__ != "<lambda>"
+
+
+def test_the_driver_holds_a_trial_slot_while_it_pretrains_and_waiting_regimes_stop_on_ctrl_c(tmp_path):
+    """The tiny upstream is pretrained in the driver beside the searches that need none: meanwhile one trial's
+    CPUs are held, so Tune starts one trial fewer (not three processes on two cores), and given back after; a
+    regime waiting for the upstream stops on Ctrl-C, and one that needs no upstream never waits."""
+    from concurrent.futures import Future
+
+    import ray
+
+    from study.config import Budget, Config
+    from study.pipeline import StudyRun
+    from study.tuning.runner import cpus_held, start_ray
+
+    start_ray(None)
+    cpus = ray.cluster_resources()["CPU"]
+    with cpus_held(1):
+        assert ray.available_resources().get("CPU", 0) == cpus - 1
+    deadline = time.time() + 10
+    while ray.available_resources().get("CPU", 0) < cpus and time.time() < deadline:
+        time.sleep(0.1)  # the release reaches the scheduler shortly after
+    assert ray.available_resources().get("CPU", 0) == cpus
+
+    budget = Budget(num_samples=1, max_epochs=1, max_concurrent=1, cpus_per_trial=1, gpus_per_trial=0,
+                    grace_period=None, reduction_factor=None, max_failures=0)
+    run = StudyRun(Config(), budget, {}, None, "data without upstream", [], "s", False)
+    run.upstream = Future()  # a pretraining that has not ended
+    assert run.data_for("scratch") == "data without upstream"
+    run.stop.set()
+    with pytest.raises(KeyboardInterrupt):
+        run.data_for("full")
+    run.stop.clear()
+    run.upstream.set_result("data with upstream")
+    assert run.data_for("full") == "data with upstream" and run.data_for("scratch") == "data without upstream"

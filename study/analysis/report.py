@@ -214,7 +214,12 @@ def timings_section(t: dict | None) -> list[str]:
     if not t:
         return []
     steps = ("search", "seed_runs", "test_scoring", "export", "pruning")
-    rows = [["data, tokenizer, upstream", "", format_duration(t.get("data_and_upstream_s"))]]
+    if "data_and_upstream_s" in t:  # studies from before the upstream was pretrained beside the searches
+        rows = [["data, tokenizer, upstream", "", format_duration(t.get("data_and_upstream_s"))]]
+    else:
+        rows = [["data, tokenizer", "", format_duration(t.get("data_s"))]]
+        if "upstream_s" in t:
+            rows.append(["tiny upstream (pretrained or cached), beside the searches", "", format_duration(t["upstream_s"])])
     for regime, phases in t.get("regimes", {}).items():
         rows += [[f"`{regime}`", step.replace("_", " "), format_duration(phases.get(f"{step}_s"))]
                  for step in steps if f"{step}_s" in phases]

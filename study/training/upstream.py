@@ -28,6 +28,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,9 +324,22 @@ def ensure_upstream(config: Config, tokenizer, en_texts: list[str], fr_texts: li
 def prepare_data_and_upstream(config: Config, need_upstream: bool) -> PreparedData:
     """The study's data (`study.data.prepared`) and, when `need_upstream` and the model is `tiny`, the
     pretrained upstream's weights, from the cache or pretrained now on the whole training split."""
+    data, add_upstream = prepare_data_then_upstream(config, need_upstream)
+    return add_upstream() if add_upstream else data
+
+
+def prepare_data_then_upstream(config: Config, need_upstream: bool
+                               ) -> tuple[PreparedData, Callable[[], PreparedData] | None]:
+    """The study's data now, and the step that makes it the data *with* the tiny upstream (from the cache or
+    pretrained), to run later — beside the regimes that need no upstream (`study.pipeline`); None when no
+    upstream is needed (or the model is a hub or local checkpoint, whose weights are the upstream)."""
     text = prepare_text(config)
     data = tokenize_text(text, config)
-    if need_upstream and is_tiny(config.model):
+    if not (need_upstream and is_tiny(config.model)):
+        return data, None
+
+    def add_upstream() -> PreparedData:
         path = ensure_upstream(config, text.tokenizer, list(text.whole_train["en"]), list(text.whole_train["fr"]))
-        data = dataclasses.replace(data, upstream=load_state_dict(path), upstream_dir=str(path))
-    return data
+        return dataclasses.replace(data, upstream=load_state_dict(path), upstream_dir=str(path))
+
+    return data, add_upstream

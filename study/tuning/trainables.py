@@ -82,3 +82,10 @@ class _Trainables(dict):
 
 
 TRAINABLES = _Trainables({name: trainable(name) for name in REGIMES})
+
+
+def warm_worker() -> None:
+    """Ray's `worker_process_setup_hook` (`study.tuning.runner.start_ray`): a worker process imports this module,
+    and with it torch, transformers and the training loop, when it starts, before any trial or scoring task is
+    given to it. Ray starts idle workers ahead of need, so a trial's actor that lands on one starts without
+    the ~5 s of imports; there is nothing else to do here."""
