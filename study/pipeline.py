@@ -47,6 +47,8 @@ class Timings:
         self.first_search: float | None = None
         self.last_scoring: float | None = None
         self.trial_seconds = 0.0
+        self.scoring_seconds = 0.0  # the test scoring tasks' own seconds
+        self.upstream_end: float | None = None  # when the upstream's pretraining beside the searches ended
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -68,9 +70,10 @@ class Timings:
             if name == "search" and self.first_search is None:
                 self.first_search = now
 
-    def trials_ended(self, *grids) -> None:
+    def trials_ended(self, *grids, scoring_seconds: float = 0.0) -> None:
         """The trials' own seconds (Tune's time_this_iter_s: training and validation), once a regime is scored:
-        the epochs reported in this run only, so that a resumed study does not count what ran before it."""
+        the epochs reported in this run only, so that a resumed study does not count what ran before it; and
+        the seconds its test scoring tasks ran."""
         seconds = 0.0
         for grid in grids:
             for result in grid or []:
@@ -82,12 +85,19 @@ class Timings:
         with self._lock:
             self.last_scoring = time.time()
             self.trial_seconds += seconds
+            self.scoring_seconds += scoring_seconds
 
     def record(self, path: Path, slots: int, regimes_at_once: int = 1) -> None:
         span = (self.last_scoring - self.first_search) if self.first_search and self.last_scoring else None
+        # Work on the slots beyond the trials: the test scoring tasks, and the upstream's pretraining (on a slot's
+        # CPUs, held for it) for as long as it overlapped the searches.
+        pretraining = max(0.0, min(self.upstream_end or 0.0, self.last_scoring or 0.0) - (self.first_search or 0.0))
+        other = self.scoring_seconds + (pretraining if self.upstream_end else 0.0)
         timings = {"wall_s": time.time() - self.start, **self.phases, "regimes": self.regimes,
-                   "regimes_at_once": regimes_at_once, "trial_seconds": self.trial_seconds, "slots": slots,
-                   "slot_busy_share": self.trial_seconds / (slots * span) if span else None}
+                   "regimes_at_once": regimes_at_once, "trial_seconds": self.trial_seconds,
+                   "scoring_seconds": self.scoring_seconds, "slots": slots,
+                   "slot_busy_share": self.trial_seconds / (slots * span) if span else None,
+                   "slot_work_share": (self.trial_seconds + other) / (slots * span) if span else None}
         record = read_json_file(path)
         write_json(path, {**record, "timings": timings})
 
@@ -204,6 +214,7 @@ def _start_upstream(run: StudyRun) -> Future | None:
         try:
             with run.clock.phase("upstream"):
                 future.set_result(run.add_upstream())
+            run.clock.upstream_end = time.time()
         except BaseException as err:  # noqa: BLE001 - raised again in each regime that waits for it
             future.set_exception(err)
         finally:
@@ -281,7 +292,7 @@ def regime_path(run: StudyRun, regime: str) -> dict:
         count_test_scoring(study_dir, regime)  # study.json's test_scored
     row = evaluate_best(grid, regime, base, data, study_dir, search_wall_s, run.searched, seed_grid=seed_grid,
                         resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial})
-    run.clock.trials_ended(grid, seed_grid)
+    run.clock.trials_ended(grid, seed_grid, scoring_seconds=row["test_scoring_task_s"])
     run.step(regime, "export")
     export_or_warn(study_dir, regime, data, where.tune_storage)  # <regime>/model/: a Hugging Face folder
     log_best_or_warn(run.mlflow, study_dir, regime, run.name)  # --mlflow: test scores and the model folder

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Run-to-run bookkeeping that differs between any two studies, interrupted or not: wall times, Ray node ids,
 # Tune's random trial ids, and absolute paths (compared below by what they point to).
-VOLATILE = {"search_wall_s", "trial_wall_s", "scored_node_id", "scored_node_ip", "node_id", "trial_id", "checkpoint"}
+VOLATILE = {"search_wall_s", "trial_wall_s", "test_scoring_task_s", "scored_node_id", "scored_node_ip", "node_id", "trial_id", "checkpoint"}
 
 
 def _argv(pairs: Path, results: Path, name: str, space: Path, cache: Path) -> list[str]:

@@ -23,7 +23,7 @@ from study.analysis.report import timings_section
 
 pytestmark = pytest.mark.slow  # three small Ray studies of two regimes
 REGIMES = ("scratch", "full")
-VOLATILE = {"search_wall_s", "trial_wall_s", "scored_node_id", "scored_node_ip", "node_id", "trial_id", "checkpoint"}
+VOLATILE = {"search_wall_s", "trial_wall_s", "test_scoring_task_s", "scored_node_id", "scored_node_ip", "node_id", "trial_id", "checkpoint"}
 
 
 def _argv(pairs: Path, results: Path, name: str, space: Path, cache: Path, *more: str) -> list[str]:
@@ -62,6 +62,11 @@ def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pair
         for key, expected in apart[regime].items():
             assert beside[regime][key] == expected, (regime, key)
     assert _overlap(results / "apart") <= 0.5 < _overlap(results / "beside")
+    # the slots' work counts the test scoring tasks' own time besides the trials'
+    timings = json.loads((results / "beside" / "study.json").read_text())["timings"]
+    scoring = sum(json.loads((results / "beside" / r / "best.json").read_text())["test_scoring_task_s"] for r in REGIMES)
+    assert timings["scoring_seconds"] == pytest.approx(scoring) and scoring > 0
+    assert 0 < timings["slot_busy_share"] < timings["slot_work_share"] <= 1, timings
     # the report's time table says the steps overlapped, and how long all the regimes took together
     table = "\n".join(timings_section(json.loads((results / "beside" / "study.json").read_text())["timings"]))
     assert "| all regimes, 2 side by side |" in table and "side by side" not in "\n".join(

@@ -230,7 +230,9 @@ def timings_section(t: dict | None) -> list[str]:
     return ["## Where the time went", "",
             f"Wall {format_duration(t.get('wall_s'))}; the {t.get('slots')} trial slot(s) were busy "
             + (f"{100 * busy:.0f} % of the time from the first search's start to the last test scoring's end "
-               f"({format_duration(t.get('trial_seconds'))} of trials' own training and validation)."
+               f"({format_duration(t.get('trial_seconds'))} of trials' own training and validation)"
+               + (f"; {100 * t['slot_work_share']:.0f} % counting the test scoring tasks and the upstream's "
+                  f"pretraining beside the searches." if t.get("slot_work_share") is not None else ".")
                if busy is not None else "(no trial ran in this run)."), "",
             markdown_table(["stage", "step", "time"], rows), ""]
 

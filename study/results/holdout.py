@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 from study import progress
@@ -37,6 +38,7 @@ def score_checkpoint(config: dict, checkpoint, data: PreparedData, regime: Regim
     `regime`: its definition, for a regime registered in the driver that the worker has never imported."""
     import torch
 
+    started = time.perf_counter()
     if regime is not None:  # given only to a Ray task: register it there, and let the driver draw the progress
         ensure_registered(regime)
         progress.running_in_ray(regime.name)
@@ -56,7 +58,8 @@ def score_checkpoint(config: dict, checkpoint, data: PreparedData, regime: Regim
             model = load_trained_model(config, data.tokenizer, directory, data.upstream)
     model.to(device)
     metrics, hypotheses, references = evaluate(model, data.test, data.tokenizer, config, device, split="test")
-    return {"metrics": metrics, "hypotheses": hypotheses, "references": references, "device": str(device), **node()}
+    return {"metrics": metrics, "hypotheses": hypotheses, "references": references, "device": str(device),
+            "seconds": time.perf_counter() - started, **node()}
 
 
 def score_on_test(jobs: list[tuple[Config, object]], data: PreparedData, resources: dict | None) -> list[dict]:
@@ -160,6 +163,8 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
         # where the scoring task ran (a GPU worker on a cluster), and on what device
         "scored_node_id": primary["node_id"], "scored_node_ip": primary["node_ip"], "scored_device": primary["device"],
         "seeds": per_seed,
+        # the scoring tasks' own time, added up (the study's timings count it as slot work)
+        "test_scoring_task_s": primary["seconds"] + sum(scored["seconds"] for scored in others),
         **{f"{name}_{k}": v for name in SPREAD for k, v in spread([s.get(name) for s in per_seed]).items()},
         "config": config.to_dict(),
     }
