@@ -66,6 +66,7 @@ def test_asha_prunes_and_optuna_records_pruned(pruning_study):
     (["--preset", "huge"], "unknown preset"),
     (["--max-epochs", "0"], "--max-epochs"),
     (["--cpus-per-trial", "-1"], "--cpus-per-trial"),
+    (["--regimes-at-once", "0"], "--regimes-at-once must be positive, got 0"),
     (["--resume", "no-such-study"], "no study named"),
     (["--preset", "paper"], "needs --data"),
     (["--address", "127.0.0.1:1", "--regime", "scratch"], "cannot reach a Ray cluster"),
