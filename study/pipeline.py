@@ -15,6 +15,7 @@ regime stops where it is with its state saved, as it did when run alone, and `--
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -179,18 +180,31 @@ def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, di
             run.stop.set()
 
     run.upstream = _start_upstream(run)
+    # Ctrl-C (SIGINT) sets the stop event; a second one quits without waiting. Installed explicitly, as Tune did
+    # for itself: a driver started with SIGINT ignored (a background job of a script) is still stopped by it.
+    presses: list[int] = []
+
+    def on_ctrl_c(signum, frame) -> None:
+        presses.append(signum)
+        if len(presses) > 1:
+            raise KeyboardInterrupt
+        run.stop.set()
+        print("\nstopping: each regime saves its state (Ctrl-C again to quit without waiting)", flush=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if main else None
     # Daemon threads: a second Ctrl-C, while the regimes save, leaves at once instead of waiting for them.
     threads = [threading.Thread(target=path, args=(r,), name=f"study-{r}", daemon=True) for r in regimes]
-    with tune_runs_side_by_side(run.stop):
-        for thread in threads:
-            thread.start()
-        try:
+    try:
+        with tune_runs_side_by_side(run.stop):
+            for thread in threads:
+                thread.start()
             _wait(threads)
-        except KeyboardInterrupt:
-            run.stop.set()
-            print("\nstopping: each regime saves its state (Ctrl-C again to quit without waiting)", flush=True)
-            _wait(threads)
-            stopped.setdefault("", "Ctrl-C")
+    finally:
+        if main and previous is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)
+    if presses:
+        stopped.setdefault("", "Ctrl-C")
     if errors:
         raise errors[0]
     if stopped:

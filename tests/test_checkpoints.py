@@ -173,8 +173,10 @@ def test_interrupted_study_resumes_without_rerunning_and_keeps_only_the_checkpoi
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "driver.log"
     with open(log, "w") as sink:  # a file, not a pipe: a driver blocked on a full pipe would never finish a trial
+        # started with SIGINT ignored, as a script's background job is: the study's own handler still stops it
         proc = subprocess.Popen([sys.executable, "-m", "study.run", *argv], cwd=ROOT, env=env,
-                                stdout=sink, stderr=subprocess.STDOUT, text=True)
+                                stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 600
     while _finished(study_dir / "optuna.db") < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -210,7 +210,8 @@ def _search_hours(row: dict, record: dict) -> float:
     the slots, and the regimes' bills add up to the cluster's time (study.json's budget: `regimes_at_once`,
     0 for all; absent in studies from before it, which ran one regime at a time)."""
     budget = record.get("budget", {})
-    at_once = budget.get("regimes_at_once", 1) or len(record.get("regimes", [])) or 1
+    regimes = len(record.get("regimes", [])) or 1
+    at_once = min(budget.get("regimes_at_once", 1) or regimes, regimes)
     if at_once > 1 and not math.isnan(row.get("search_trial_s", math.nan)):
         return row["search_trial_s"] / int(budget.get("max_concurrent") or 1) / 3600
     return (row.get("search_wall_s") or math.nan) / 3600
