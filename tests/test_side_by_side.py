@@ -96,9 +96,10 @@ def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pair
 
 
 def test_tune_runs_in_threads_register_their_trainables_one_at_a_time(monkeypatch):
-    """Tune's registry of trainables is process-wide and not thread-safe: six threads registering at once fail
-    ("dictionary changed size during iteration", as the quick study's first side-by-side run did) unless inside
-    `tune_runs_side_by_side`, which also hands every run the study's stop event."""
+    """Tune's registry of trainables is process-wide and not thread-safe: a registration that comes while another
+    thread's is being written to Ray's store changes the dict that one is iterating ("dictionary changed size
+    during iteration", as the quick study's first side-by-side run did). Inside `tune_runs_side_by_side` the
+    second registration waits for the first; that context also hands every run the study's stop event."""
     import ray
     import ray.tune.registry as registry
     from ray import tune
@@ -109,38 +110,47 @@ def test_tune_runs_in_threads_register_their_trainables_one_at_a_time(monkeypatc
 
     start_ray(None)
     assert ray.is_initialized()
-    # Each value written to Ray's store takes a little longer, as on a loaded machine: the window in which another
-    # thread's registration changes the dict being flushed is wide enough that the race always shows unlocked.
-    put = registry._internal_kv_put
+    put, inside, release = registry._internal_kv_put, threading.Event(), threading.Event()
 
-    def slow_put(*args, **kwargs):
-        time.sleep(0.002)
+    def held_put(*args, **kwargs):  # thread "first" stops inside its write until released
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
         return put(*args, **kwargs)
 
-    monkeypatch.setattr(registry, "_internal_kv_put", slow_put)
+    monkeypatch.setattr(registry, "_internal_kv_put", held_put)
 
-    def register_many(errors: list, thread: int) -> None:
-        try:
-            for i in range(20):
-                tune.register_trainable(f"side-by-side-{thread}-{i}", lambda config: None)
-        except RuntimeError as err:
-            errors.append(err)
-
-    def six_threads() -> list:
+    def two_registrations(tag: str) -> tuple[bool, list]:
+        """Whether a second registration finished while the first was inside its write, and the errors."""
+        inside.clear()
+        release.clear()
         errors: list = []
-        threads = [threading.Thread(target=register_many, args=(errors, t)) for t in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return errors
 
-    assert any(six_threads() for _ in range(3)), "the race did not show: the test no longer shows the lock is needed"
+        def register(name: str) -> None:
+            try:
+                tune.register_trainable(name, lambda config: None)
+            except RuntimeError as err:
+                errors.append(err)
+
+        first = threading.Thread(target=register, args=(f"{tag}-first",), name="first")
+        first.start()
+        assert inside.wait(10)
+        second = threading.Thread(target=register, args=(f"{tag}-second",), name="second")
+        second.start()
+        second.join(1.0)
+        overlapped = not second.is_alive()
+        release.set()
+        first.join(10)
+        second.join(10)
+        return overlapped, errors
+
+    overlapped, errors = two_registrations("unlocked")
+    assert overlapped and errors, "without the lock, the second registration runs into the first's"
     stop = threading.Event()
     with tune_runs_side_by_side(stop):
-        assert six_threads() == []
+        assert two_registrations("locked") == (False, [])
         assert tune_run._setup_signal_catching() is stop
-    assert tune_run._setup_signal_catching is not None and tune_run._setup_signal_catching.__name__ != "<lambda>"
+    assert tune_run._setup_signal_catching.__name__ == "_setup_signal_catching"  # Tune's own again
 
 
 def test_the_driver_holds_a_trial_slot_while_it_pretrains_and_waiting_regimes_stop_on_ctrl_c(tmp_path):
