@@ -101,6 +101,23 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _stderr_free_of_earlier_ray_workers(request):
+    """An in-process study keeps its local Ray up (start_ray), and its workers' last lines reach the driver's
+    stderr later, through Ray's log thread, into whatever test then runs in this process. A test that reads
+    stderr (capsys) starts with that Ray shut down -- which joins the log thread and flushes its lines -- and
+    with those lines dropped, so it sees only what its own code printed."""
+    import sys
+
+    if "capsys" in request.fixturenames and "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        request.getfixturevalue("capsys").readouterr()
+    yield
+
+
 @pytest.fixture(scope="session")
 def spm_tokenizer(tmp_path_factory):
     """A T5Tokenizer over a ~300-piece SentencePiece model trained offline on generated English/French."""
