@@ -93,7 +93,7 @@ class Timings:
         # Work on the slots beyond the trials: the test scoring tasks, and the upstream's pretraining (on a slot's
         # CPUs, held for it) for as long as it overlapped the searches.
         pretraining = max(0.0, min(self.upstream_end or 0.0, self.last_scoring or 0.0) - (self.first_search or 0.0))
-        other = self.scoring_seconds + (pretraining if self.upstream_end else 0.0)
+        other = self.scoring_seconds + pretraining
         timings = {"wall_s": time.time() - self.start, **self.phases, "regimes": self.regimes,
                    "regimes_at_once": regimes_at_once, "trial_seconds": self.trial_seconds,
                    "scoring_seconds": self.scoring_seconds, "slots": slots,
@@ -203,12 +203,10 @@ def run_regimes(run: StudyRun, regimes: list[str], at_once: int) -> dict[str, di
     finally:
         if main and previous is not None:  # None: a handler not set from Python, which cannot be put back
             signal.signal(signal.SIGINT, previous)
-    if presses:
-        stopped.setdefault("", "Ctrl-C")
     if errors:
         raise errors[0]
-    if stopped:
-        raise Interrupted("; ".join(why for why in stopped.values() if why != "Ctrl-C") or "Ctrl-C")
+    if stopped or presses:
+        raise Interrupted("; ".join(stopped.values()) or "Ctrl-C")
     return {r: rows[r] for r in regimes}
 
 
@@ -218,11 +216,10 @@ def _start_upstream(run: StudyRun) -> Future | None:
     future (None when no regime needs one)."""
     if run.add_upstream is None:
         return None
-    from study.tuning.runner import cpus_held
+    from study.tuning.runner import hold_cpus
 
     future: Future = Future()
-    hold = cpus_held(run.upstream_cpus)
-    hold.__enter__()  # here, before any regime's thread starts a trial
+    release = hold_cpus(run.upstream_cpus)  # here, before any regime's thread starts a trial
 
     def pretrain() -> None:
         try:
@@ -232,7 +229,7 @@ def _start_upstream(run: StudyRun) -> Future | None:
         except BaseException as err:  # noqa: BLE001 - raised again in each regime that waits for it
             future.set_exception(err)
         finally:
-            hold.__exit__(None, None, None)
+            release()
 
     threading.Thread(target=pretrain, name="study-upstream", daemon=True).start()
     return future

@@ -163,12 +163,13 @@ def test_the_driver_holds_a_trial_slot_while_it_pretrains_and_waiting_regimes_st
 
     from study.config import Budget, Config
     from study.pipeline import StudyRun
-    from study.tuning.runner import cpus_held, start_ray
+    from study.tuning.runner import hold_cpus, start_ray
 
     start_ray(None)
     cpus = ray.cluster_resources()["CPU"]
-    with cpus_held(1):
-        assert ray.available_resources().get("CPU", 0) == cpus - 1
+    release = hold_cpus(1)
+    assert ray.available_resources().get("CPU", 0) == cpus - 1
+    release()
     deadline = time.time() + 10
     while ray.available_resources().get("CPU", 0) < cpus and time.time() < deadline:
         time.sleep(0.1)  # the release reaches the scheduler shortly after

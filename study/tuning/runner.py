@@ -7,9 +7,9 @@ named by the project — or restores an interrupted one, and returns Tune's Resu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from study.config import Budget, Config, StudyError
@@ -81,24 +81,19 @@ def _worker_env() -> dict | None:
     return {"env_vars": env} if env else None
 
 
-@contextlib.contextmanager
-def cpus_held(cpus: float):
+def hold_cpus(cpus: float) -> Callable[[], None]:
     """Hold `cpus` of the local Ray node while the driver itself computes (the tiny upstream's pretraining beside
     the searches that need no upstream), so that Tune runs one trial fewer beside it instead of three processes
-    sharing two cores and every trial's times inflated. Nothing is held when `cpus` is 0 (a cluster's driver
-    does not compute on the trials' CPUs)."""
+    sharing two cores and every trial's times inflated; returns the call that gives them back. Nothing is held
+    when `cpus` is 0 (a cluster's driver does not compute on the trials' CPUs)."""
     if cpus <= 0:
-        yield
-        return
+        return lambda: None
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     group = placement_group([{"CPU": cpus}])
     ray.get(group.ready())  # before any trial is started: nothing else holds the CPUs yet
-    try:
-        yield
-    finally:
-        remove_placement_group(group)
+    return lambda: remove_placement_group(group)
 
 
 def finish_budget(budget: Budget, address: str | None = None) -> Budget:
