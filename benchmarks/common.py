@@ -247,7 +247,7 @@ class ProjectLoop:
                  device: torch.device, total_steps: int, regions: bool = False):
         # `auto` made concrete knowing the model's width, as `fit` does (bf16 for t5-small on a bf16 CPU).
         config = config.replace(precision=resolve_precision(config.precision, device,
-                                                            getattr(model.config, "d_model", 0)))
+                                                            getattr(model.config, "d_model", 0), config.batch_size))
         self.model, self.train, self.tokenizer, self.config, self.device = model, train, tokenizer, config, device
         self.optimizer, self.scheduler = make_optimizer(model, config, total_steps)
         self.regions = regions

@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
     base_model, counts = build_model(config, tokenizer)
     base_model.to(device)
-    precision = resolve_precision(config.precision, device, base_model.config.d_model)  # as `fit` resolves it
+    precision = resolve_precision(config.precision, device, base_model.config.d_model,
+                                  config.batch_size)  # as `fit` resolves it
     models = [("random init", base_model, None)]
     if args.train_steps:
         trained = copy.deepcopy(base_model)

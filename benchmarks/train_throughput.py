@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     regime.set_trainable(base_model, config)  # a random init trains as fast as the pretrained weights would
     counts = parameter_counts(base_model)
     flop_weights = common.flop_weights(base_model)
-    project_precision = resolve_precision(config.precision, device, base_model.config.d_model)
+    project_precision = resolve_precision(config.precision, device, base_model.config.d_model, config.batch_size)
     precision = {"original": "fp32", "trainer": "fp32", "trainer_bf16": "bf16", "project": project_precision}
     peaks = {"fp32": common.matmul_peak(device, torch.float32, args.matmul_size)}
     if "bf16" in precision.values() and not bf16_unavailable(device):

@@ -95,7 +95,7 @@ class Config:
     seed: int = _field(0, "trial", "seed of the model initialisation, dropout and batch order")
     device: str = _field("auto", "trial", "auto, cpu, cuda or mps")
     # Weights and optimizer state stay fp32 either way; only the matmuls run in bf16 (study.model.device).
-    precision: str = _field("auto", "trial", "auto (bf16 on GPUs that have it, and on CPUs with avx512_bf16/AMX for models of d_model >= 512; else fp32), fp32, or bf16")
+    precision: str = _field("auto", "trial", "auto (bf16 on GPUs that have it, and on CPUs with avx512_bf16/AMX where batch size x d_model >= 8192; else fp32), fp32, or bf16")
     torch_threads: int | None = _field(None, "trial", "torch intra-op threads per trial (default: torch's choice)", positive=True)
 
     # --- tiny model sizes (only for model="tiny") ------------------------------------------------

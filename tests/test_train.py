@@ -275,8 +275,9 @@ def test_trial_cli_bad_input_is_one_line(argv, needle, capsys, tmp_path):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
 
 
-def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays(tmp_path):
-    """bf16 needs the CPU's native bf16 (a flag, not a timing) and a model wide enough to gain from it."""
+def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays(tmp_path, monkeypatch):
+    """bf16 needs the CPU's native bf16 (a flag, not a timing) and matmuls big enough to gain from it: batch size x
+    d_model, as measured (the tiny model at batch 64, not 16; t5-small from batch 16)."""
     from study.config import StudyError
     from study.model import device as dev
 
@@ -288,9 +289,17 @@ def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays(tmp_path):
     assert not dev.cpu_has_native_bf16.__wrapped__(str(tmp_path / "absent"))
     cpu = torch.device("cpu")
     native = dev.cpu_has_native_bf16()
-    assert dev.resolve_precision("auto", cpu, 128) == "fp32"  # the quick preset's tiny model
-    assert dev.resolve_precision("auto", cpu, 512) == ("bf16" if native else "fp32")  # t5-small
+    bf16_if_native = "bf16" if native else "fp32"
+    assert dev.resolve_precision("auto", cpu, 128, 16) == "fp32"  # the quick preset's tiny model, its usual batch
+    assert dev.resolve_precision("auto", cpu, 128, 64) == bf16_if_native  # measured 1.09-1.15x in bf16 there
+    assert dev.resolve_precision("auto", cpu, 512, 16) == bf16_if_native  # t5-small
+    assert dev.resolve_precision("auto", cpu, 512, 8) == "fp32"
+    assert dev.resolve_precision("auto", cpu, 512) == "fp32"  # batch size unknown: nothing to gain is assumed
     assert dev.resolve_precision("bf16", cpu, 128) == "bf16" and dev.resolve_precision("fp32", cpu, 512) == "fp32"
+    # the rule itself, as on a CPU with native bf16 whatever this machine has
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert [dev.resolve_precision("auto", cpu, 128, b) for b in (16, 32, 64, 128)] == ["fp32", "fp32", "bf16", "bf16"]
+    assert [dev.resolve_precision("auto", cpu, 512, b) for b in (8, 16)] == ["fp32", "bf16"]
     with pytest.raises(StudyError, match="precision must be one of"):
         dev.resolve_precision("fp16", cpu)
 

@@ -18,10 +18,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # CPU instruction sets that compute bf16 natively (AVX512-BF16, AMX); without them bf16 is emulated
 # and slower than fp32.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-# `auto` uses bf16 on such a CPU only for models at least this wide (d_model): small matmuls gain nothing
-# from bf16 and pay for the casts. Measured on a busy 2-core avx512_bf16/AMX machine (indicative only):
-# the tiny model (d_model 128) trained 1.3-7x *slower* in bf16, t5-small (512) about 1.4x faster.
-BF16_MIN_WIDTH_ON_CPU = 512
+# `auto` uses bf16 on such a CPU only where a step's matmuls are big enough to gain from it: batch size x
+# d_model at least this much. Small matmuls gain nothing from bf16 and pay for the casts. Measured on an idle
+# 2-core avx512_bf16/AMX machine, the project's step, bf16 over fp32 (docs/performance.md, "bf16 on CPU"): the
+# tiny model (d_model 128) at batch 16 (2,048) 0.83x, at batch 64 (8,192) 1.09x on the bundled corpus and
+# 1.15x on fra.txt; t5-small (512) at batch 64 1.57x. So t5-small from batch 16 and the tiny model from batch
+# 64 train in bf16. A rule on the trial's settings, not a timing: a timing taken while other processes load
+# the machine would make a trial's precision, and so its results, depend on the load.
+BF16_MIN_BATCH_WIDTH_ON_CPU = 8192
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -49,11 +53,13 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & NATIVE_BF16_FLAGS)
 
 
-def resolve_precision(precision: str, device: torch.device, width: int = 0) -> str:
-    """`precision` made concrete (`fp32` or `bf16`) for `device` and a model of `width` (its d_model).
+def resolve_precision(precision: str, device: torch.device, width: int = 0, batch_size: int = 0) -> str:
+    """`precision` made concrete (`fp32` or `bf16`) for `device`, a model of `width` (its d_model) and batches
+    of `batch_size` pairs.
 
-    `auto`: bf16 on CUDA GPUs that support it, and on CPUs with native bf16 for models at least
-    `BF16_MIN_WIDTH_ON_CPU` wide (so the quick preset's tiny model stays fp32); fp32 elsewhere.
+    `auto`: bf16 on CUDA GPUs that support it, and on CPUs with native bf16 where batch size x width reaches
+    `BF16_MIN_BATCH_WIDTH_ON_CPU` (so the quick preset's tiny model at batch 16 stays fp32, and at 64 gains
+    bf16); fp32 elsewhere, and wherever the width or batch size is not known (0).
     `bf16` is taken as asked wherever autocast supports it (a GPU without bf16 is refused)."""
     if precision not in PRECISIONS:
         raise StudyError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -65,7 +71,7 @@ def resolve_precision(precision: str, device: torch.device, width: int = 0) -> s
         if precision == "bf16":
             raise StudyError("precision bf16 was asked for but this GPU has no bf16; use --precision fp32")
         return "fp32"
-    if precision == "bf16" or (cpu_has_native_bf16() and width >= BF16_MIN_WIDTH_ON_CPU):
+    if precision == "bf16" or (cpu_has_native_bf16() and width * batch_size >= BF16_MIN_BATCH_WIDTH_ON_CPU):
         return "bf16"
     return "fp32"
 

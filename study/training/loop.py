@@ -75,9 +75,10 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
     np.random.seed(config.seed)
     model, counts = build_model(config, data.tokenizer, data.upstream)  # seeds torch with config.seed
     model.to(device)
-    # `auto` decided once, knowing the model's width: training and validation run in the same precision.
-    config = config.replace(precision=resolve_precision(config.precision, device,
-                                                             getattr(model.config, "d_model", 0)))
+    # `auto` decided once, knowing the model's width and the batch size: training and validation run in the same
+    # precision.
+    config = config.replace(precision=resolve_precision(config.precision, device, getattr(model.config, "d_model", 0),
+                                                        config.batch_size))
 
     def validate() -> dict:
         # Evaluation draws from torch's RNG (generation does): run it on a forked RNG so that the next epoch's
