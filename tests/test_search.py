@@ -186,7 +186,8 @@ def test_a_regime_that_trains_nothing_tries_each_decoding_choice_once(tmp_path):
 @pytest.mark.slow
 def test_a_beam_trial_reports_the_greedy_bleu_its_rungs_are_ranked_by(tmp_path):
     """Beams change decoding, not training: a beam-4 trial's val_bleu_greedy is the val_bleu of the same trial
-    decoded greedily (same seed, same training), and differs from its own beam-4 val_bleu."""
+    decoded greedily (same seed, same training), and differs from its own beam-4 val_bleu. Asked for only (its
+    search ranks rungs by it): otherwise the second generation pass is not run, and the training is the same."""
     from study.config import Config
     from study.data.prepared import prepare_data
     from study.data.sample import corpus
@@ -199,15 +200,38 @@ def test_a_beam_trial_reports_the_greedy_bleu_its_rungs_are_ranked_by(tmp_path):
                     eval_batch_size=40, batch_size=16, epochs=2, lr=5e-3, torch_threads=1)
     data = prepare_data(config)
 
-    def epochs(num_beams: int) -> list[dict]:
+    def epochs(num_beams: int, greedy_bleu: bool = False) -> list[dict]:
         reported: list[dict] = []
-        fit(config.replace(num_beams=num_beams), data, lambda metrics, save: reported.append(metrics))
+        fit(config.replace(num_beams=num_beams), data, lambda metrics, save: reported.append(metrics),
+            greedy_bleu=greedy_bleu)
         return reported
 
-    greedy, beams = epochs(1), epochs(4)
+    greedy, beams = epochs(1), epochs(4, greedy_bleu=True)
     assert [m["val_bleu_greedy"] for m in greedy] == [m["val_bleu"] for m in greedy]
     assert [m["val_bleu_greedy"] for m in beams] == pytest.approx([m["val_bleu"] for m in greedy], abs=1e-9)
     assert [m["val_bleu"] for m in beams] != [m["val_bleu"] for m in greedy]  # the beams did decode differently
+    unasked = epochs(4)
+    assert all("val_bleu_greedy" not in m for m in unasked)
+    for asked, plain in zip(beams, unasked):  # the greedy pass changed nothing else
+        timed = ("epoch_time_s", "train_tokens_per_s")
+        assert {k: v for k, v in asked.items() if k not in ("val_bleu_greedy", *timed)} == pytest.approx(
+            {k: v for k, v in plain.items() if k not in timed})
+
+
+def test_only_a_search_ranking_rungs_by_greedy_bleu_pays_for_the_greedy_pass():
+    from study.config import Budget
+    from study.tuning.runner import needs_greedy_bleu
+
+    greedy = parse_search_space({"search": SPACE.search, "asha": {"rung_metric": "val_bleu_greedy"}}, "greedy")
+    loss = SPACE  # the default spaces rank rungs by validation loss
+    unnamed = parse_search_space({"search": SPACE.search}, "plain")  # greedy BLEU: ASHA's default rung metric
+    budget = Budget(num_samples=4, max_epochs=3, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
+                    grace_period=None, reduction_factor=None, max_failures=0)
+    assert needs_greedy_bleu("scratch", budget, greedy) and needs_greedy_bleu("full", budget, unnamed)
+    assert not needs_greedy_bleu("scratch", budget, loss)
+    assert not needs_greedy_bleu("upstream", budget, greedy)  # nothing trains: no ASHA
+    budget.scheduler = "none"
+    assert not needs_greedy_bleu("scratch", budget, greedy)
 
 
 def test_a_resumed_study_keeps_the_sampler_it_started_with(tmp_path, monkeypatch):

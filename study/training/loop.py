@@ -22,7 +22,8 @@ from transformers import get_linear_schedule_with_warmup
 from study.config import Config
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData
-from study.metrics.generation import evaluate, greedy_bleu
+from study.metrics.generation import evaluate
+from study.metrics.generation import greedy_bleu as decode_greedy_bleu
 from study.model.device import autocast, pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
 from study.progress import Progress
@@ -55,18 +56,25 @@ def training_step(model, batch: dict, optimizer, scheduler, config: Config, devi
     return loss.item(), int((batch["labels"] != -100).sum())
 
 
-def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None) -> dict:
-    """Train and evaluate one trial of `config.regime`; returns the last reported metrics."""
+def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None, *,
+        greedy_bleu: bool = False) -> dict:
+    """Train and evaluate one trial of `config.regime`; returns the last reported metrics.
+
+    `greedy_bleu`: a trial decoding with beams also decodes the validation split greedily each epoch and reports
+    that BLEU as `val_bleu_greedy` — what ASHA's rungs compare when a search space's `asha.rung_metric` is
+    `val_bleu_greedy` (`study.tuning.runner.needs_greedy_bleu`). It costs a second generation pass per epoch,
+    so nothing else asks for it. A greedy trial reports its own val_bleu there whatever is asked."""
     # `config.torch_threads` is this trial's, not the process's: whatever runs next here (another trial in
     # a notebook, the next test) gets torch's thread count back as it was.
     threads = torch.get_num_threads()
     try:
-        return _fit(config, data, report, resume_from)
+        return _fit(config, data, report, resume_from, greedy_bleu)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None) -> dict:
+def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None,
+         greedy_bleu: bool) -> dict:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     device = pick_device(config.device)
@@ -85,12 +93,15 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         # dropout does not depend on how, or how often, the trial was evaluated (e.g. on its num_beams).
         with torch.random.fork_rng(devices=[] if device.type != "cuda" else None):
             metrics = evaluate(model, data.validation, data.tokenizer, config, device)[0]
-            # Greedy BLEU too, whatever num_beams the trial decodes with: ASHA's rungs compare trials by it so
-            # that they rank training runs, not decoders (see study.tuning.searcher.RUNG_METRIC).
-            # Generation only: the loss and multi-reference scores do not depend on the decoder.
-            greedy = metrics["val_bleu"] if config.num_beams == 1 else greedy_bleu(
-                model, data.validation, data.tokenizer, config, device)
-        return {**metrics, "val_bleu_greedy": greedy}
+            if config.num_beams == 1:
+                return {**metrics, "val_bleu_greedy": metrics["val_bleu"]}
+            if not greedy_bleu:
+                return metrics
+            # Greedy BLEU too, when ASHA's rungs compare trials by it, so that they rank training runs, not
+            # decoders (see study.tuning.searcher.RUNG_METRIC). Generation only: the loss and multi-reference
+            # scores do not depend on the decoder.
+            return {**metrics, "val_bleu_greedy": decode_greedy_bleu(model, data.validation, data.tokenizer, config,
+                                                                    device)}
 
     if not regime.trains:  # upstream: one zero-shot evaluation, nothing to resume
         start = time.perf_counter()

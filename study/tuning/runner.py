@@ -22,6 +22,7 @@ from study.tuning.searcher import (
     optuna_storage,
     planned_trials,
     sampler_settings,
+    scheduler_settings,
 )
 from study.tuning.space import SearchSpace
 from study.tuning.trainables import TRAINABLES
@@ -114,13 +115,22 @@ def finish_budget(budget: Budget, address: str | None = None) -> Budget:
     return budget
 
 
-def regime_trainable(regime: str, base: Config, budget: Budget, data: PreparedData):
-    """The regime's Tune trainable with its data and one trial's resources."""
+def needs_greedy_bleu(regime: str, budget: Budget, space: SearchSpace) -> bool:
+    """Whether the regime's search ranks ASHA's rungs by greedy validation BLEU, so that its beam trials must
+    decode validation greedily too each epoch (a second generation pass that nothing else uses)."""
+    return (REGIMES[regime].trains and budget.scheduler == "asha"
+            and scheduler_settings(space, budget.max_epochs)["rung_metric"] == "val_bleu_greedy")
+
+
+def regime_trainable(regime: str, base: Config, budget: Budget, data: PreparedData, space: SearchSpace):
+    """The regime's Tune trainable for its search: its data, one trial's resources, and the greedy validation BLEU
+    its ASHA needs (if any)."""
     from ray import tune
 
     return tune.with_resources(
         # The trials get the data without its test split: selection can only ever see validation.
-        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials()),
+        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials(),
+                             greedy_bleu=needs_greedy_bleu(regime, budget, space)),
         {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
     )
 
@@ -142,7 +152,9 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent,
+            # An untrained regime's trials are each one evaluation of the same model: one worker process runs them
+            # in turn, instead of each starting its own (~8 s of imports here for a 1-2 s evaluation).
+            search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent if trains else 1,
             trial_dirname_creator=trial_dirname,
             # A finished trial's worker process runs the next trial: no new process importing torch and
             # transformers and fetching the data per trial. Safe because `fit` seeds every RNG and
@@ -171,7 +183,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
     new search (e.g. MLflow's logger); a restored one keeps those it was started with."""
     from ray import tune
 
-    trainable = regime_trainable(regime, config.replace(regime=regime, **space.fixed), budget, data)
+    trainable = regime_trainable(regime, config.replace(regime=regime, **space.fixed), budget, data, space)
     experiment = f"{tune_storage}/{regime}"
     trains = REGIMES[regime].trains
     n = planned_trials(trains, budget.num_samples, space)

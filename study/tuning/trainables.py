@@ -30,8 +30,9 @@ def node() -> dict:
         return {"node_id": "local", "node_ip": "local"}
 
 
-def run_in_tune(regime: Regime, params: dict, base: dict, data: PreparedData) -> None:
-    """One trial of `regime` inside Ray Tune: report every epoch with a checkpoint, resume from one."""
+def run_in_tune(regime: Regime, params: dict, base: dict, data: PreparedData, greedy_bleu: bool = False) -> None:
+    """One trial of `regime` inside Ray Tune: report every epoch with a checkpoint, resume from one.
+    `greedy_bleu`: report greedy validation BLEU beside a beam trial's own (`fit`), for ASHA's rungs."""
     from ray import tune
 
     # The regime's definition travels with the trial (a regime registered at run time in the driver is
@@ -55,10 +56,10 @@ def run_in_tune(regime: Regime, params: dict, base: dict, data: PreparedData) ->
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        fit(config, data, report)
+        fit(config, data, report, greedy_bleu=greedy_bleu)
     else:
         with checkpoint.as_directory() as directory:
-            fit(config, data, report, resume_from=directory)
+            fit(config, data, report, resume_from=directory, greedy_bleu=greedy_bleu)
 
 
 def trainable(regime: str) -> Callable[..., None]:
@@ -66,8 +67,8 @@ def trainable(regime: str) -> Callable[..., None]:
     their function's name)."""
     definition: Regime = get_regime(regime)
 
-    def train(params: dict, base: dict, data: PreparedData) -> None:
-        run_in_tune(definition, params, base, data)
+    def train(params: dict, base: dict, data: PreparedData, greedy_bleu: bool = False) -> None:
+        run_in_tune(definition, params, base, data, greedy_bleu)
 
     train.__name__ = train.__qualname__ = f"train_{regime.replace('-', '_')}"
     return train
