@@ -479,3 +479,32 @@ def test_verdict_consistency_counts_reversed_and_inconclusive_findings(tmp_path,
     assert vc.main([str(runs[0]), str(tmp_path / "bare"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no pairwise.csv" in err[0] and "python -m study.analyze" in err[0]
+
+
+def test_slot_timeline_finds_the_stretches_a_slot_was_free(tmp_path, capsys):
+    """Two trials' epochs on 2 slots: A runs 0-10 and 10-20, B 5-10 and 15-25 (Tune's timestamp is an epoch's
+    end, time_this_iter_s its length): 35 slot-s busy over 25 s, 15 free, in three 5-s stretches."""
+    from benchmarks import slot_timeline as st
+
+    def trial(path: Path, ends_and_lengths: list[tuple[int, float]]) -> None:
+        path.mkdir(parents=True)
+        rows = [{"timestamp": 1_000 + end, "time_this_iter_s": length, "epoch": k + 1}
+                for k, (end, length) in enumerate(ends_and_lengths)]
+        (path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    trial(tmp_path / "study" / "scratch" / "trial_1_a", [(10, 10.0), (20, 10.0)])
+    trial(tmp_path / "study" / "scratch" / "seeds" / "trial_0_b", [(10, 5.0), (25, 10.0)])
+    out = tmp_path / "timeline.json"
+    assert st.main([str(tmp_path / "study"), "--slots", "2", "--out", str(out)]) == 0
+    record = read(out)
+    assert record["span_s"] == 25 and record["epoch_seconds"] == 35 and record["free_slot_seconds"] == 15
+    assert [(s["start"], s["end"], s["free_slot_seconds"]) for s in record["stretches"]] == [(0, 5, 5), (10, 15, 5),
+                                                                                              (20, 25, 5)]
+    assert record["stretches"][1]["running"] == ["scratch"] and record["stretches"][2]["running"] == ["scratch/seeds"]
+    assert [r["experiment"] for r in record["experiments"]] == ["scratch", "scratch/seeds"]
+    assert "15 slot-s free" in capsys.readouterr().out
+    assert st.main([str(tmp_path), "--gap", "-1", "--out", str(out)]) == 2
+    (tmp_path / "empty").mkdir()
+    assert st.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "holds no trial results" in err[1]
