@@ -49,6 +49,10 @@ class Timings:
         self.last_scoring: float | None = None
         self.trial_seconds = 0.0
         self.scoring_seconds = 0.0  # the test scoring tasks' own seconds
+        # Ray's fixed cost: the worker processes the trials ran in (Tune starts its own per experiment, ~8-10 s of
+        # imports each on a 2-core machine before a trial's first epoch; a process runs the experiment's next
+        # trials), as (node, pid) of the epochs reported in this run
+        self.trial_processes: set[tuple[str, int]] = set()
         self.upstream_end: float | None = None  # when the upstream's pretraining beside the searches ended
 
     @contextlib.contextmanager
@@ -76,6 +80,7 @@ class Timings:
         the epochs reported in this run only, so that a resumed study does not count what ran before it; and
         the seconds its test scoring tasks ran."""
         seconds = 0.0
+        processes: set[tuple[str, int]] = set()
         for grid in grids:
             for result in grid or []:
                 history = result.metrics_dataframe
@@ -83,10 +88,14 @@ class Timings:
                     continue
                 ran_here = history[history["timestamp"] >= int(self.start)]  # Tune's timestamp: whole seconds
                 seconds += float(ran_here["time_this_iter_s"].sum())
+                if "pid" in ran_here:
+                    nodes = ran_here["node_ip"] if "node_ip" in ran_here else [""] * len(ran_here)
+                    processes |= {(str(node), int(pid)) for node, pid in zip(nodes, ran_here["pid"])}
         with self._lock:
             self.last_scoring = time.time()
             self.trial_seconds += seconds
             self.scoring_seconds += scoring_seconds
+            self.trial_processes |= processes
 
     def record(self, path: Path, slots: int, regimes_at_once: int = 1) -> None:
         span = (self.last_scoring - self.first_search) if self.first_search and self.last_scoring else None
@@ -96,7 +105,8 @@ class Timings:
         other = self.scoring_seconds + pretraining
         timings = {"wall_s": time.time() - self.start, **self.phases, "regimes": self.regimes,
                    "regimes_at_once": regimes_at_once, "trial_seconds": self.trial_seconds,
-                   "scoring_seconds": self.scoring_seconds, "slots": slots,
+                   "scoring_seconds": self.scoring_seconds, "trial_processes": len(self.trial_processes),
+                   "slots": slots,
                    "slot_busy_share": self.trial_seconds / (slots * span) if span else None,
                    "slot_work_share": (self.trial_seconds + other) / (slots * span) if span else None}
         record = read_json_file(path)

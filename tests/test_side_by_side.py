@@ -67,6 +67,10 @@ def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pair
     scoring = sum(json.loads((results / "beside" / r / "best.json").read_text())["test_scoring_task_s"] for r in REGIMES)
     assert timings["scoring_seconds"] == pytest.approx(scoring) and scoring > 0
     assert 0 < timings["slot_busy_share"] < timings["slot_work_share"] <= 1, timings
+    # the worker processes the trials ran in: each distinct pid of the epochs the trials reported
+    pids = {json.loads(line)["pid"] for line in "".join(
+        f.read_text() for f in (results / "beside").glob("*/**/trial_*/result.json")).splitlines()}
+    assert timings["trial_processes"] == len(pids) >= 2
     # the report's time table says the steps overlapped, and how long all the regimes took together
     table = "\n".join(timings_section(json.loads((results / "beside" / "study.json").read_text())["timings"]))
     assert "| all regimes, 2 side by side |" in table and "side by side" not in "\n".join(

@@ -233,6 +233,8 @@ def timings_section(t: dict | None) -> list[str]:
                f"({format_duration(t.get('trial_seconds'))} of trials' own training and validation)"
                + (f"; {100 * t['slot_work_share']:.0f} % counting the test scoring tasks and the upstream's "
                   f"pretraining beside the searches." if t.get("slot_work_share") is not None else ".")
+               + (f" The trials ran in {t['trial_processes']} worker processes, each of which imported torch and "
+                  f"transformers before its first epoch." if t.get("trial_processes") else "")
                if busy is not None else "(no trial ran in this run)."), "",
             markdown_table(["stage", "step", "time"], rows), ""]
 
