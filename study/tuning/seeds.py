@@ -48,12 +48,9 @@ def run_seed_trials(regime: str, base: Config, budget: Budget, params: dict, see
     `epochs` (the budget) still sets the learning-rate schedule, as it did for the best trial."""
     from ray import tune
 
-    from study.tuning.trainables import TRAINABLES
+    from study.tuning.runner import regime_trainable
 
-    trainable = tune.with_resources(
-        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials()),
-        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
-    )
+    trainable = regime_trainable(regime, base, budget, data, None)  # the search's trainable, without the greedy pass
     storage = f"{tune_storage}/{regime}"
     if resume and tune.Tuner.can_restore(f"{storage}/{SEEDS_EXPERIMENT}"):
         print(f"[{regime}] resuming its seed runs", flush=True)
