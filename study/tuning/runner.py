@@ -25,7 +25,7 @@ from study.tuning.searcher import (
     scheduler_settings,
 )
 from study.tuning.space import SearchSpace
-from study.tuning.trainables import TRAINABLES
+from study.tuning.trainables import with_data
 from study.tuning.trials import trial_dirname
 
 
@@ -122,17 +122,10 @@ def needs_greedy_bleu(regime: str, budget: Budget, space: SearchSpace) -> bool:
             and scheduler_settings(space, budget.max_epochs)["rung_metric"] == "val_bleu_greedy")
 
 
-def regime_trainable(regime: str, base: Config, budget: Budget, data: PreparedData, space: SearchSpace | None):
-    """The regime's Tune trainable: its data, one trial's resources, and for a search (`space`) the greedy
-    validation BLEU its ASHA needs, if any (the seed re-runs, `space` None, need none)."""
-    from ray import tune
-
-    return tune.with_resources(
-        # The trials get the data without its test split: selection can only ever see validation.
-        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials(),
-                             greedy_bleu=space is not None and needs_greedy_bleu(regime, budget, space)),
-        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
-    )
+def regime_trainable(regime: str, base: Config, budget: Budget, data: PreparedData, space: SearchSpace):
+    """The regime's Tune trainable for its search: its data, one trial's resources, and the greedy validation BLEU
+    its ASHA needs, if any."""
+    return with_data(regime, base, budget, data, greedy_bleu=needs_greedy_bleu(regime, budget, space))
 
 
 def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, study_dir: Path, storage_path: str,

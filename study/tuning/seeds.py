@@ -48,9 +48,9 @@ def run_seed_trials(regime: str, base: Config, budget: Budget, params: dict, see
     `epochs` (the budget) still sets the learning-rate schedule, as it did for the best trial."""
     from ray import tune
 
-    from study.tuning.runner import regime_trainable
+    from study.tuning.trainables import with_data
 
-    trainable = regime_trainable(regime, base, budget, data, None)  # the search's trainable, without the greedy pass
+    trainable = with_data(regime, base, budget, data)  # as the search's, without its greedy pass (nothing ranks by it)
     storage = f"{tune_storage}/{regime}"
     if resume and tune.Tuner.can_restore(f"{storage}/{SEEDS_EXPERIMENT}"):
         print(f"[{regime}] resuming its seed runs", flush=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from study import progress
-from study.config import Config
+from study.config import Budget, Config
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES, Regime, ensure_registered, get_regime
 from study.training.loop import fit
@@ -83,6 +83,18 @@ class _Trainables(dict):
 
 
 TRAINABLES = _Trainables({name: trainable(name) for name in REGIMES})
+
+
+def with_data(regime: str, base: Config, budget: Budget, data: PreparedData, greedy_bleu: bool = False):
+    """The regime's trainable as Tune runs it: its Config and data passed once (`tune.with_parameters`), one
+    trial's resources, and whether its beam trials also report greedy validation BLEU (`fit`)."""
+    from ray import tune
+
+    return tune.with_resources(
+        # The trials get the data without its test split: selection can only ever see validation.
+        tune.with_parameters(TRAINABLES[regime], base=base.to_dict(), data=data.for_trials(), greedy_bleu=greedy_bleu),
+        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    )
 
 
 def warm_worker() -> None:
