@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     epochs = read_epochs(args.study)
     slots = args.slots
     if not slots:
-        record = args.study / "study.json"
-        timings = json.loads(record.read_text(encoding="utf-8")).get("timings") or {} if record.is_file() else {}
+        saved = args.study / "study.json"
+        timings = json.loads(saved.read_text(encoding="utf-8")).get("timings") or {} if saved.is_file() else {}
         slots = int(timings.get("slots") or 2)
     record = {"benchmark": "slot_timeline", "study": str(args.study), **slot_use(epochs, slots, args.gap),
               "experiments": by_experiment(epochs), "epochs": epochs}
