@@ -4,7 +4,7 @@
   its study in `_ot_study`: the ASHA-aware searcher (`study.tuning.searcher`) needs them to tell Optuna
   that a stopped trial was PRUNED (Ray has no public hook for it).
 - `ASHAScheduler` keeps its rungs in `_brackets`, each with a `cutoff(recorded)`: `asha.min_results` wraps it
-  (`require_rung_results`).
+  (`require_rung_results`), and so does the study's ASHA in trial order (`judge_rungs_by_earlier_trials`).
 - Ray saves no scheduler with an experiment: `Tuner.restore` gives back the ASHA pickled when the search
   started, rungs empty. `restore_asha_rungs` refills them (`_brackets`, `_trial_info`, from the results Tune saved),
   through the restored Tuner's `_local_tuner._tune_config.scheduler`.
@@ -97,6 +97,32 @@ def require_rung_results(scheduler, min_results: int) -> None:
         bracket.cutoff = _PatientCutoff(bracket.cutoff, min_results)
 
 
+class _EarlierTrialsCutoff:
+    """A rung's cutoff computed from the trials numbered at least `scheduler.at_once` below the one being judged
+    (`scheduler.judged`), whatever else has reached the rung by then (`study.tuning.searcher.TrialOrderASHA`).
+    Wrapped around `_Bracket.cutoff`, as `_PatientCutoff` is, and outside it: `min_results` counts these trials."""
+
+    def __init__(self, cutoff, scheduler) -> None:
+        self.cutoff, self.scheduler = cutoff, scheduler
+
+    def __call__(self, recorded: dict):
+        judged = self.scheduler.judged
+        if judged is None:  # not judging a trial of known number: Ray's own rule
+            return self.cutoff(recorded)
+        numbers, last = self.scheduler.numbers, judged - self.scheduler.at_once
+        return self.cutoff({t: v for t, v in recorded.items() if numbers.get(t, judged) <= last})
+
+
+def judge_rungs_by_earlier_trials(scheduler) -> None:
+    """Make a TrialOrderASHA compare a trial at a rung with the earlier trials' results alone (see its docstring)."""
+    brackets = getattr(scheduler, "_brackets", None)
+    if not brackets or not all(hasattr(b, "cutoff") for b in brackets):
+        raise StudyError(f"this Ray's ASHAScheduler has no _brackets with a cutoff: the study's ASHA in trial order "
+                         f"was written against {TESTED}; install a tested Ray (see pyproject.toml)")
+    for bracket in brackets:
+        bracket.cutoff = _EarlierTrialsCutoff(bracket.cutoff, scheduler)
+
+
 def restore_asha_rungs(tuner) -> int:
     """Refill a restored search's ASHA with every result its trials reported before the interruption; returns
     how many results were replayed.
@@ -108,6 +134,8 @@ def restore_asha_rungs(tuner) -> int:
     from types import SimpleNamespace
 
     from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from study.tuning.trials import trial_number_of
 
     scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
     if not isinstance(scheduler, AsyncHyperBandScheduler):
@@ -126,6 +154,10 @@ def restore_asha_rungs(tuner) -> int:
             continue
         trial = SimpleNamespace(trial_id=str(history["trial_id"].iloc[0]))
         scheduler._trial_info[trial.trial_id] = bracket  # what on_trial_add does, with one bracket to pick
+        if isinstance(getattr(scheduler, "numbers", None), dict) and result.path:  # a TrialOrderASHA's trial numbers
+            number = trial_number_of(Path(result.path).name)
+            if number is not None:
+                scheduler.numbers[trial.trial_id] = number
         for row in history.sort_values(scheduler._time_attr).to_dict("records"):
             scheduler.on_trial_result(None, trial, row)
             replayed += 1

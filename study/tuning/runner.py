@@ -138,23 +138,27 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
 
     trains = REGIMES[regime].trains
     max_epochs = budget.max_epochs if trains else 0
+    # An untrained regime's trials are each one evaluation of the same model: one worker process runs them
+    # in turn, instead of each starting its own (~8 s of imports here for a 1-2 s evaluation).
+    at_once = budget.max_concurrent if trains else 1
     # No ConcurrencyLimiter of our own: `max_concurrent_trials` wraps the searcher in one (ray.tune.tune.run).
+    # Searcher and ASHA both work in trial order for `at_once` trials at a time, so that the search's proposals
+    # and stops do not depend on which trial reported first (regimes side by side share the slots).
     searcher = make_searcher(study_dir, regime, max_epochs, sampler,
-                             points_to_evaluate=(space.start or None) if trains else space.grid_points())
+                             points_to_evaluate=(space.start or None) if trains else space.grid_points(),
+                             at_once=at_once, planned=n)
     return tune.Tuner(
         trainable,
         param_space=space.tune_space(),
         tune_config=tune.TuneConfig(
-            # An untrained regime's trials are each one evaluation of the same model: one worker process runs them
-            # in turn, instead of each starting its own (~8 s of imports here for a 1-2 s evaluation).
-            search_alg=searcher, num_samples=n, max_concurrent_trials=budget.max_concurrent if trains else 1,
+            search_alg=searcher, num_samples=n, max_concurrent_trials=at_once,
             trial_dirname_creator=trial_dirname,
             # A finished trial's worker process runs the next trial: no new process importing torch and
             # transformers and fetching the data per trial. Safe because `fit` seeds every RNG and
             # restores torch's threads, so a trial's numbers never depend on what ran before it.
             reuse_actors=True,
-            scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor)
-            if trains and budget.scheduler == "asha" else None,
+            scheduler=make_scheduler(space, budget.max_epochs, budget.grace_period, budget.reduction_factor,
+                                     at_once=at_once) if trains and budget.scheduler == "asha" else None,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path,

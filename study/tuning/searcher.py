@@ -21,13 +21,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study.common import content_hash
 from study.config import StudyError
 from study.tuning import internals
 from study.tuning.space import SearchSpace
-from study.tuning.trials import PRUNED, ended_as
+from study.tuning.trials import PRUNED, ended_as, trial_number
 
 # What Optuna optimises and the best trial is chosen by: validation BLEU at the trial's own num_beams,
 # since beams are part of the configuration a user would deploy (and TPE learns whether they pay).
@@ -43,7 +44,8 @@ SAMPLERS = ("tpe", "random", "gp")
 
 
 class AshaAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records a trial ASHA stopped early as PRUNED, not COMPLETE.
+    """OptunaSearch that records a trial ASHA stopped early as PRUNED, not COMPLETE, and with `at_once` proposes
+    each trial from the same finished trials however fast the trials ran.
 
     Ray's OptunaSearch tells Optuna every trial that ends without an error as COMPLETE with its last
     score, so a trial ASHA stopped after one epoch looks to TPE like a finished trial that scored
@@ -53,14 +55,53 @@ class AshaAwareOptunaSearch(OptunaSearch):
 
     A trial that ran its whole budget is told its *best* epoch's score, not its last: the study selects a
     trial by its best epoch (`study.tuning.best`), so that is the objective TPE must model.
+
+    Proposals in trial order (`at_once`, the search's trials at once, and `planned`, its trials in all): Optuna
+    proposes trial k (0-based) knowing exactly trials 0 .. k - at_once finished, the later ones still running (the
+    constant liar's "running"), and trial k starts only once those have ended (`suggest` answers None meanwhile
+    and Tune asks again). A trial that ends sooner is told to Optuna only when its turn comes. So the proposals
+    depend on the trials' results, never on which trial happened to report first — which, with regimes sharing
+    two slots, changed from run to run and with it the configuration a study picked. Without `at_once` a trial is
+    told as it ends (Ray's way). The cost: a slot may wait for an earlier trial to end (another regime's trials
+    take it meanwhile).
     """
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, at_once: int | None = None, planned: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         internals.check_ray_internals(self)
         self._max_epochs = max_epochs
+        self._at_once, self._planned = at_once, planned
+        self._started: list[str] = []  # trial ids in the order proposed (saved with the searcher: Tune pickles it)
+        self._ended: dict[str, tuple[dict | None, bool]] = {}  # ended but not told to Optuna yet: (result, error)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._at_once:
+            k = len(self._started)
+            seen = self._started[:max(0, k - self._at_once + 1)]  # trials 0 .. k - at_once
+            if any(t not in self._ended and not internals.is_completed(self, t) for t in seen):
+                return None  # one of them still runs
+            self._tell(seen)
+        suggestion = super().suggest(trial_id)
+        if isinstance(suggestion, dict):  # not None (not ready) nor Searcher.FINISHED
+            self._started.append(trial_id)
+        return suggestion
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if not self._at_once or trial_id not in self._started:
+            self._tell_ended(trial_id, result, error)
+            return
+        self._ended[trial_id] = (result, error)
+        if self._planned is None or len(self._started) >= self._planned:  # no proposal left to wait for it
+            self._tell(self._started)
+
+    def _tell(self, trial_ids: list[str]) -> None:
+        """Tell Optuna, in trial order, those of `trial_ids` that have ended and are not told yet."""
+        for trial_id in trial_ids:
+            if trial_id in self._ended:
+                self._tell_ended(trial_id, *self._ended.pop(trial_id))
+
+    def _tell_ended(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = internals.optuna_trial(self, trial_id)
         done = internals.is_completed(self, trial_id)
         if result and ot_trial is not None and not done and self.metric in result:
@@ -152,7 +193,8 @@ def make_sampler(settings: dict):
 
 
 def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict,
-                  points_to_evaluate: list[dict] | None = None) -> AshaAwareOptunaSearch:
+                  points_to_evaluate: list[dict] | None = None, at_once: int | None = None,
+                  planned: int | None = None) -> AshaAwareOptunaSearch:
     """The sampler `sampler` (from `sampler_settings`) behind Ray's OptunaSearch, its study `<regime>`
     stored in `<study_dir>/optuna.db` for optuna.load_study and optuna-dashboard; `points_to_evaluate`
     are enqueued to run first (a regime that trains nothing walks its whole grid of decoding choices:
@@ -160,10 +202,11 @@ def make_searcher(study_dir: Path, regime: str, max_epochs: int, sampler: dict,
 
     OptunaSearch takes the sampler as it is (its own `seed` argument applies only to the default sampler
     it would build) and asks it through `study.ask(fixed_distributions=...)`; its trials stay RUNNING in
-    the storage until told, which is what the constant liar reads."""
+    the storage until told, which is what the constant liar reads. `at_once`, `planned`: proposals in trial
+    order (`AshaAwareOptunaSearch`)."""
 
     return AshaAwareOptunaSearch(
-        metric=METRIC, mode=MODE, max_epochs=max_epochs, study_name=regime,
+        metric=METRIC, mode=MODE, max_epochs=max_epochs, at_once=at_once, planned=planned, study_name=regime,
         storage=optuna_storage(study_dir),
         sampler=make_sampler(sampler), points_to_evaluate=points_to_evaluate,
     )
@@ -179,14 +222,58 @@ def scheduler_settings(space: SearchSpace, max_epochs: int, grace_period: int | 
             "min_results": space.asha.get("min_results", 1), "max_t": max(max_epochs, 1)}
 
 
-def make_scheduler(space: SearchSpace, max_epochs: int, grace_period: int | None, reduction_factor: int | None):
-    """ASHA per epoch on the regime's rung metric (`scheduler_settings`)."""
-    from ray.tune.schedulers import ASHAScheduler
+class TrialOrderASHA(ASHAScheduler):
+    """ASHA whose decisions do not depend on the order in which trials report.
 
+    Ray's ASHA judges a trial at a rung against whatever results reached the rung before it, so two runs of one
+    study stop different trials when their trials report in another order (regimes sharing the slots, a busier
+    machine). Here trial n (the experiment's n-th, its number in Tune's tag) is judged against the results of
+    trials n - at_once and earlier alone: exactly the trials that had ended when it started, since the searcher
+    starts trial n only then (`AshaAwareOptunaSearch` with the same `at_once`). The first `at_once` trials pass
+    every rung, as the first arrival does in Ray's ASHA."""
+
+    def __init__(self, *args: Any, at_once: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.at_once = at_once
+        self.numbers: dict[str, int] = {}  # trial id -> its number (kept by Tune's pickle of the scheduler)
+        self.judged: int | None = None  # the number of the trial being judged, while it is
+
+    def _number(self, trial) -> int | None:
+        """The trial's number, remembered (a restored search's trials are numbered by `restore_asha_rungs`)."""
+        if trial.trial_id not in self.numbers and trial_number(trial) is not None:
+            self.numbers[trial.trial_id] = trial_number(trial)
+        return self.numbers.get(trial.trial_id)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._number(trial)
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        self.judged = self._number(trial)
+        try:
+            return super().on_trial_result(tune_controller, trial, result)
+        finally:
+            self.judged = None
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self.judged = self._number(trial)
+        try:
+            super().on_trial_complete(tune_controller, trial, result)
+        finally:
+            self.judged = None
+
+
+def make_scheduler(space: SearchSpace, max_epochs: int, grace_period: int | None, reduction_factor: int | None,
+                   at_once: int | None = None):
+    """ASHA per epoch on the regime's rung metric (`scheduler_settings`); with `at_once`, judging in trial order
+    (`TrialOrderASHA`)."""
     settings = scheduler_settings(space, max_epochs, grace_period, reduction_factor)
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric=settings["rung_metric"],
-                              mode=RUNG_METRICS[settings["rung_metric"]], max_t=settings["max_t"],
-                              grace_period=settings["grace_period"], reduction_factor=settings["reduction_factor"])
+    kwargs = {"time_attr": "training_iteration", "metric": settings["rung_metric"],
+              "mode": RUNG_METRICS[settings["rung_metric"]], "max_t": settings["max_t"],
+              "grace_period": settings["grace_period"], "reduction_factor": settings["reduction_factor"]}
+    scheduler = TrialOrderASHA(**kwargs, at_once=at_once) if at_once else ASHAScheduler(**kwargs)
     if settings["min_results"] > 1:
         internals.require_rung_results(scheduler, settings["min_results"])
+    if at_once:  # outside min_results' wrapper, so that it counts the earlier trials alone
+        internals.judge_rungs_by_earlier_trials(scheduler)
     return scheduler

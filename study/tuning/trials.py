@@ -38,8 +38,14 @@ def trial_dirname(trial) -> str:
     Named by the project (TuneConfig(trial_dirname_creator=...)), so the analysis reads a trial's number and
     id from its folder name without reverse-engineering Tune's default names. The number is the counter at
     the head of Tune's experiment tag ("3_batch_size=16,lr=...")."""
+    return f"{TRIAL_DIR_PREFIX}{trial_number(trial) or 0}_{trial.trial_id}"
+
+
+def trial_number(trial) -> int | None:
+    """A Tune trial's number in its experiment (1 for the first trial the searcher proposed): the counter at the
+    head of its experiment tag ("3_batch_size=16,lr=..."), None where it has none."""
     number = str(getattr(trial, "experiment_tag", "")).partition("_")[0]
-    return f"{TRIAL_DIR_PREFIX}{number if number.isdigit() else 0}_{trial.trial_id}"
+    return int(number) if number.isdigit() else None
 
 
 def trial_id_of(dirname: str) -> str | None:

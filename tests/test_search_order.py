@@ -1,0 +1,142 @@
+"""The search in trial order: the same proposals and the same early stops however the trials' reports interleave.
+
+Regimes searched side by side share the trial slots, so which trial of a regime reports first changes from run to
+run; Ray's OptunaSearch and ASHA decide by that order, and the same study at the same seed picked another
+configuration. With `at_once` (the study's searches always pass it) Optuna proposes trial k knowing exactly trials
+0 .. k - at_once finished, and ASHA judges trial n against trials n - at_once and earlier."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from study.tuning.searcher import (
+    METRIC,
+    MODE,
+    AshaAwareOptunaSearch,
+    make_sampler,
+    make_scheduler,
+    sampler_settings,
+)
+from study.tuning.space import parse_search_space
+
+SPACE = {"search": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2},
+                    "batch_size": {"distribution": "choice", "values": [16, 32]}},
+         "fixed": {}, "asha": {"grace_period": 1, "reduction_factor": 2}}
+EPOCHS, TRIALS = 3, 8
+
+
+def _bleu(config: dict, epoch: int) -> float:
+    """A made-up validation BLEU: best at lr 1e-3 and batch 16, growing with epochs."""
+    return (10 - 3 * abs(math.log10(config["lr"]) + 3) - (1 if config["batch_size"] == 32 else 0)) * epoch / EPOCHS
+
+
+class _Trial:
+    def __init__(self, trial_id: str, number: int, config: dict) -> None:
+        self.trial_id, self.experiment_tag, self.config = trial_id, f"{number}_lr={config['lr']}", config
+        self.epoch, self.clock = 0, 0.0
+
+
+def _search(seconds, at_once: int | None, concurrency: int = 2) -> tuple[list[dict], list[int], list[int]]:
+    """A search driven as Tune's controller drives one (a free slot asks the searcher; every result goes to ASHA,
+    then to the searcher unless stopped; an ended trial to both), each epoch of a trial lasting `seconds(config)`
+    on a simulated clock. Returns the configurations in proposal order, the trials stopped early, and how many
+    trials Optuna had been told had ended when each was proposed."""
+    searcher = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=EPOCHS, study_name="t",
+                                     sampler=make_sampler(sampler_settings("tpe", "scratch", TRIALS, 0)),
+                                     at_once=at_once, planned=TRIALS)
+    searcher.set_search_properties(None, None, parse_search_space(SPACE, "t").tune_space())
+    scheduler = make_scheduler(parse_search_space(SPACE, "t"), EPOCHS, None, None, at_once=at_once)
+    running: dict[str, _Trial] = {}
+    proposed, stopped, told = [], [], []
+    clock = 0.0
+    while len(proposed) < TRIALS or running:
+        while len(running) < concurrency and len(proposed) < TRIALS:
+            trial_id = f"t{len(proposed)}"
+            config = searcher.suggest(trial_id)
+            if config is None:  # waiting for an earlier trial to end: Tune asks again after the next event
+                break
+            told.append(sum(t.state.is_finished() for t in searcher._ot_study.trials))
+            proposed.append(config)
+            trial = running[trial_id] = _Trial(trial_id, len(proposed), config)
+            trial.clock = clock + seconds(config)
+            scheduler.on_trial_add(None, trial)
+        trial = min(running.values(), key=lambda t: (t.clock, t.trial_id))
+        clock, trial.epoch = trial.clock, trial.epoch + 1
+        result = {METRIC: _bleu(trial.config, trial.epoch), "val_bleu_greedy": _bleu(trial.config, trial.epoch),
+                  "training_iteration": trial.epoch, "epoch": trial.epoch, "diverged": False}
+        decision = scheduler.on_trial_result(None, trial, result)
+        if decision == TrialScheduler.STOP or trial.epoch == EPOCHS:
+            if trial.epoch < EPOCHS:
+                stopped.append(int(trial.experiment_tag.partition("_")[0]))
+            else:  # ASHA stops a trial at max_t itself; Tune tells it the trial ended
+                scheduler.on_trial_complete(None, trial, result)
+            searcher.on_trial_complete(trial.trial_id, result)
+            del running[trial.trial_id]
+        else:
+            searcher.on_trial_result(trial.trial_id, result)
+            trial.clock = clock + seconds(trial.config)
+    return proposed, sorted(stopped), told
+
+
+def _fast_high_lr(config: dict) -> float:
+    return 1.0 + math.log10(1e-2 / config["lr"])  # a trial at a higher lr finishes its epochs sooner
+
+
+def _fast_low_lr(config: dict) -> float:
+    return 1.0 + math.log10(config["lr"] / 1e-4)  # ... and here the other way round
+
+
+def test_the_search_proposes_and_stops_the_same_trials_whichever_trial_reports_first():
+    one = _search(_fast_high_lr, at_once=2)
+    other = _search(_fast_low_lr, at_once=2)
+    assert one[0] == other[0]  # the same configurations, in the same order
+    assert one[1] == other[1]  # the same trials stopped early
+    assert one[1], "ASHA stopped nothing: the test shows too little"
+    # trial k was proposed knowing exactly trials 0 .. k - 2 had ended (the first two knowing none)
+    assert one[2] == other[2] == [max(0, k - 1) for k in range(TRIALS)]
+
+
+def test_without_trial_order_the_same_search_depends_on_which_trial_reports_first():
+    """What the order fixes: Ray's way (`at_once` None), the two timings give two different searches."""
+    one, other = _search(_fast_high_lr, at_once=None), _search(_fast_low_lr, at_once=None)
+    assert (one[0], one[1]) != (other[0], other[1])
+
+
+def test_every_trial_ends_up_told_to_optuna_in_trial_order():
+    searcher = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=1, study_name="t",
+                                     sampler=make_sampler(sampler_settings("random", "scratch", 3, 0)),
+                                     at_once=2, planned=3)
+    searcher.set_search_properties(None, None, parse_search_space(SPACE, "t").tune_space())
+    assert searcher.suggest("a") and searcher.suggest("b")
+    searcher.on_trial_complete("b", {METRIC: 2.0, "epoch": 1, "training_iteration": 1})
+    assert searcher.suggest("c") is None  # c must know a's result: a still runs
+    assert [t.state for t in searcher._ot_study.trials] == [optuna.trial.TrialState.RUNNING] * 2  # b not told yet
+    searcher.on_trial_complete("a", {METRIC: 1.0, "epoch": 1, "training_iteration": 1})
+    assert searcher.suggest("c")
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+                      optuna.trial.TrialState.RUNNING]  # c was proposed knowing a alone
+    searcher.on_trial_complete("c", {METRIC: 3.0, "epoch": 1, "training_iteration": 1})  # all proposed: tell all
+    assert [t.value for t in searcher._ot_study.trials] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("arrivals", [("1", "2", "3", "4"), ("2", "1", "4", "3")])
+def test_asha_in_trial_order_judges_a_trial_against_the_trials_ended_before_it_started(arrivals):
+    """Trial 3 is judged against trial 1 alone (5.0: stopped), trial 4 against 1 and 2 (cutoff 4.5: goes on),
+    whichever arrived first; Ray's ASHA stops 2 and 3 in the first order and only 3 in the second."""
+    bleu = {"1": 5.0, "2": 4.0, "3": 3.0, "4": 4.5}
+    decisions = {}
+    for ordered in (True, False):
+        scheduler = make_scheduler(parse_search_space(SPACE, "t"), EPOCHS, None, None, at_once=2 if ordered else None)
+        for number in arrivals:
+            trial = _Trial(f"id{number}", int(number), {"lr": 1e-3})
+            scheduler.on_trial_add(None, trial)
+            decision = scheduler.on_trial_result(None, trial, {"training_iteration": 1, "val_bleu_greedy": bleu[number]})
+            decisions[(ordered, number)] = decision
+    assert sorted(n for (o, n), d in decisions.items() if o and d == TrialScheduler.STOP) == ["3"]
+    plain = sorted(n for (o, n), d in decisions.items() if not o and d == TrialScheduler.STOP)
+    assert plain == (["2", "3"] if arrivals[0] == "1" else ["3"])
