@@ -17,8 +17,10 @@ every epoch scored) and
    `make_scheduler`, `num_samples` trials, `--concurrency` at once — with trials that read the table instead
    of training: a trial's lr snaps to the grid's nearest (in log), its seed is one of the recorded seeds drawn
    per point and replay, and its epochs arrive in the order their recorded durations imply (a simulated
-   clock, as Syne Tune's `SimulatorCallback` replays tabulated curves), which is what asynchronous ASHA's
-   decisions depend on. The event loop calls the searcher and scheduler as Tune's controller does
+   clock, as Syne Tune's `SimulatorCallback` replays tabulated curves). The study searches in trial order
+   (`at_once` = `--concurrency`: Optuna proposes trial k knowing trials 0..k-at_once ended, ASHA judges trial n
+   against trials n-at_once and earlier), so the order only decides when a trial may start, never what it
+   does. The event loop calls the searcher and scheduler as Tune's controller does
    (`ray.tune.execution.tune_controller`: every result goes to the scheduler; on CONTINUE to the searcher;
    on STOP or the last epoch both hear `on_trial_complete`).
 
@@ -232,10 +234,11 @@ class _Trial:
     clock: float = 0.0  # simulated time of its next report
     stopped_early: bool = False
     reported: list[dict] = field(default_factory=list)
+    experiment_tag: str = ""  # "<number>_": the trial's number, as Tune's tag gives it to the study's ASHA
 
 
 def _make_search(regime: str, sampler_name: str, scheduler: dict | None, warm: bool, seed: int, n_trials: int,
-                 max_epochs: int, space):
+                 max_epochs: int, space, at_once: int | None = None):
     from study.tuning.searcher import (
         METRIC,
         MODE,
@@ -248,13 +251,13 @@ def _make_search(regime: str, sampler_name: str, scheduler: dict | None, warm: b
 
     settings = sampler_settings(sampler_name, regime, n_trials, seed)
     searcher = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=max_epochs, study_name=regime,
-                                     sampler=make_sampler(settings),
+                                     sampler=make_sampler(settings), at_once=at_once, planned=n_trials,
                                      points_to_evaluate=[dict(p) for p in WARM_POINTS] if warm else None)
     searcher.set_search_properties(None, None, space.tune_space())
     sched = None
     if scheduler is not None:
         sched = make_scheduler(SearchSpace(search=space.search, fixed=space.fixed, asha=dict(scheduler),
-                                           source=space.source), max_epochs, None, None)
+                                           source=space.source), max_epochs, None, None, at_once=at_once)
     return searcher, sched
 
 
@@ -267,8 +270,9 @@ def replay_regime(table: Table, regime: str, arm: str, seed: int, n_trials: int,
     sampler_name, scheduler_name, warm = parse_arm(arm)
     rng = random.Random(f"{seed}|{regime}")
     draws: dict[tuple, int] = {}  # the seed each point gets in this replay
+    # in trial order, as the study searches (study.tuning.searcher): `concurrency` trials at once
     searcher, scheduler = _make_search(regime, sampler_name, SCHEDULERS[scheduler_name], warm, seed, n_trials,
-                                       table.epochs, space)
+                                       table.epochs, space, at_once=concurrency)
     running: dict[str, _Trial] = {}
     ended: list[_Trial] = []
     clock, started = 0.0, 0
@@ -276,6 +280,8 @@ def replay_regime(table: Table, regime: str, arm: str, seed: int, n_trials: int,
         while len(running) < concurrency and started < n_trials:
             trial_id = f"{regime}_{started:03d}"
             config = searcher.suggest(trial_id)
+            if config is None:  # an earlier trial it must see still runs: the next event frees it
+                break
             started += 1
             batch = config["batch_size"]
             lr = table.snap(regime, config["lr"], batch)
@@ -283,7 +289,8 @@ def replay_regime(table: Table, regime: str, arm: str, seed: int, n_trials: int,
             if key not in draws:
                 draws[key] = rng.choice(table.seeds(*key))
             point = table.points[key][draws[key]]
-            trial = _Trial(trial_id, config, point, epoch_rows(point, config["num_beams"]))
+            trial = _Trial(trial_id, config, point, epoch_rows(point, config["num_beams"]),
+                           experiment_tag=f"{started}_")
             trial.clock = clock + STARTUP_SECONDS + trial.rows[0]["seconds"]
             if scheduler is not None:
                 scheduler.on_trial_add(None, trial)

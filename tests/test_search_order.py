@@ -8,6 +8,7 @@ configuration. With `at_once` (the study's searches always pass it) Optuna propo
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -140,3 +141,55 @@ def test_asha_in_trial_order_judges_a_trial_against_the_trials_ended_before_it_s
     assert sorted(n for (o, n), d in decisions.items() if o and d == TrialScheduler.STOP) == ["3"]
     plain = sorted(n for (o, n), d in decisions.items() if not o and d == TrialScheduler.STOP)
     assert plain == (["2", "3"] if arrivals[0] == "1" else ["3"])
+
+
+def _report_slowly(config: dict, seconds) -> None:
+    """A trainable reporting `_bleu` each epoch after `seconds(config)` tenths of a second."""
+    import time
+
+    from ray import tune
+
+    for epoch in range(1, EPOCHS + 1):
+        time.sleep(0.2 * seconds(config))
+        bleu = _bleu(config, epoch)
+        tune.report({METRIC: bleu, "val_bleu_greedy": bleu, "epoch": epoch, "diverged": False})
+
+
+@pytest.mark.slow
+def test_a_real_search_in_trial_order_repeats_itself_when_its_trials_run_at_other_speeds(tmp_path):
+    """The study's own Tuner (`search_tuner`: its searcher, ASHA and concurrency) on a real Ray with two slots, run
+    twice with the trials' speeds reversed, so that they report in other orders: the same trials, each with the
+    same configuration and the same epochs (ASHA's stops), and Optuna told the same."""
+    import ray
+    from ray import tune
+
+    from study.config import Budget
+    from study.tuning.runner import search_tuner
+    from study.tuning.searcher import optuna_storage_url
+    from study.tuning.trials import trial_number_of
+
+    space = parse_search_space(SPACE, "t")
+    budget = Budget(num_samples=TRIALS, max_epochs=EPOCHS, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
+                    grace_period=None, reduction_factor=None, max_failures=0, keep_checkpoints=True)
+    searches = []
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        for name, seconds in (("high", _fast_high_lr), ("low", _fast_low_lr)):
+            study_dir = tmp_path / name
+            study_dir.mkdir()
+            trainable = tune.with_parameters(_report_slowly, seconds=seconds)
+            grid = search_tuner(trainable, "scratch", budget, space, study_dir, str(study_dir), "scratch", TRIALS,
+                                sampler_settings("tpe", "scratch", TRIALS, 0)).fit()
+            assert grid.num_errors == 0 and len(grid) == TRIALS
+            trials = {trial_number_of(Path(r.path).name): (r.config["lr"], r.config["batch_size"],
+                                                          int(r.metrics["epoch"])) for r in grid}
+            told = [(t.state.name, t.value) for t in optuna.load_study(
+                study_name="scratch", storage=optuna_storage_url(study_dir)).trials]
+            searches.append((trials, told))
+    finally:
+        ray.shutdown()
+    (one, told_one), (other, told_other) = searches
+    assert one == other
+    assert told_one == told_other
+    assert any(epochs < EPOCHS for _lr, _b, epochs in one.values()), "ASHA stopped nothing: the test shows too little"
