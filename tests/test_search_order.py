@@ -8,6 +8,7 @@ configuration. With `at_once` (the study's searches always pass it) Optuna propo
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import optuna
@@ -161,13 +162,15 @@ def test_a_real_search_in_trial_order_repeats_itself_when_its_trials_run_at_othe
     twice with the trials' speeds reversed, so that they report in other orders: the same trials, each with the
     same configuration and the same epochs (ASHA's stops), and Optuna told the same."""
     import ray
-    from ray import tune
+    from ray import cloudpickle, tune
 
     from study.config import Budget
     from study.tuning.runner import search_tuner
     from study.tuning.searcher import optuna_storage_url
     from study.tuning.trials import trial_number_of
 
+    # Ray's workers cannot import this test module: its functions travel by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     space = parse_search_space(SPACE, "t")
     budget = Budget(num_samples=TRIALS, max_epochs=EPOCHS, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
                     grace_period=None, reduction_factor=None, max_failures=0, keep_checkpoints=True)
