@@ -87,14 +87,21 @@ class _PatientCutoff:
         return self.cutoff(recorded) if len(recorded) >= self.min_results else None
 
 
-def require_rung_results(scheduler, min_results: int) -> None:
-    """Make Ray's ASHA stop nothing at a rung before `min_results` trials have recorded there."""
+def _wrap_rung_cutoffs(scheduler, wrap, what: str) -> None:
+    """Replace each of Ray's ASHA brackets' `cutoff` by `wrap(cutoff)`; `what` (which feature needs it, and the way
+    out) goes into the error raised when this Ray's ASHA has no such cutoff."""
     brackets = getattr(scheduler, "_brackets", None)
     if not brackets or not all(hasattr(b, "cutoff") for b in brackets):
-        raise StudyError(f"this Ray's ASHAScheduler has no _brackets with a cutoff: asha.min_results was written "
-                         f"against {TESTED}; drop min_results from the search space or install a tested Ray")
+        raise StudyError(f"this Ray's ASHAScheduler has no _brackets with a cutoff: {what}")
     for bracket in brackets:
-        bracket.cutoff = _PatientCutoff(bracket.cutoff, min_results)
+        bracket.cutoff = wrap(bracket.cutoff)
+
+
+def require_rung_results(scheduler, min_results: int) -> None:
+    """Make Ray's ASHA stop nothing at a rung before `min_results` trials have recorded there."""
+    _wrap_rung_cutoffs(scheduler, lambda cutoff: _PatientCutoff(cutoff, min_results),
+                       f"asha.min_results was written against {TESTED}; drop min_results from the search space or "
+                       f"install a tested Ray")
 
 
 class _EarlierTrialsCutoff:
@@ -115,12 +122,9 @@ class _EarlierTrialsCutoff:
 
 def judge_rungs_by_earlier_trials(scheduler) -> None:
     """Make a TrialOrderASHA compare a trial at a rung with the earlier trials' results alone (see its docstring)."""
-    brackets = getattr(scheduler, "_brackets", None)
-    if not brackets or not all(hasattr(b, "cutoff") for b in brackets):
-        raise StudyError(f"this Ray's ASHAScheduler has no _brackets with a cutoff: the study's ASHA in trial order "
-                         f"was written against {TESTED}; install a tested Ray (see pyproject.toml)")
-    for bracket in brackets:
-        bracket.cutoff = _EarlierTrialsCutoff(bracket.cutoff, scheduler)
+    _wrap_rung_cutoffs(scheduler, lambda cutoff: _EarlierTrialsCutoff(cutoff, scheduler),
+                       f"the study's ASHA in trial order was written against {TESTED}; install a tested Ray (see "
+                       f"pyproject.toml)")
 
 
 def restore_asha_rungs(tuner) -> int:
