@@ -15,7 +15,9 @@ A study at a URI is pulled (trial results, no checkpoints) into a local staging 
 and only these output files are pushed back next to it: the study's own files at the URI are never
 rewritten. Several studies (`study.analysis.compare`) are compared in one table and plot, written to --out
 (default: `cross-study/` beside the first study): per regime the mean ± sd of its best trial's test BLEU,
-each study's ranking of the regimes and how often each occurred, and which settings differ between them.
+each study's ranking of the regimes and how often each occurred, which settings differ between them, and
+cross_study_pairwise.csv: regime A against regime B with the studies as the unit (`study.analysis.cross_study`),
+beside each study's own verdict in the report.
 """
 
 from __future__ import annotations
@@ -102,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args) -> None:
+    import pandas as pd
+
     from study.analysis.compare import comparability, compare, write_comparison
+    from study.analysis.cross_study import FILE as CROSS_STUDY_FILE
 
     first = args.study_dir[0]
     out = Path(args.out) if args.out else Path("cross-study") if is_uri(first) else Path(first).parent / "cross-study"
@@ -116,7 +121,9 @@ def _compare(args) -> None:
     print(c.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print("\n" + c.ranking_counts.drop(columns="share").to_string(index=False))
     print("\ncomparable? " + comparability(c))
-    print(f"{len(written)} files written; report: {out / 'cross_study.md'}")
+    pairs = next(p for p in written if p.name == CROSS_STUDY_FILE)
+    print("\n" + pd.read_csv(pairs).drop(columns="reason").to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"{len(written)} files written; report: {out / 'cross_study.md'}; cross-study verdict: {pairs}")
 
 
 if __name__ == "__main__":

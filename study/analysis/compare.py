@@ -130,8 +130,14 @@ def _fmt(value, digits: int = 2) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def comparison_markdown(c: StudyComparison) -> str:
-    """The cross-study report: the table, the rankings and their counts, and what differs between the studies."""
+def comparison_markdown(c: StudyComparison, pairs: pd.DataFrame | None = None) -> str:
+    """The cross-study report: the table, the rankings and their counts, regime A against regime B with the
+    studies as the unit (`pairs`: `cross_study.pairwise_across`, computed here if not given) beside each study's
+    own verdict, and what differs between the studies."""
+    from study.analysis import cross_study
+
+    if pairs is None:
+        pairs = cross_study.pairwise_across(c.studies, c.analyses)
     rows = [[r["regime"], str(r["studies"]), f"{_fmt(r['test_bleu_mean'])} ± {_fmt(r['test_bleu_sd'])}",
              f"{_fmt(r['test_bleu_min'])} – {_fmt(r['test_bleu_max'])}", *[_fmt(r[s]) for s in c.studies]]
             for _, r in c.table.iterrows()]
@@ -145,6 +151,7 @@ def comparison_markdown(c: StudyComparison) -> str:
              markdown_table(["ranking", "studies", "share", "which"],
                             [[r.ranking, str(r.studies), f"{r.share:.0%}", r.which] for r in
                              c.ranking_counts.itertuples()]), "",
+             *cross_study.section(c.studies, c.analyses, pairs, markdown_table),
              "## Comparable?", "", comparability(c)]
     return "\n".join(parts) + "\n"
 
@@ -170,15 +177,19 @@ def _short(value) -> str:
 
 
 def write_comparison(c: StudyComparison, out: Path, plots: bool = True) -> list[Path]:
-    """cross_study.csv / .md, rankings.csv, settings.csv and plots/cross_study.png in `out`; returns the paths."""
+    """cross_study.csv / .md, rankings.csv, settings.csv, cross_study_pairwise.csv (regime A against B with the
+    studies as the unit) and plots/cross_study.png in `out`; returns the paths."""
+    from study.analysis import cross_study as across
     from study.common import write_atomic, write_text
 
-    written = [out / "cross_study.csv", out / "rankings.csv", out / "settings.csv", out / "cross_study.md"]
+    pairs = across.pairwise_across(c.studies, c.analyses)  # once: the CSV and the report's figures agree
+    written = [out / "cross_study.csv", out / "rankings.csv", out / "settings.csv", out / "cross_study.md",
+               across.write(pairs, out)]
     write_text(written[0], c.table.to_csv(index=False))
     write_text(written[1], c.rankings.merge(c.ranking_counts[["ranking", "studies"]].rename(
         columns={"studies": "studies_with_this_ranking"}), on="ranking").to_csv(index=False))
     write_text(written[2], c.settings.to_csv(index=False))
-    write_text(written[3], comparison_markdown(c))
+    write_text(written[3], comparison_markdown(c, pairs))
     if plots:
         from study.analysis.plots import cross_study
 
