@@ -3,6 +3,7 @@
     python -m study.run --regime all                 # quick preset: bundled corpus, tiny model, ~10 min on 2 cores
     python -m study.run --preset paper --data fra.txt --gpus-per-trial 1
     python -m study.run --resume NAME                # continue an interrupted study
+    python -m study.run --replicates 5 --name quick  # 5 studies at seeds 0-4, then the verdict across them
 
 Results land in `results/<name>/`: study.json, optuna.db, one Tune experiment per regime, each regime's
 best.json / test.hyp.txt / test.ref.txt, and summary.csv.
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
     p.add_argument("--name", help="study name (default: <preset>-<UTC timestamp>)")
     p.add_argument("--resume", metavar="NAME", help="continue the interrupted study NAME in --results")
+    p.add_argument("--replicates", type=int, metavar="K",
+                   help="K studies at seeds --seed, --seed+1, ... (each its own search, upstream and seed runs, "
+                        "named <name>-seed<N>), one after another, then the verdict across them in "
+                        "<name>-replicates/ (study/replicates.py)")
     p.add_argument("--more-trials", type=int, metavar="N",
                    help="with --resume: N more trials for every trained regime's search, continuing its Optuna "
                         "study; a regime is scored on test again only if its best trial changed")
@@ -143,6 +148,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.more_trials is not None and (not args.resume or args.more_trials < 1):
         raise StudyError(f"--more-trials N extends an existing study by N >= 1 trials per regime: pass --resume NAME "
                          f"with it (got --more-trials {args.more_trials}" + ("" if args.resume else " alone") + ")")
+    if args.replicates is not None:  # K studies, each by this very function, then the verdict across them
+        from study import replicates
+
+        replicates.check(args)
+        return replicates.run_replicates(args, _main, resolve(args)[0].seed, cache_dir)
     if args.resume:
         where = StudyLocation(args.results, args.resume, cache_dir)
         if not where.exists():

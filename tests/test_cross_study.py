@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_sentences
+from conftest import study_argv, tiny_sentences, write_space
 
 from study.analysis.conclusions import FINDING, INCONCLUSIVE
 from study.analysis.cross_study import COLUMNS, FILE
@@ -174,3 +174,48 @@ def test_a_consistent_difference_across_studies_is_a_finding(tmp_path, capsys):
     two = _cross(pair, tmp_path / "two", capsys).loc[("full", "decoder")]
     assert two["p_adjusted"] < 0.01 and two["ci_low"] > 0
     assert two["verdict"] == INCONCLUSIVE and "only 2 studies finished both (a finding needs 3)" in two["reason"]
+
+
+# --- python -m study.run --replicates K ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "needle"), [(["--replicates", "0"], "--replicates K runs K >= 1 studies"),
+                                               (["--replicates", "-2"], "got -2"),
+                                               (["--replicates", "2", "--resume", "old"], "cannot --resume old")])
+def test_bad_replicates_are_one_line_and_run_nothing(extra, needle, tmp_path, capsys):
+    from study.run import main as run_main
+
+    code = run_main(["--regime", "scratch", "--results", str(tmp_path / "results"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_replicates_run_studies_at_consecutive_seeds_then_the_verdict_across_them(study_pairs, tmp_path, capsys):
+    """--replicates 2 at --seed 5: two whole studies of `scratch` and `upstream` (a tiny upstream pretrained per
+    seed), named rep-seed5 and rep-seed6, then cross_study_pairwise.csv over them in rep-replicates/."""
+    from study.run import main as run_main
+
+    space = write_space(tmp_path / "space.yaml", [3e-3])
+    argv = study_argv(study_pairs, tmp_path / "results", "rep", space, 1, 1, study_pairs.parent / "cache", seed=5)
+    argv[argv.index("--regime") + 1] = "scratch,upstream"
+    code = run_main(argv + ["--replicates", "2", "--pretrain-steps", "20"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    results = tmp_path / "results"
+    assert sorted(p.name for p in results.iterdir()) == ["rep-replicates", "rep-seed5", "rep-seed6"]
+    for seed in (5, 6):
+        record = json.loads((results / f"rep-seed{seed}" / "study.json").read_text())
+        assert record["seed"] == record["config"]["seed"] == seed and record["name"] == f"rep-seed{seed}"
+        assert all((results / f"rep-seed{seed}" / r / "best.json").exists() for r in ("scratch", "upstream"))
+    frame = pd.read_csv(results / "rep-replicates" / FILE)
+    assert list(frame.columns) == COLUMNS and len(frame) == 1
+    row = frame.iloc[0]
+    assert {row["a"], row["b"]} == {"scratch", "upstream"} and row["n_studies"] == 2 and row["difference"] >= 0
+    assert row["verdict"] == INCONCLUSIVE and "only 2 studies finished both" in row["reason"]
+    assert f"cross-study verdict: {results / 'rep-replicates' / FILE}" in out
+    report = (results / "rep-replicates" / "cross_study.md").read_text()
+    assert "over 2 studies at seeds 5, 6, each with its own search, upstream and seed runs" in report
+    # the names are taken now: refused in one line before anything runs
+    assert run_main(argv + ["--replicates", "2"]) == 2
+    assert "rep-seed5 exists already" in capsys.readouterr().err
