@@ -87,6 +87,9 @@ class Config:
     lr: float = _field(1e-3, "trial", "peak learning rate of AdamW (linear warm-up then linear decay)", positive=True)
     batch_size: int = _field(32, "trial", "training batch size, in sentence pairs", positive=True)
     num_beams: int = _field(1, "trial", "beams for generation at evaluation (1 = greedy)", positive=True)
+    # Beam search changes decoding, not training: a search scores each checkpoint at every width its space lists
+    # (`beams: per_checkpoint`, study.tuning.space) and keeps the best, instead of training a model per width.
+    val_beams: tuple[int, ...] = _field((), "trial", "beam widths every validation decodes with, the best reported as val_bleu and its width as num_beams_best (empty: num_beams alone)", factory=tuple)
     epochs: int = _field(3, "trial", "training epochs", positive=True)
     warmup_ratio: float = _field(0.06, "trial", "fraction of the training steps spent warming the learning rate up")
     weight_decay: float = _field(0.01, "trial", "AdamW weight decay")
@@ -114,6 +117,8 @@ class Config:
     def __post_init__(self) -> None:
         if isinstance(self.split, list):
             self.split = tuple(self.split)
+        if isinstance(self.val_beams, list):
+            self.val_beams = tuple(self.val_beams)
         self._check()
 
     def replace(self, **changes: Any) -> Config:
@@ -123,6 +128,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["split"] = list(self.split)
+        d["val_beams"] = list(self.val_beams)
         return d
 
     @classmethod
@@ -149,6 +155,9 @@ class Config:
                 raise StudyError(f"{f.name} must be positive{' (or unset)' if f.default is None else ''}, got {value}")
         if len(self.split) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in self.split):
             raise StudyError(f"split must be three non-negative fractions, got {self.split}")
+        if not isinstance(self.val_beams, tuple) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                                          for w in self.val_beams):
+            raise StudyError(f"val_beams must be whole numbers of beams, at least 1, got {self.val_beams!r}")
         if abs(sum(self.split) - 1.0) > 1e-6:
             raise StudyError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split):g})")
         if self.split[1] <= 0 or self.split[2] <= 0:
@@ -248,6 +257,10 @@ def add_config_flags(parser: Any, names: list[str] | None = None) -> None:
         if name == "split":
             parser.add_argument(flag, type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                                 default=argparse.SUPPRESS, help=f.metadata["help"])
+            continue
+        if name == "val_beams":
+            parser.add_argument(flag, dest=name, type=int, nargs="+", metavar="BEAMS", default=argparse.SUPPRESS,
+                                help=f.metadata["help"])
             continue
         kind = _number_kind(f) or str
         parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS,

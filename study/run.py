@@ -33,7 +33,7 @@ log = logging.getLogger("study.run")
 
 # Config fields that are not study.run flags: the search samples them, or a flag of its own sets them
 # (--max-epochs, --regime, --cpus-per-trial). Every other Config field is a flag of the same name.
-NOT_FLAGS = ("lr", "batch_size", "num_beams", "epochs", "regime", "torch_threads")
+NOT_FLAGS = ("lr", "batch_size", "num_beams", "val_beams", "epochs", "regime", "torch_threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +119,7 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
             check_pretrained_weights(config.model, regime)
     spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
     for regime, space in spaces.items():
-        config.replace(regime=regime, **space.fixed)  # checked when made: a bad fixed value fails here
+        config.replace(regime=regime, **space.trial_base())  # checked when made: a bad fixed value fails here
     budget = Budget(num_samples=args.num_samples or preset["num_samples"], max_epochs=config.epochs,
                     max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,

@@ -215,7 +215,7 @@ def test_a_real_study_runs_tpe_with_asha_on_loss_over_beams_from_its_start_point
 
 
 @pytest.mark.parametrize("start, needle", [([{"lr": 1.0, "batch_size": 16, "num_beams": 1}], "outside"),
-                                           ([{"lr": 1e-3, "batch_size": 16}], "exactly the searched"),
+                                           ([{"lr": 1e-3, "num_beams": 4}], "exactly the searched"),
                                            ({"lr": 1e-3}, "list of mappings")])
 def test_a_start_point_outside_the_space_is_refused_with_one_line(start, needle):
     from study.config import StudyError

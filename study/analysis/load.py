@@ -41,7 +41,7 @@ from study.tuning.internals import read_experiment_state
 from study.tuning.seeds import SEEDS_EXPERIMENT
 
 STATUSES = ("finished", "pruned", "diverged", "errored", "running", "pending")
-METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_bleu_greedy", "val_chrf", "val_bleu_multi", "train_loss", "lr", "epoch_time_s",
+METRICS = ["val_loss", "val_ppl", "val_exact_match", "val_bleu", "val_bleu_greedy", "num_beams_best", "val_chrf", "val_bleu_multi", "train_loss", "lr", "epoch_time_s",
            "train_tokens_per_s", "diverged", "trainable_params", "total_params"]
 TUNE_FIELDS = ["training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "node_id", "node_ip"]
 TEST = ["test_loss", "test_ppl", "test_exact_match", "test_bleu", "test_chrf", "test_bleu_multi"]
@@ -156,6 +156,9 @@ def _read_regime(regime: str, regime_dir: Path, max_epochs: int, trains: bool) -
         frame = pd.DataFrame(rows)
         best = frame.loc[frame["val_bleu"].idxmax()] if "val_bleu" in frame and frame["val_bleu"].notna().any() else None
         last = rows[-1] if rows else {}
+        if best is not None and pd.notna(best.get("num_beams_best", math.nan)):
+            # every width scored per checkpoint: the trial's num_beams is the one its best epoch decoded best with
+            params = {**(params or {}), "num_beams": int(best["num_beams_best"])}
         trials.append({
             "regime": regime, "trial_id": trial_id, "number": trials_lib.trial_number_of(trial_dir.name),
             "status": status, **{k: v for k, v in (params or {}).items()},

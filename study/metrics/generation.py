@@ -94,17 +94,40 @@ def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config
     mean_nll = nll / max(tokens, 1)
     hypotheses = decode_split(model, dataset, tokenizer, config, device, split)
     references = list(dataset["fr"])
-    scores = translation_scores(hypotheses, references)
-    multi = multi_reference_bleu(list(dataset["en"]), hypotheses, references)
     metrics = {
         f"{split}_loss": mean_nll,
         f"{split}_ppl": math.exp(min(mean_nll, 50.0)),  # capped: exp(50) already says "useless"
-        f"{split}_exact_match": scores["exact_match"],
-        f"{split}_bleu": scores["bleu"],
-        f"{split}_chrf": scores["chrf"],
-        f"{split}_bleu_multi": multi["bleu_multi"],
+        **_text_scores(dataset, hypotheses, split),
     }
     return metrics, hypotheses, references
+
+
+def _text_scores(dataset: Dataset, hypotheses: list[str], split: str) -> dict:
+    references = list(dataset["fr"])
+    scores = translation_scores(hypotheses, references)
+    multi = multi_reference_bleu(list(dataset["en"]), hypotheses, references)
+    return {f"{split}_exact_match": scores["exact_match"], f"{split}_bleu": scores["bleu"],
+            f"{split}_chrf": scores["chrf"], f"{split}_bleu_multi": multi["bleu_multi"]}
+
+
+def evaluate_widths(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,
+                    device: torch.device, widths: tuple[int, ...], split: str = "val") -> dict:
+    """`evaluate` at each beam width of `widths`, the loss computed once (it does not depend on decoding): the
+    best width's scores as `<split>_bleu`, `_chrf`, ..., each width's BLEU as `<split>_bleu_beam<w>` (greedy's
+    also as `<split>_bleu_greedy`), and the width that won as `num_beams_best` (a tie goes to fewer beams: the
+    cheaper decoder). One trained checkpoint answers which width decodes it best; no model is trained per width."""
+    widths = tuple(sorted(set(widths)))
+    metrics, hypotheses, _ = evaluate(model, dataset, tokenizer, config.replace(num_beams=widths[0]), device, split)
+    by_width = {widths[0]: metrics}
+    for width in widths[1:]:
+        hypotheses = decode_split(model, dataset, tokenizer, config.replace(num_beams=width), device, split)
+        by_width[width] = {**metrics, **_text_scores(dataset, hypotheses, split)}
+    best = max(widths, key=lambda w: (by_width[w][f"{split}_bleu"], -w))
+    out = {**by_width[best], "num_beams_best": best}
+    out.update({f"{split}_bleu_beam{w}": m[f"{split}_bleu"] for w, m in by_width.items()})
+    if 1 in by_width:
+        out[f"{split}_bleu_greedy"] = by_width[1][f"{split}_bleu"]
+    return out
 
 
 def greedy_bleu(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,

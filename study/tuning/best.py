@@ -36,7 +36,17 @@ def best_trial(grid, regime: str, study_dir: Path) -> BestTrial:
     history = best.metrics_dataframe
     row = history.loc[history[METRIC].idxmax()]
     checkpoint = best.get_best_checkpoint(METRIC, MODE) if best.best_checkpoints else None
-    return BestTrial(best, dict(best.config), int(row["epoch"]), float(row[METRIC]), checkpoint)
+    return BestTrial(best, chosen_params(best.config, row), int(row["epoch"]), float(row[METRIC]), checkpoint)
+
+
+def chosen_params(config: dict, row) -> dict:
+    """A trial's hyperparameters as chosen at epoch `row`: its sampled ones, and the beam width that decoded that
+    epoch's checkpoint best when every width was scored (`num_beams_best`; the space's `beams: per_checkpoint`)."""
+    params = dict(config)
+    width = row.get("num_beams_best") if hasattr(row, "get") else None
+    if width is not None and width == width:  # not NaN: the trial scored several widths
+        params["num_beams"] = int(width)
+    return params
 
 
 def outcome_counts(grid, max_epochs: int, trains: bool) -> dict[str, int]:

@@ -123,7 +123,8 @@ def extend_regime(regime: str, config: Config, budget: Budget, space: SearchSpac
     if budget.seeds > 1 and "://" in tune_storage:
         raise StudyError("--more-trials on a study with --seeds keeps its earlier seed runs aside, which needs the "
                          "study on a local or shared file system, not at a URI")
-    trainable = regime_trainable(regime, config.replace(regime=regime, **space.fixed), budget, data, space)
+    trainable = regime_trainable(regime, config.replace(regime=regime, **space.trial_base(REGIMES[regime].trains)),
+                                 budget, data, space)
     grids = [grid]
     planned = planned_trials(True, budget.num_samples, space)
     for k, n in enumerate(extensions, start=1):

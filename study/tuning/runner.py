@@ -145,11 +145,11 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
     # Searcher and ASHA both work in trial order for `at_once` trials at a time, so that the search's proposals
     # and stops do not depend on which trial reported first (regimes side by side share the slots).
     searcher = make_searcher(study_dir, regime, max_epochs, sampler,
-                             points_to_evaluate=(space.start or None) if trains else space.grid_points(),
+                             points_to_evaluate=(space.start_points() or None) if trains else space.grid_points(),
                              at_once=at_once, planned=n)
     return tune.Tuner(
         trainable,
-        param_space=space.tune_space(),
+        param_space=space.tune_space(trains),
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=n, max_concurrent_trials=at_once,
             trial_dirname_creator=trial_dirname,
@@ -180,7 +180,8 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
     new search (e.g. MLflow's logger); a restored one keeps those it was started with."""
     from ray import tune
 
-    trainable = regime_trainable(regime, config.replace(regime=regime, **space.fixed), budget, data, space)
+    trainable = regime_trainable(regime, config.replace(regime=regime, **space.trial_base(REGIMES[regime].trains)),
+                                 budget, data, space)
     experiment = f"{tune_storage}/{regime}"
     trains = REGIMES[regime].trains
     n = planned_trials(trains, budget.num_samples, space)

@@ -30,8 +30,9 @@ from study.tuning import internals
 from study.tuning.space import SearchSpace
 from study.tuning.trials import PRUNED, ended_as, trial_number
 
-# What Optuna optimises and the best trial is chosen by: validation BLEU at the trial's own num_beams,
-# since beams are part of the configuration a user would deploy (and TPE learns whether they pay).
+# What Optuna optimises and the best trial is chosen by: validation BLEU at the trial's own num_beams, or at the
+# best of the widths its space lists when each checkpoint is scored at every width (`beams: per_checkpoint`):
+# beams are part of the configuration a user would deploy.
 METRIC, MODE = "val_bleu", "max"
 # What ASHA compares at its rungs: validation BLEU with greedy decoding. A rung decides whether a trial's
 # *training* (lr, batch size) deserves more epochs; beams do not change training, but they shift BLEU by
@@ -87,6 +88,28 @@ class AshaAwareOptunaSearch(OptunaSearch):
             self._started.append(trial_id)
         return suggestion
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        self._record_width(trial_id, result)
+
+    def _record_width(self, trial_id: str, result: dict | None) -> None:
+        """A trial that scores every beam width per checkpoint (`num_beams_best` in its results) has its width
+        recorded in Optuna per epoch (user attribute `num_beams@<epoch>`) and, at its best epoch so far, as the
+        trial's `num_beams`: what optuna-dashboard and `optuna.load_study` show, though the sampler never proposed it."""
+        ot_trial = internals.optuna_trial(self, trial_id)
+        step = (result or {}).get("training_iteration")
+        if ot_trial is None or step is None or result.get("num_beams_best") is None \
+                or internals.is_completed(self, trial_id):
+            return
+        storage, number = ot_trial.storage, ot_trial._trial_id
+        storage.set_trial_user_attr(number, f"num_beams@{step}", int(result["num_beams_best"]))
+        scores = internals.intermediate_values(ot_trial)
+        if scores:
+            best = max(scores, key=scores.get) if self.mode == "max" else min(scores, key=scores.get)
+            width = storage.get_trial(number).user_attrs.get(f"num_beams@{best}")
+            if width is not None:
+                storage.set_trial_user_attr(number, "num_beams", width)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if not self._at_once or trial_id not in self._started:
             self._tell_ended(trial_id, result, error)
@@ -110,6 +133,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
             step = result.get("training_iteration")
             if step is not None and step not in internals.intermediate_steps(ot_trial):
                 ot_trial.report(result[self.metric], step)
+                self._record_width(trial_id, result)
         if ot_trial is not None and not done and ended_as(result, self._max_epochs, errored=error) == PRUNED:
             internals.tell_pruned(self, trial_id)
             return

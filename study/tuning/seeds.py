@@ -50,7 +50,9 @@ def run_seed_trials(regime: str, base: Config, budget: Budget, params: dict, see
 
     from study.tuning.trainables import with_data
 
-    trainable = with_data(regime, base, budget, data)  # as the search's, without its greedy pass (nothing ranks by it)
+    # As the search's, without its greedy pass (nothing ranks by it) and decoding with the chosen width alone: a
+    # seed run selects nothing, so it needs no other width.
+    trainable = with_data(regime, base.replace(val_beams=()), budget, data)
     storage = f"{tune_storage}/{regime}"
     if resume and tune.Tuner.can_restore(f"{storage}/{SEEDS_EXPERIMENT}"):
         print(f"[{regime}] resuming its seed runs", flush=True)

@@ -10,6 +10,11 @@ A search-space file (`search_spaces/<regime>.yaml`) has three sections:
     asha: {grace_period: 1, reduction_factor: 2}  # and optionally min_results, rung_metric
     start: [{lr: 1.0e-3, batch_size: 16, num_beams: 4}]  # optional: points run first, then the sampler's
 
+`beams` says how a trained regime chooses `num_beams` when its search lists several widths: `per_checkpoint` (the
+default) scores every checkpoint at each width and keeps the best, so a trial trains once and the sampler proposes
+only what changes training (lr, batch size); `sampled` makes the width a searched value like any other, each trial
+training its own model for one width (the behaviour before; a regime that trains nothing always samples it).
+
 `asha.rung_metric` is what ASHA compares trials by at a rung (`val_bleu_greedy`, the default, or `val_loss`);
 `asha.min_results` is how many results a rung must hold before it judges the next arrival (default 1: ASHA's
 own rule, under which the first trial at a rung always goes on and the second is judged against it alone).
@@ -28,7 +33,8 @@ import yaml
 from study.config import PER_TRIAL, Config, StudyError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-SECTIONS = ("search", "fixed", "asha", "start")
+SECTIONS = ("search", "fixed", "asha", "start", "beams")
+BEAM_MODES = ("per_checkpoint", "sampled")
 ASHA_KEYS = ("grace_period", "reduction_factor", "min_results", "rung_metric")
 # What ASHA may compare trials by at its rungs (study.tuning.searcher.RUNG_METRICS: name -> mode).
 RUNG_METRICS = ("val_bleu_greedy", "val_loss")
@@ -43,13 +49,38 @@ class SearchSpace:
     # Points the search runs first (Optuna's enqueued trials, Tune's `points_to_evaluate`): known-good settings
     # a sampler then learns from; every value inside the search's own ranges.
     start: list[dict[str, Any]] = field(default_factory=list)
+    beams: str = "per_checkpoint"  # how a trained regime picks num_beams among several widths (BEAM_MODES)
 
-    def tune_space(self) -> dict[str, Any]:
+    def beam_widths(self) -> tuple[int, ...]:
+        """The widths every checkpoint is scored at (`beams: per_checkpoint` and num_beams a choice of several);
+        empty when num_beams is sampled, fixed or not searched."""
+        spec = self.search.get("num_beams")
+        if self.beams != "per_checkpoint" or not spec or spec["distribution"] != "choice" or len(spec["values"]) < 2:
+            return ()
+        return tuple(sorted(spec["values"]))
+
+    def sampled(self, trains: bool = True) -> dict[str, dict[str, Any]]:
+        """What the sampler proposes: the search less the widths scored per checkpoint (a regime that trains
+        nothing samples every value: each of its trials is one evaluation anyway)."""
+        skip = {"num_beams"} if trains and self.beam_widths() else set()
+        return {name: spec for name, spec in self.search.items() if name not in skip}
+
+    def trial_base(self, trains: bool = True) -> dict[str, Any]:
+        """Config settings every trial of the regime gets: the fixed values, and the widths to score per checkpoint."""
+        widths = self.beam_widths() if trains else ()
+        return {**self.fixed, **({"val_beams": widths} if widths else {})}
+
+    def start_points(self, trains: bool = True) -> list[dict[str, Any]]:
+        """The start points as the sampler sees them (without a width scored per checkpoint)."""
+        names = self.sampled(trains)
+        return [{k: v for k, v in point.items() if k in names} for point in self.start]
+
+    def tune_space(self, trains: bool = True) -> dict[str, Any]:
         """The `param_space` for `tune.Tuner`: Tune's own domain objects, which OptunaSearch converts."""
         from ray import tune
 
         space: dict[str, Any] = {}
-        for name, spec in self.search.items():
+        for name, spec in self.sampled(trains).items():
             kind = spec["distribution"]
             if kind == "loguniform":
                 space[name] = tune.loguniform(spec["low"], spec["high"])
@@ -145,11 +176,16 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
             raise _fail(source, f"asha.{key} must be a positive whole number, got {value!r}")
     if asha.get("reduction_factor", 2) < 2:
         raise _fail(source, "asha.reduction_factor must be at least 2")
+    beams = raw.get("beams", "per_checkpoint")
+    if beams not in BEAM_MODES:
+        raise _fail(source, f"beams must be one of {', '.join(BEAM_MODES)}, got {beams!r}")
     start = raw.get("start") or []
     if not isinstance(start, list) or not all(isinstance(p, dict) for p in start):
         raise _fail(source, "start must be a list of mappings, e.g. [{lr: 1.0e-3, batch_size: 16}]")
     for point in start:
-        if set(point) != set(search):
+        # num_beams scored per checkpoint may be left out of a start point (every width is tried anyway)
+        optional = {"num_beams"} if beams == "per_checkpoint" else set()
+        if not set(search) - optional <= set(point) <= set(search):
             raise _fail(source, f"start point {point} must set exactly the searched {', '.join(search)}")
         for name, value in point.items():
             spec = search[name]
@@ -164,7 +200,7 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
                 Config().replace(**fixed, **{name: value})
     except (TypeError, StudyError) as err:
         raise _fail(source, f"fixed settings: {err}") from err
-    return SearchSpace(search=search, fixed=fixed, asha=asha, source=source, start=start)
+    return SearchSpace(search=search, fixed=fixed, asha=asha, source=source, start=start, beams=beams)
 
 
 class _Loader(yaml.SafeLoader):
