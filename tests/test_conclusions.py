@@ -409,3 +409,49 @@ def test_importances_find_the_hyperparameter_that_matters_and_skip_small_searche
     assert found["scratch"]["trials"] == 10 and found["scratch"]["epoch"] == 1
     assert found["scratch"]["lr"] > 0.8 > found["scratch"]["weight_decay"]
     assert found["full"].startswith("skipped: 3 trial(s)") and str(conclusions.MIN_IMPORTANCE_TRIALS) in found["full"]
+
+
+def test_a_diverged_seed_rerun_is_listed_in_best_json_and_never_scored_at_another_epoch(tmp_path, monkeypatch):
+    """Seed re-runs of a best trial selected at epoch 2: one finished there, one diverged at epoch 2 (its last
+    checkpoint is epoch 1's), one diverged at epoch 1 (no checkpoint), one errored after epoch 1. Only the
+    first is scored; the diverged two are best.json's `seeds_diverged`, the errored one its `seeds_failed`."""
+    from types import SimpleNamespace
+
+    from study.config import Config
+    from study.results import holdout
+    from study.tuning.best import BestTrial
+
+    def result(seed, epoch, *, diverged=False, checkpoint=True, error=None):
+        # Tune's Result: the last report's metrics; a checkpoint saved with every epoch that did not diverge
+        saved = [f"ckpt-{seed}-{e}" for e in range(1, epoch + (not diverged))] if checkpoint else []
+        history = pd.DataFrame({"epoch": range(1, epoch + 1), "diverged": [False] * (epoch - 1) + [diverged],
+                                "val_bleu": [5.0] * (epoch - 1) + [0.0 if diverged else 5.0]})
+        return SimpleNamespace(config={"lr": 1e-3, "seed": seed}, error=error, checkpoint=saved[-1] if saved else None,
+                               metrics={**history.iloc[-1].to_dict(), "epoch": epoch, "trial_id": f"t{seed}"},
+                               metrics_dataframe=history, best_checkpoints=saved)
+
+    seeds = [result(11, 2), result(12, 2, diverged=True), result(13, 1, diverged=True, checkpoint=False),
+             result(14, 1, error="RuntimeError: worker died")]
+    history = pd.DataFrame({"epoch": [1, 2], "val_bleu": [3.0, 4.0], "time_total_s": [1.0, 2.0]})
+    winner = SimpleNamespace(metrics={"trial_id": "t0", "epoch": 2, "val_bleu": 4.0}, metrics_dataframe=history,
+                             error=None, config={"lr": 1e-3})
+    checkpoint = SimpleNamespace(path="best-ckpt")
+    monkeypatch.setattr(holdout, "best_trial", lambda *a: BestTrial(winner, {"lr": 1e-3}, 2, 4.0, checkpoint))
+    scored_checkpoints = []
+
+    def score(jobs, data, resources):
+        scored_checkpoints.extend(c for _, c in jobs)
+        return [{"metrics": {"test_bleu": 10.0 + k}, "hypotheses": ["a b", "c"], "references": ["a b", "c d"],
+                 "node_id": "n", "node_ip": "ip", "device": "cpu", "seconds": 0.1} for k in range(len(jobs))]
+
+    monkeypatch.setattr(holdout, "score_on_test", score)
+    data = SimpleNamespace(test={"en": ["x", "y"]})
+    row = holdout.evaluate_best([winner], "scratch", Config(model="tiny", regime="scratch", epochs=3), data,
+                                tmp_path, 1.0, ["lr"], seed_grid=seeds)
+    assert scored_checkpoints == [checkpoint, "ckpt-11-2"]  # nothing scored at an epoch other than 2
+    assert [(s["seed"], s["scored_epoch"]) for s in row["seeds"]] == [(0, 2), (11, 2)]
+    assert [(s["seed"], s["epoch"]) for s in row["seeds_diverged"]] == [(12, 2), (13, 1)]
+    assert [(s["seed"], s["epoch"]) for s in row["seeds_failed"]] == [(14, 1)]
+    assert "worker died" in row["seeds_failed"][0]["reason"] and row["test_bleu_n"] == 2
+    written = json.loads((tmp_path / "scratch" / "best.json").read_text())
+    assert written["seeds_diverged"] == row["seeds_diverged"] and not (tmp_path / "scratch" / "test.hyp.seed12.txt").exists()

@@ -102,22 +102,32 @@ def spread(values: list[float]) -> dict:
     return {"mean": mean, "sd": sd, "n": n}
 
 
-def _seed_jobs(seed_grid, base: Config, regime: str) -> tuple[list, list[dict]]:
-    """(config, last checkpoint) of every seed re-run that reported a score, and what is known of each: a seed
-    re-run stops at the best trial's selected epoch (`study.tuning.seeds`), and is scored there."""
-    jobs, seeds = [], []
+def _seed_jobs(seed_grid, base: Config, regime: str, epoch: int) -> tuple[list, list[dict], list[dict], list[dict]]:
+    """(config, last checkpoint) of every seed re-run that reached `epoch` (the best trial's selected epoch: a
+    seed re-run stops there, `study.tuning.seeds`, and is scored there and nowhere else), what is known of
+    each, and the re-runs left unscored: those that diverged (a non-finite loss; their last checkpoint is an
+    earlier epoch's, or none at epoch 1) and those that failed otherwise (errored or stopped before `epoch`).
+    Neither is scored at another epoch; best.json lists both, and the verdicts count the diverged ones."""
+    jobs, seeds, diverged, failed = [], [], [], []
     for result in seed_grid or []:
-        if not result.metrics or METRIC not in result.metrics or not result.best_checkpoints:
-            print(f"warning: a seed re-run of {regime} ({dict(result.config)}) reported no score and is left out "
-                  f"of the spread: {str(result.error).strip().splitlines()[-1] if result.error else 'no result'}",
-                  file=sys.stderr)
+        metrics = result.metrics or {}
+        seed, reached = int(result.config["seed"]), metrics.get("epoch")
+        known = {"seed": seed, "trial_id": metrics.get("trial_id")}
+        if metrics.get("diverged"):
+            diverged.append({**known, "epoch": int(reached)})
+            print(f"warning: the seed re-run of {regime} at seed {seed} diverged at epoch {reached}: not scored, "
+                  "listed in best.json's seeds_diverged", file=sys.stderr)
             continue
-        history = result.metrics_dataframe
-        last = history.loc[history["epoch"].idxmax()]
+        if METRIC not in metrics or not result.best_checkpoints or reached != epoch:
+            why = (str(result.error).strip().splitlines()[-1] if result.error else
+                   f"it reached epoch {reached}, not {epoch}" if reached is not None else "no result")
+            failed.append({**known, "epoch": reached, "reason": why})
+            print(f"warning: the seed re-run of {regime} at seed {seed} has no score at epoch {epoch} and is left "
+                  f"out of the spread ({why}); listed in best.json's seeds_failed", file=sys.stderr)
+            continue
         jobs.append((base.replace(**result.config), result.checkpoint))
-        seeds.append({"seed": int(result.config["seed"]), "trial_id": result.metrics.get("trial_id"),
-                      "scored_epoch": int(last["epoch"]), "val_bleu": float(last[METRIC])})
-    return jobs, seeds
+        seeds.append({**known, "scored_epoch": int(reached), "val_bleu": float(metrics[METRIC])})
+    return jobs, seeds, diverged, failed
 
 
 def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir: Path, search_wall_s: float,
@@ -128,7 +138,7 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
     trial's {"cpu": n, "gpu": n}, given to each scoring task."""
     best = best_trial(grid, regime, study_dir)
     config = base.replace(**best.params)
-    jobs, seeds = _seed_jobs(seed_grid, base, regime)
+    jobs, seeds, diverged, failed = _seed_jobs(seed_grid, base, regime, best.best_epoch)
     primary, *others = score_on_test([(config, best.checkpoint), *jobs], data, resources)
     out_dir = study_dir / regime
     sources = list(data.test["en"])
@@ -163,6 +173,8 @@ def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir
         # where the scoring task ran (a GPU worker on a cluster), and on what device
         "scored_node_id": primary["node_id"], "scored_node_ip": primary["node_ip"], "scored_device": primary["device"],
         "seeds": per_seed,
+        # seed re-runs never scored: diverged (the verdicts count them: study.analysis.verdicts) or failed
+        "seeds_diverged": diverged, "seeds_failed": failed,
         # the scoring tasks' own time, added up (the study's timings count it as slot work)
         "test_scoring_task_s": primary["seconds"] + sum(scored["seconds"] for scored in others),
         **{f"{name}_{k}": v for name in SPREAD for k, v in spread([s.get(name) for s in per_seed]).items()},
