@@ -133,14 +133,15 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def _fake_study(path: Path, systems: dict[str, list[str] | list[list[str]]], refs: list[str],
-                sources: list[str] | None = None) -> Path:
+                sources: list[str] | None = None, best: dict[str, dict] | None = None) -> Path:
     """A finished study's files as the analysis reads them (study.json, each regime's best.json and test
     texts), without training anything. `systems`: a regime's one output, or its seed runs' outputs (the best
-    trial's first, written as test.hyp.txt, then test.hyp.seed<N>.txt as test scoring writes them)."""
+    trial's first, written as test.hyp.txt, then test.hyp.seed<N>.txt as test scoring writes them); `best`:
+    fields added to a regime's best.json."""
     runs = {r: [h] if isinstance(h[0], str) else h for r, h in systems.items()}
     path.mkdir(parents=True)
     (path / "study.json").write_text(json.dumps({"name": path.name, "regimes": list(systems), "preset": "quick",
-                                                 "config": {"model": "tiny", "data": "sample"},
+                                                 "config": {"model": "tiny", "data": "sample", "seed": 0, "data_seed": 0},
                                                  "budget": {"max_epochs": 1,
                                                             "seeds": max(len(h) for h in runs.values())}}))
     for regime, hyps in runs.items():
@@ -156,7 +157,8 @@ def _fake_study(path: Path, systems: dict[str, list[str] | list[list[str]]], ref
             "regime": regime, "trial_id": f"t_{regime}", "test_bleu": bleus[0],
             "test_bleu_mean": sum(bleus) / len(bleus), "test_bleu_sd": None, "test_bleu_n": len(bleus),
             "best_val_bleu": bleus[0], "trainable_params": 1, "config": {"model": "tiny"},
-            "seeds": [{"seed": 0 if k == 0 else 100 + k, "test_bleu": b} for k, b in enumerate(bleus)]}))
+            "seeds": [{"seed": 0 if k == 0 else 100 + k, "test_bleu": b} for k, b in enumerate(bleus)],
+            **(best or {}).get(regime, {})}))
     return path
 
 
@@ -177,13 +179,17 @@ def test_one_seed_and_one_row_per_source_is_sacrebleus_paired_bootstrap(tmp_path
         assert ours["p_value"] == cli[1]["BLEU"]["p_value"], (low, high)
         assert ours["difference"] == pytest.approx(cli[1]["BLEU"]["score"] - cli[0]["BLEU"]["score"], abs=1e-12)
         assert ours["clusters"] == ours["rows"] == 300 and ours["n_seeds_a"] == ours["n_seeds_b"] == 1
-    # ... and so does the study's pairwise.csv, with one seed per regime: its p is the command line's.
+    # ... and so does the study's pairwise.csv's secondary column, the search winners' sentences only; with one
+    # seed per regime (no fresh seed run) the regimes are not tested at all.
     study = _fake_study(tmp_path / "fake", {"full": strong, "scratch": weak}, refs, sources=DISTINCT)
     pairs = conclusions.pairwise(load(study))
     cli = json.loads(sacrebleu_cli([study / "scratch" / "test.ref.txt"],
                                    [study / "scratch" / "test.hyp.txt", study / "full" / "test.hyp.txt"],
                                    "--paired-bs", "-f", "json"))
-    assert pairs["p"].iloc[0] == cli[1]["BLEU"]["p_value"] == pairs["p_best_models_sentences"].iloc[0]
+    row = pairs.iloc[0]
+    assert row["p_best_models_sentences"] == cli[1]["BLEU"]["p_value"] < 0.01
+    assert pd.isna(row["p"]) and row["verdict"] == conclusions.INCONCLUSIVE and row["family_size"] == 0
+    assert "0 fresh seed run(s) of `full`" in row["reason"] and "0 fresh seed run(s) of `scratch`" in row["reason"]
 
 
 def test_rows_that_share_a_source_are_resampled_together():
@@ -204,6 +210,125 @@ def test_rows_that_share_a_source_are_resampled_together():
     assert width["clustered"] > 1.2 * width["alone"], width
 
 
+def test_seed_t_test_is_welchs_t_with_the_sentence_variance_added():
+    """Without sentence variance it is Welch's t-test (scipy's, where installed); V widens the interval and
+    raises p; df never exceeds the seed runs' own; an untrained regime adds no seed variance; two-sided p."""
+    import math
+
+    from scipy import stats
+
+    from study.metrics.significance import detectable_difference, seed_t_test
+
+    a, b = [12.1, 14.0, 13.2], [10.3, 11.9, 9.4, 10.8]
+    mean = lambda x: sum(x) / len(x)  # noqa: E731
+    sd = lambda x: math.sqrt(sum((v - mean(x)) ** 2 for v in x) / (len(x) - 1))  # noqa: E731
+    plain = seed_t_test(mean(a), sd(a), 3, mean(b), sd(b), 4, 0.0)
+    welch = stats.ttest_ind(a, b, equal_var=False)
+    assert plain["p_value"] == pytest.approx(welch.pvalue, rel=1e-9) and plain["t"] == pytest.approx(welch.statistic)
+    assert plain["df"] == pytest.approx(welch.df) and plain["testable"]
+    low, high = welch.confidence_interval(0.95)
+    assert (plain["ci_low"], plain["ci_high"]) == pytest.approx((low, high), rel=1e-9)
+    wider = seed_t_test(mean(a), sd(a), 3, mean(b), sd(b), 4, 0.5)
+    assert wider["se"] == pytest.approx(math.sqrt(plain["se"] ** 2 + 0.5)) and wider["p_value"] > plain["p_value"]
+    assert wider["df"] <= 2 + 3  # the seed runs' own degrees of freedom
+    # two-sided: t = 2.776 at 4 df is p = 0.05, not 0.025
+    edge = seed_t_test(2.7764451051977934, math.sqrt(5), 5, 0.0, None, 1, 0.0, fixed_b=True)  # se 1
+    assert edge["df"] == 4 and edge["p_value"] == pytest.approx(0.05, abs=1e-9)
+    # one run of a trained regime: no spread, no test
+    assert not seed_t_test(5.0, None, 1, 3.0, 1.0, 3, 0.1)["testable"]
+    # the smallest detectable difference: (t_{0.975} + t_{0.8}) se
+    assert detectable_difference(1.0, 4) == pytest.approx(2.776445 + 0.940965, abs=1e-5)
+
+
+def test_sentence_variance_is_the_paired_bootstraps_variance_of_the_seed_averaged_difference():
+    import numpy as np
+    import sacrebleu as sb
+
+    from study.metrics.significance import _bootstrap_indices, _resampled_bleu, sentence_variance
+
+    refs, weak, strong, twin = _systems(120)
+    one = sentence_variance(refs, [strong], [weak], resamples=200)
+    idxs = _bootstrap_indices(120, 200)  # sacrebleu's own resamples, as paired_bootstrap reads them
+    bleu = sb.metrics.BLEU()
+    direct = _resampled_bleu(bleu, strong, [refs], idxs) - _resampled_bleu(bleu, weak, [refs], idxs)
+    assert one["sentence_variance"] == pytest.approx(float(np.var(direct, ddof=1)), rel=1e-6)
+    assert one["runs_a"] == [pytest.approx(sb.corpus_bleu(strong, [refs]).score)]
+    # the variance of the *average* over runs: two copies of one run average to that run
+    assert sentence_variance(refs, [strong, strong], [weak], resamples=200)["sentence_variance"] == pytest.approx(
+        one["sentence_variance"], rel=1e-6)
+    averaged = sentence_variance(refs, [strong, twin], [weak], resamples=200)
+    assert averaged["sentence_variance"] != pytest.approx(one["sentence_variance"], rel=1e-3)
+
+
+def test_the_search_winner_is_beside_the_test_and_the_label_follows_the_files(tmp_path):
+    """`full`'s search winner is far ahead, but its fresh seed runs are below `scratch`'s: the test (fresh runs
+    only) puts `scratch` first, with a positive difference, and the winners' difference is reported beside it,
+    negative; best.json's means (which say `full`) do not set the label."""
+    from study.analysis import conclusions
+    from study.analysis.load import load
+
+    refs = _systems(300)[0]
+    full = [_variant(refs, 0.9, seed=1), _variant(refs, 0.45, seed=2), _variant(refs, 0.46, seed=3)]
+    scratch = [_variant(refs, 0.5, seed=4), _variant(refs, 0.55, seed=5), _variant(refs, 0.56, seed=6)]
+    study = _fake_study(tmp_path / "fake", {"full": full, "scratch": scratch}, refs, sources=DISTINCT,
+                        best={"full": {"test_bleu_mean": 99.0}})
+    row = conclusions.pairwise(load(study)).iloc[0]
+    assert (row["a"], row["b"], row["n_seeds_a"], row["n_seeds_b"]) == ("scratch", "full", 2, 2)
+    fresh = [translation_scores(h, refs)["bleu"] for h in (*scratch[1:], *full[1:])]
+    assert row["difference"] == pytest.approx((fresh[0] + fresh[1] - fresh[2] - fresh[3]) / 2) and row["difference"] > 0
+    assert row["winner_bleu_b"] == pytest.approx(translation_scores(full[0], refs)["bleu"])
+    assert row["best_models_difference"] < -10 and row["seeds_bleu_b"] == ";".join(f"{x:.2f}" for x in fresh[2:])
+
+
+def test_a_missing_seed_file_is_counted_not_silently_dropped(tmp_path):
+    from study.analysis import conclusions
+    from study.analysis.load import load
+
+    refs = _systems(300)[0]
+    strong = [_variant(refs, 0.7, seed=s) for s in (1, 2, 5, 7)]
+    weak = [_variant(refs, 0.45, seed=s) for s in (3, 4, 6, 8)]
+    study = _fake_study(tmp_path / "fake", {"full": strong, "scratch": weak}, refs, sources=DISTINCT)
+    assert conclusions.pairwise(load(study)).iloc[0]["verdict"] == conclusions.FINDING
+    (study / "full" / "test.hyp.seed102.txt").unlink()
+    row = conclusions.pairwise(load(study)).iloc[0]
+    assert (row["a"], row["n_seeds_a"], row["seeds_missing_a"]) == ("full", 2, 1)
+    assert row["verdict"] == conclusions.INCONCLUSIVE
+    assert "best.json lists 1 scored seed run(s) of `full` whose test translations are missing" in row["reason"]
+
+
+def test_diverged_seed_runs_block_a_finding_for_the_regime_they_flatter(tmp_path):
+    """Diverged seed re-runs are never scored; best.json lists them. A diverged run of the higher regime makes
+    the pair inconclusive (its survivors flatter it); of the lower regime, the finding stands, with a note."""
+    from study.analysis import conclusions
+    from study.analysis.load import load
+    from study.analysis.report import markdown_table
+
+    refs = _systems(300)[0]
+    strong = [_variant(refs, 0.7, seed=s) for s in (1, 2, 5, 7)]
+    weak = [_variant(refs, 0.45, seed=s) for s in (3, 4, 6, 8)]
+    gone = {"seeds_diverged": [{"seed": 999, "epoch": 2, "trial_id": "x"}]}
+    for higher, verdict in ((True, conclusions.INCONCLUSIVE), (False, conclusions.FINDING)):
+        study = _fake_study(tmp_path / f"fake{higher}", {"full": strong, "scratch": weak}, refs, sources=DISTINCT,
+                            best={"full" if higher else "scratch": gone})
+        a = load(study)
+        row = conclusions.pairwise(a).iloc[0]
+        assert row["a"] == "full" and row["verdict"] == verdict, row["reason"]
+        assert (row["seeds_diverged_a"], row["seeds_diverged_b"]) == ((1, 0) if higher else (0, 1))
+        assert ("1 fresh seed run(s) of `full` diverged and are not scored" in row["reason"]) == higher
+        assert ("1 fresh seed run(s) of `scratch` diverged" in row["reason"]) == (not higher)
+        text = "\n".join(conclusions.section(a, markdown_table))
+        assert "1 seed re-run(s) diverged (non-finite loss; seed(s) 999, at epoch(s) 2)" in text
+
+
+def test_a_label_that_disagrees_with_its_difference_is_refused():
+    from study.analysis.verdicts import decide
+    from study.metrics.significance import seed_t_test
+
+    test = seed_t_test(10.0, 1.0, 3, 12.0, 1.0, 3, 0.1)
+    with pytest.raises(ValueError, match="higher mean first"):
+        decide(test, p_adjusted=0.01, family=1, a="full", b="scratch")
+
+
 def test_holm_adjusts_the_family_step_down():
     from study.metrics.significance import holm
 
@@ -221,9 +346,9 @@ def test_regimes_whose_seed_runs_overlap_are_inconclusive_though_each_model_pair
     from study.metrics.significance import paired_bootstrap
 
     refs = _systems(300)[0]
-    full = [_variant(refs, 0.7, seed=1), _variant(refs, 0.45, seed=2)]
-    scratch = [_variant(refs, 0.5, seed=3), _variant(refs, 0.66, seed=4)]
-    for a, b in ((full[0], scratch[0]), (scratch[1], full[1])):
+    full = [_variant(refs, 0.6, seed=0), _variant(refs, 0.7, seed=1), _variant(refs, 0.45, seed=2)]
+    scratch = [_variant(refs, 0.55, seed=5), _variant(refs, 0.5, seed=3), _variant(refs, 0.66, seed=4)]
+    for a, b in ((full[1], scratch[1]), (scratch[2], full[2])):
         assert paired_bootstrap(refs, b, a)["p_value"] < 0.01  # each pair of models, sentences alone
     study = _fake_study(tmp_path / "fake", {"full": full, "scratch": scratch}, refs, sources=DISTINCT)
     a = load(study)
@@ -232,14 +357,14 @@ def test_regimes_whose_seed_runs_overlap_are_inconclusive_though_each_model_pair
     assert (row["n_seeds_a"], row["n_seeds_b"], row["family_size"]) == (2, 2, 1)
     assert row["p_best_models_sentences"] < 0.01
     assert row["verdict"] == conclusions.INCONCLUSIVE and "seeds disagree" in row["reason"]
-    assert "interval spans zero" in row["reason"] and row["ci_low"] < 0 < row["ci_high"]
+    assert "not below 0.05" in row["reason"] and row["ci_low"] < 0 < row["ci_high"] and row["p"] > 0.05
     path = conclusions.write_pairwise(a, pairs)
     written = pd.read_csv(path)
     assert list(written.columns[:10]) == ["a", "b", "difference", "ci_low", "ci_high", "p", "p_adjusted",
                                           "n_seeds_a", "n_seeds_b", "verdict"]
     assert written["verdict"].tolist() == [conclusions.INCONCLUSIVE]
     text = "\n".join(conclusions.section(a, markdown_table, pairs))
-    assert "a finding," not in text and "| finding" not in text and "inconclusive at this budget: seeds disagree" in text
+    assert "a finding about" not in text and "| finding" not in text and "inconclusive at this budget: p = " in text
 
 
 def test_report_calls_a_difference_a_finding_only_when_the_adjusted_test_passes(tmp_path):
@@ -248,8 +373,8 @@ def test_report_calls_a_difference_a_finding_only_when_the_adjusted_test_passes(
     from study.analysis.report import markdown_table
 
     refs = _systems(300)[0]
-    strong = [_variant(refs, 0.7, seed=s) for s in (1, 2)]
-    weak = [_variant(refs, 0.45, seed=s) for s in (3, 4)]
+    strong = [_variant(refs, 0.7, seed=s) for s in (1, 2, 5)]
+    weak = [_variant(refs, 0.45, seed=s) for s in (3, 4, 6)]
     twin = [[h if i % 40 else r for i, (h, r) in enumerate(zip(w, refs))] for w in weak]  # weak, a few made right
     study = _fake_study(tmp_path / "fake", {"full": strong, "decoder": twin, "scratch": weak}, refs,
                         sources=DISTINCT)
@@ -265,7 +390,12 @@ def test_report_calls_a_difference_a_finding_only_when_the_adjusted_test_passes(
 
     text = "\n".join(conclusions.section(a, markdown_table))
     assert "family of 3 pairwise comparison(s)" in text and "p (Holm, 3)" in text
-    assert "`full` − `scratch`" in text and "a finding, `full` trains the better translator at this budget" in text
+    finding = next(line for line in text.splitlines() if line.startswith("- `full` − `scratch`"))
+    assert "mean of `full`'s 2 fresh seed run(s) against `scratch`'s 2 fresh seed run(s)" in finding
+    assert ("a finding about the configurations this search found, with the tiny upstream pretrained at --seed 0 "
+            "and the test split drawn at data seed 0, over these seeds: the configuration found for `full` scores "
+            "higher test BLEU than the one found for `scratch`") in finding
+    assert "better translator" not in text
     not_found = next(line for line in text.splitlines() if line.startswith("- `decoder` − `scratch`"))
     assert conclusions.INCONCLUSIVE in not_found and "a finding" not in not_found
     claims = conclusions.original_claims(conclusions.pairwise(a))
@@ -276,7 +406,8 @@ def test_report_calls_a_difference_a_finding_only_when_the_adjusted_test_passes(
     # One seed per regime: however clear the difference between the two models, training's spread is unknown.
     single = _fake_study(tmp_path / "single", {"full": strong[0], "scratch": weak[0]}, refs)
     row = conclusions.pairwise(load(single)).iloc[0]
-    assert row["p"] < 0.01 and row["verdict"] == conclusions.INCONCLUSIVE and "one seed of `full`" in row["reason"]
+    assert row["p_best_models_sentences"] < 0.01 and row["verdict"] == conclusions.INCONCLUSIVE
+    assert "0 fresh seed run(s) of `full`" in row["reason"]
 
 
 @pytest.mark.slow

@@ -3,15 +3,16 @@
 which hyperparameters mattered (Optuna's fANOVA importances). Read from the study's files, like the rest
 of the analysis (no Ray, no torch).
 
-The test (`study.metrics.significance.seeded_bootstrap`) resamples each regime's seed runs (its best trial
-and the seed re-runs, `test.hyp.txt` and `test.hyp.seed<N>.txt`) and the test sources (the rows of one
-English source together, from `test.src.txt`), so that its interval carries the variance of training as well
-as of the test sentences. Its p-values are Holm-adjusted over the study's family of pairwise comparisons. A
-difference is called "a finding" only when the adjusted p-value is below ALPHA, its 95 % interval excludes
-zero, and every trained regime of the pair ran at least two seeds (one seed cannot show training's spread);
-otherwise it is "inconclusive at this budget", with the reason. The sentence-only bootstrap of the two best
-trials' outputs (what `sacrebleu --paired-bs` measures: two fixed models) stays as a secondary column.
-`pairwise.csv` holds the table.
+The test (`study.metrics.significance.seed_runs_test`) takes each regime's *fresh* seed runs as the unit
+(`test.hyp.seed<N>.txt`: its best configuration trained again; the search's winner, `test.hyp.txt`, was picked
+among trials on validation, so it is reported beside the test, not in it): the difference of the regimes' mean
+test BLEU, Welch's t with the variance of the test sources added (the clustered, paired bootstrap of the
+seed-averaged translations, the rows of one English source together from `test.src.txt`), a two-sided p,
+Holm-adjusted over the study's family of pairwise comparisons. `study.analysis.verdicts.decide` calls each
+pair a finding or "inconclusive at this budget", with the reasons and the smallest difference its seeds could
+detect; docs/statistics.md gives the calibration. The sentence-only bootstrap of the two search winners'
+outputs (what `sacrebleu --paired-bs` measures: two fixed models) stays as a secondary column. `pairwise.csv`
+holds the table.
 """
 
 from __future__ import annotations
@@ -26,18 +27,21 @@ import pandas as pd
 import sacrebleu
 
 from study.analysis.load import StudyAnalysis
+from study.analysis.verdicts import ALPHA, FINDING, INCONCLUSIVE, decide, scope, verdict
 from study.common import check_sqlite, write_text
 from study.config import StudyError
-from study.metrics.significance import RESAMPLES, holm, seeded_bootstrap
+from study.metrics.significance import RESAMPLES, holm, seed_runs_test, seeded_bootstrap
+
+__all__ = ["ALPHA", "FINDING", "INCONCLUSIVE", "PAIRWISE_COLUMNS", "pairwise", "seed_runs", "section", "verdict",
+           "write_pairwise", "original_claims", "importances"]
 
 # fANOVA fits a random forest of BLEU over the searched values: below this many trials it fits noise.
 MIN_IMPORTANCE_TRIALS = 6
-ALPHA = 0.05  # the family-wise error rate Holm's correction holds
-FINDING = "a finding"
-INCONCLUSIVE = "inconclusive at this budget"
 PAIRWISE_COLUMNS = ["a", "b", "difference", "ci_low", "ci_high", "p", "p_adjusted", "n_seeds_a", "n_seeds_b",
-                    "verdict", "reason", "bleu_a", "bleu_b", "seeds_bleu_a", "seeds_bleu_b", "rows", "clusters",
-                    "family_size", "p_best_models_sentences", "best_models_difference", "command"]
+                    "verdict", "reason", "scope", "se", "df", "detectable", "sentence_se", "bleu_a", "bleu_b",
+                    "seeds_bleu_a", "seeds_bleu_b", "winner_bleu_a", "winner_bleu_b", "best_models_difference",
+                    "p_best_models_sentences", "seeds_diverged_a", "seeds_diverged_b", "seeds_missing_a",
+                    "seeds_missing_b", "trains_a", "trains_b", "rows", "clusters", "family_size", "command"]
 Table = Callable[[list[str], list[list[str]]], str]
 
 
@@ -48,57 +52,52 @@ def _lines(path: Path) -> list[str] | None:
         return None
 
 
-def seed_runs(a: StudyAnalysis, regime: str) -> list[list[str]]:
-    """The test translations of each of the regime's runs of its best configuration: the best trial's
-    (test.hyp.txt) first, then each seed re-run's that best.json lists and whose file has every row."""
+def _listed(best: pd.DataFrame, column: str) -> list:
+    value = best[column].iloc[0] if len(best) and column in best else None
+    return json.loads(value) if isinstance(value, str) else []
+
+
+def seed_runs(a: StudyAnalysis, regime: str) -> dict:
+    """A regime's scored runs of its best configuration: {"winner": the search winner's test translations
+    (test.hyp.txt) or None, "fresh": each seed re-run's that best.json lists and whose file has every row,
+    "missing": listed seed runs whose file is missing or short, "diverged": best.json's `seeds_diverged`
+    (seed re-runs that diverged: never scored)}."""
     folder = a.path / regime
     primary = _lines(folder / "test.hyp.txt")
-    if primary is None:
-        return []
     best = a.best[a.best["regime"] == regime] if "regime" in a.best else a.best
-    listed = best["seeds"].iloc[0] if len(best) and "seeds" in best else None
-    seeds = json.loads(listed) if isinstance(listed, str) else []
-    runs = [primary]
-    for entry in seeds[1:]:
+    fresh, missing = [], 0
+    for entry in _listed(best, "seeds")[1:]:
         hyps = _lines(folder / f"test.hyp.seed{entry.get('seed')}.txt")
-        if hyps is not None and len(hyps) == len(primary):
-            runs.append(hyps)
-    return runs
-
-
-def _judge(r: dict, trains_a: bool, trains_b: bool, family: int) -> tuple[str, str]:
-    """(verdict, reason) of one pair, `a` the higher regime."""
-    reasons = [f"one seed of `{name}`, so the spread of training is not measured"
-               for name, n, trains in ((r["a"], r["n_seeds_a"], trains_a), (r["b"], r["n_seeds_b"], trains_b))
-               if trains and n < 2]
-    if min(r["runs_a"]) <= max(r["runs_b"]) and (r["n_seeds_a"] > 1 or r["n_seeds_b"] > 1):
-        reasons.append(f"seeds disagree (`{r['a']}` {min(r['runs_a']):.2f} to {max(r['runs_a']):.2f}, "
-                       f"`{r['b']}` {min(r['runs_b']):.2f} to {max(r['runs_b']):.2f})")
-    if r["ci_low"] <= 0 <= r["ci_high"]:
-        reasons.append("the 95 % interval spans zero")
-    if r["p_adjusted"] >= ALPHA:
-        reasons.append(f"p = {r['p']:.3f} is {r['p_adjusted']:.3f} after Holm's correction over {family} "
-                       f"comparison(s), not below {ALPHA}")
-    blocking = [x for x in reasons if not x.startswith("seeds disagree")]
-    return (INCONCLUSIVE, "; ".join(reasons)) if blocking else (FINDING, "; ".join(reasons))
+        if hyps is not None and primary is not None and len(hyps) == len(primary):
+            fresh.append(hyps)
+        else:
+            missing += 1
+    return {"winner": primary, "fresh": fresh, "missing": missing, "diverged": len(_listed(best, "seeds_diverged"))}
 
 
 def pairwise(a: StudyAnalysis, resamples: int = RESAMPLES) -> pd.DataFrame:
-    """Every pair of finished regimes scored on the same test rows: `a` (the higher mean test BLEU over its
-    seed runs) minus `b`, from the two-level bootstrap (seeds and test sources), its Holm-adjusted p-value
-    over all the pairs, the verdict and why; and the sentence-only p-value of the two best trials' outputs
-    (`command` re-computes that one with the sacrebleu command line). Columns: PAIRWISE_COLUMNS."""
+    """Every pair of finished regimes scored on the same test rows: `a` (the higher mean test BLEU over the runs
+    in the test, computed from the very translation files the test reads) minus `b`, the test over fresh seed
+    runs, its Holm-adjusted p-value over the pairs it could test, the verdict, why, and the smallest difference
+    detectable; beside it the search winners' difference and its sentence-only p (`command` re-computes that
+    one with the sacrebleu command line). Columns: PAIRWISE_COLUMNS.
+
+    The runs in the test: a trained regime's fresh seed runs (with none, its winner stands in for the point
+    estimate and the pair is not tested); a regime that trains nothing, its one run (the same every seed)."""
     c = a.comparison
     done = c[(c["state"] == "finished") & c["test_bleu"].notna()]
     refs = {r: _lines(a.path / r / "test.ref.txt") for r in done["regime"]}
-    runs = {r: seed_runs(a, r) for r in done["regime"]}
-    runs = {r: h for r, h in runs.items() if h and refs[r] is not None and len(h[0]) == len(refs[r])}
-    # ordered as the seed table ranks them (best.json's mean over seeds), then by the best trial's, then files'
-    recorded = {r: m if pd.notna(m) else t for r, m, t in
-                zip(done["regime"], done.get("test_bleu_mean", done["test_bleu"]), done["test_bleu"])}
-    mean = {r: sum(sacrebleu.corpus_bleu(x, [refs[r]]).score for x in h) / len(h) for r, h in runs.items()}
-    first = dict(zip(done["regime"], done["test_bleu"]))
-    regimes = sorted(runs, key=lambda r: (-recorded[r], -first[r], -mean[r]))
+    found = {r: seed_runs(a, r) for r in done["regime"]}
+    found = {r: x for r, x in found.items() if x["winner"] and refs[r] is not None and len(x["winner"]) == len(refs[r])}
+    trains = {r: a.trains(r) for r in found}
+    tested = {r: x["fresh"] if trains[r] and x["fresh"] else [x["winner"]] for r, x in found.items()}
+    bleu = {r: [sacrebleu.corpus_bleu(h, [refs[r]]).score for h in runs] for r, runs in tested.items()}
+    mean = {r: sum(v) / len(v) for r, v in bleu.items()}
+    winner = {r: sacrebleu.corpus_bleu(x["winner"], [refs[r]]).score for r, x in found.items()}
+    recorded = dict(zip(done["regime"], done.get("test_bleu_mean", done["test_bleu"])))
+    # the label follows the files the test reads; ties by best.json's mean, then the winners'
+    regimes = sorted(found, key=lambda r: (-mean[r], -(recorded.get(r) or 0), -winner[r], r))
+    where = scope(a.record)
     rows = []
     for i, high in enumerate(regimes):
         for low in regimes[i + 1:]:
@@ -107,15 +106,31 @@ def pairwise(a: StudyAnalysis, resamples: int = RESAMPLES) -> pd.DataFrame:
             src_high, src_low = (_lines(a.path / r / "test.src.txt") for r in (high, low))
             # a study written before test.src.txt: every row its own cluster (the report says so)
             sources = src_high if src_high is not None and src_high == src_low else None
-            r = seeded_bootstrap(refs[low], runs[high], runs[low], sources, resamples)
-            best_only = seeded_bootstrap(refs[low], runs[high][:1], runs[low][:1], None, resamples)
-            rows.append({"a": high, "b": low, **r, "p": r["p_value"], "p_best_models_sentences": best_only["p_value"],
-                         "best_models_difference": best_only["difference"],
+            r = seed_runs_test(refs[low], tested[high], tested[low], sources, resamples,
+                               fixed_a=not trains[high], fixed_b=not trains[low], alpha=ALPHA)
+            best_only = seeded_bootstrap(refs[low], [found[high]["winner"]], [found[low]["winner"]], None, resamples)
+            rows.append({**r, "a": high, "b": low, "p": r["p_value"], "scope": where,
+                         "n_seeds_a": len(found[high]["fresh"]) if trains[high] else 1,
+                         "n_seeds_b": len(found[low]["fresh"]) if trains[low] else 1,
+                         "sentence_se": math.sqrt(r["sentence_variance"]),
+                         "winner_bleu_a": winner[high], "winner_bleu_b": winner[low],
+                         "p_best_models_sentences": best_only["p_value"], "best_models_difference": best_only["difference"],
+                         "seeds_diverged_a": found[high]["diverged"], "seeds_diverged_b": found[low]["diverged"],
+                         "seeds_missing_a": found[high]["missing"], "seeds_missing_b": found[low]["missing"],
+                         "trains_a": trains[high], "trains_b": trains[low],
                          "command": f"sacrebleu {low}/test.ref.txt -i {low}/test.hyp.txt {high}/test.hyp.txt "
                                     f"--paired-bs --paired-bs-n {resamples}"})
-    for r, adjusted in zip(rows, holm([r["p"] for r in rows])):
-        r["p_adjusted"], r["family_size"] = adjusted, len(rows)
-        r["verdict"], r["reason"] = _judge(r, a.trains(r["a"]), a.trains(r["b"]), len(rows))
+    family = [r for r in rows if r["testable"]]  # Holm over the pairs the seeds let it test
+    for r, adjusted in zip(family, holm([r["p"] for r in family])):
+        r["p_adjusted"] = adjusted
+    for r in rows:
+        r["family_size"] = len(family)
+        r.setdefault("p_adjusted", math.nan)
+        r |= decide(r, p_adjusted=r["p_adjusted"], family=len(family), a=r["a"], b=r["b"], trains_a=r["trains_a"],
+                    trains_b=r["trains_b"], fresh_a=r["n_seeds_a"], fresh_b=r["n_seeds_b"],
+                    runs_a=r["runs_a"] if r["trains_a"] else (), runs_b=r["runs_b"] if r["trains_b"] else (),
+                    diverged_a=r["seeds_diverged_a"], diverged_b=r["seeds_diverged_b"],
+                    missing_a=r["seeds_missing_a"], missing_b=r["seeds_missing_b"])
         r["seeds_bleu_a"], r["seeds_bleu_b"] = (";".join(f"{x:.2f}" for x in r[k]) for k in ("runs_a", "runs_b"))
     return pd.DataFrame(rows).reindex(columns=PAIRWISE_COLUMNS)
 
@@ -125,17 +140,6 @@ def write_pairwise(a: StudyAnalysis, pairs: pd.DataFrame) -> Path:
     path = a.path / "pairwise.csv"
     write_text(path, pairs.to_csv(index=False))
     return path
-
-
-def verdict(row) -> str:
-    """One sentence on one pair: its difference, interval and adjusted p-value, and what is known."""
-    numbers = (f"{row['difference']:+.2f} BLEU, mean over {row['n_seeds_a']} vs {row['n_seeds_b']} seed(s) "
-               f"(95 % CI {row['ci_low']:+.2f} to {row['ci_high']:+.2f}, p = {row['p']:.3f}, "
-               f"Holm-adjusted {row['p_adjusted']:.3f} over {row['family_size']})")
-    if row["verdict"] == FINDING:
-        return (f"`{row['a']}` − `{row['b']}`: {numbers}: a finding, `{row['a']}` trains the better translator at "
-                "this budget, across seeds and test sentences.")
-    return f"`{row['a']}` − `{row['b']}`: {numbers}: {INCONCLUSIVE} ({row['reason']})."
 
 
 def _pair(pairs: pd.DataFrame, x: str, y: str):
@@ -183,6 +187,28 @@ def seeds_markdown(a: StudyAnalysis, table: Table) -> str:
              _pm(r.get("test_chrf_mean"), r.get("test_chrf_sd")),
              _pm(r.get("test_loss_mean"), r.get("test_loss_sd"), ".3f")] for _, r in c.iterrows()]
     return table(["regime", "seeds (n)", "test BLEU", "multi-ref BLEU", "test chrF", "test loss"], rows)
+
+
+def _diverged_lines(a: StudyAnalysis) -> list[str]:
+    """One line per regime with seed re-runs that diverged (best.json's `seeds_diverged`): never scored, never
+    in the mean ± sd; the verdicts count them (`study.analysis.verdicts.decide`)."""
+    out = []
+    for regime in a.best.get("regime", []):
+        gone = _listed(a.best[a.best["regime"] == regime], "seeds_diverged")
+        if gone:
+            out += [f"`{regime}`: {len(gone)} seed re-run(s) diverged (non-finite loss; seed(s) "
+                    f"{', '.join(str(g.get('seed')) for g in gone)}, at epoch(s) "
+                    f"{', '.join(str(g.get('epoch')) for g in gone)}); not scored and not in the mean ± sd above. A "
+                    "verdict in its favour is inconclusive: its mean is over the runs that survived.", ""]
+    return out
+
+
+def _fmt(x, fmt: str) -> str:
+    return "-" if x is None or pd.isna(x) else format(x, fmt)
+
+
+def _interval(r) -> str:
+    return "-" if pd.isna(r["ci_low"]) else f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}"
 
 
 def _fmt_n(n) -> str:
@@ -254,7 +280,7 @@ def section(a: StudyAnalysis, table: Table, pairs: pd.DataFrame | None = None) -
     lines = ["## How sure: seeds, test sources, references", "",
              f"Each regime's best configuration was trained with {budget.get('seeds', 1)} seed(s) (new "
              "initialisation and batch order; same data and upstream); mean ± sample sd over those runs:", "",
-             seeds_markdown(a, table), "",
+             seeds_markdown(a, table), "", *_diverged_lines(a),
              "Multi-ref BLEU scores each distinct test source once against all its references (the test split's "
              "rows that share a source); test BLEU, which ranks the regimes as in the original notebook, scores "
              "each row against its one reference.", ""]
@@ -264,21 +290,29 @@ def section(a: StudyAnalysis, table: Table, pairs: pd.DataFrame | None = None) -
                      "source together)" if first["clusters"] < first["rows"] or (a.path / first["a"] / "test.src.txt")
                      .is_file() else f"{first['rows']} test rows, each resampled alone (this study wrote no "
                      "test.src.txt, so rows sharing a source could not be grouped)")
-        lines += [f"Regime A against regime B: a two-level bootstrap ({RESAMPLES} resamples) that draws each "
-                  f"regime's seed runs and the test sources with replacement; {clustered}. The difference is "
-                  "between the regimes' mean BLEU over their seed runs. p-values are Holm-adjusted over the "
-                  f"family of {len(pairs)} pairwise comparison(s) of this study; a difference is a finding only "
-                  f"when the adjusted p is below {ALPHA}, its 95 % interval excludes zero and each trained regime "
-                  "ran at least two seeds. The last column is the sentence-only bootstrap of the two best trials' "
-                  "outputs (sacrebleu's `--paired-bs`): it says which of two fixed models scores higher on these "
-                  "sentences, not which regime trains better. The table is also pairwise.csv.", "",
-                  table(["a", "b", "BLEU a − b", "95 % CI", "p", f"p (Holm, {len(pairs)})", "seeds a/b",
-                         "verdict", "p, best models' sentences only"],
+        lines += ["Regime A against regime B: the unit is a seed run. The difference is between the regimes' mean "
+                  "test BLEU over their *fresh* seed runs (the best configuration trained again; the search's "
+                  "winner, picked among trials on validation, is left out and shown beside it), tested by Welch's "
+                  "t with the variance of the test sources added (a paired bootstrap of the seed-averaged "
+                  f"translations, {RESAMPLES} resamples; {clustered}), two-sided. p-values are Holm-adjusted over "
+                  f"the family of {int(pairs['family_size'].iloc[0])} pairwise comparison(s) this study could test; "
+                  f"a difference is a finding only when the adjusted p is below {ALPHA}, each trained regime has at "
+                  "least two fresh seed runs, and none of the higher regime's diverged. \"Detectable\" is the "
+                  "difference these seeds would find with 80 % power. Every verdict is about "
+                  f"{pairs['scope'].iloc[0]}: another search, upstream or split can rank the regimes otherwise. "
+                  "The last two columns are the search winners alone: their difference and the sentence-only "
+                  "bootstrap of their outputs (sacrebleu's `--paired-bs`), which says which of two fixed models "
+                  "scores higher on these sentences, not which regime trains better. docs/statistics.md gives the "
+                  "test's calibration. The table is also pairwise.csv.", "",
+                  table(["a", "b", "BLEU a − b (fresh seeds)", "95 % CI", "p", f"p (Holm, {int(pairs['family_size'].iloc[0])})",
+                         "fresh seeds a/b", "detectable", "verdict", "winners a − b",
+                         "p, winners' sentences only (sacrebleu --paired-bs)"],
                         [[f"`{r['a']}`", f"`{r['b']}`", f"{r['difference']:+.2f}",
-                          f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}", f"{r['p']:.3f}", f"{r['p_adjusted']:.3f}",
-                          f"{r['n_seeds_a']}/{r['n_seeds_b']}",
+                          _interval(r), _fmt(r["p"], ".3f"), _fmt(r["p_adjusted"], ".3f"),
+                          f"{r['n_seeds_a']}/{r['n_seeds_b']}", _fmt(r["detectable"], ".2f"),
                           r["verdict"] + (f": {r['reason']}" if r["verdict"] != FINDING and r["reason"] else ""),
-                          f"{r['p_best_models_sentences']:.3f}"] for _, r in pairs.iterrows()]),
+                          f"{r['best_models_difference']:+.2f}", f"{r['p_best_models_sentences']:.3f}"]
+                         for _, r in pairs.iterrows()]),
                   "", *[f"- {verdict(r)}" for _, r in pairs.iterrows()], "",
                   f"Re-check a sentence-only p-value with sacrebleu: `{pairs['command'].iloc[0]}` (in the study "
                   "folder).", "",

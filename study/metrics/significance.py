@@ -11,17 +11,30 @@ sufficient statistics.
 `seeded_bootstrap` asks what a reader means by "regime A beats regime B": it resamples each regime's seed
 runs as well as the test sentences, and the sentences by English source (rows that share one share a
 hypothesis, so they are not independent); with one run per regime and one row per source it is sacrebleu's
-paired bootstrap exactly. `holm` adjusts a family of such p-values. Only sacrebleu and numpy: the analysis
-uses this module without torch.
+paired bootstrap exactly. With 2 or 3 seeds it is anti-conservative (docs/statistics.md): the study's verdicts
+use `seed_t_test` instead, and `seeded_bootstrap` stays for benchmarks/calibration.py's old-against-new figures.
+
+`seed_t_test` is the study's test of "regime A beats regime B": the seed runs are the unit. The difference of
+the regimes' mean BLEU over their fresh seed runs, its variance s_A²/n_A + s_B²/n_B + V, where V is the
+sentence-sampling variance of that difference (`sentence_variance`: the clustered, paired bootstrap of the
+seed-averaged translations over test sources), Welch–Satterthwaite degrees of freedom, a two-sided p from
+Student's t and the 95 % interval from its quantile. It takes summary numbers, so the calibration simulation
+(tests/test_calibration_sim.py) calls exactly what the study calls; `seed_runs_test` feeds it from
+translations. `detectable_difference` is the smallest difference such a test finds with given power.
+`holm` adjusts a family of p-values. Only sacrebleu, numpy and scipy.special: the analysis uses this module
+without torch.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import sacrebleu
 from sacrebleu.significance import PairedTest, _compute_p_value
+from scipy import special
 
 RESAMPLES = 1000  # sacrebleu's default for --paired-bs (--paired-bs-n)
 
@@ -114,7 +127,8 @@ def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[
     |difference|, centred, against the observed one), and the sources are drawn exactly as sacrebleu draws
     sentences (same seed, same call, drawn first), so with one run per regime and one row per source this is
     `sacrebleu --paired-bs` to the digit. With n seeds the bootstrap's seed variance is (n − 1)/n of the
-    sample's: with 2 or 3 seeds it is an optimistic reading (benchmarks/calibration.py measures how much)."""
+    sample's and its p-value is sacrebleu's |d*| − mean|d*| rule, one-sided in effect: with 2 to 5 seeds it
+    calls far more than 5 % of equal regimes different (docs/statistics.md). The study uses `seed_t_test`."""
     if not runs_a or not runs_b:
         raise ValueError("each regime needs at least one run")
     streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
@@ -154,6 +168,127 @@ def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[
             "bleu_a": float(observed_a.mean()), "bleu_b": float(observed_b.mean()),
             "runs_a": observed_a.tolist(), "runs_b": observed_b.tolist(), "n_seeds_a": len(runs_a),
             "n_seeds_b": len(runs_b), "rows": rows, "clusters": clusters, "resamples": resamples}
+
+
+# --- regime A against regime B over fresh seed runs: Welch's t with the sentences' variance added ------------
+
+
+def _source_draws(groups: np.ndarray, resamples: int) -> np.ndarray:
+    seed = os.environ.get("SACREBLEU_SEED", "12345")
+    rng = np.random.default_rng(None if seed.lower() == "none" else int(seed) or None)
+    clusters = int(groups.max()) + 1
+    return rng.choice(clusters, size=(resamples, clusters), replace=True)  # sacrebleu's draw, on clusters
+
+
+def sentence_variance(references: list[str] | list[list[str]], runs_a: list[list[str]], runs_b: list[list[str]],
+                      sources: list[str] | None = None, resamples: int = RESAMPLES) -> dict:
+    """Each run's corpus BLEU and V, the variance over test sources of mean BLEU(runs_a) − mean BLEU(runs_b).
+
+    The test sources are drawn with replacement (the rows of one English source together; one draw for every
+    run of both regimes: paired), each run's BLEU computed on the draw, averaged per regime; V is the sample
+    variance of the `resamples` differences. Rows, runs and sources are checked as `seeded_bootstrap` does."""
+    if not runs_a or not runs_b:
+        raise ValueError("each regime needs at least one run")
+    streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
+    rows = len(streams[0]) if streams else 0
+    if not rows or any(len(h) != rows for h in (*runs_a, *runs_b)) or any(len(s) != rows for s in streams):
+        raise ValueError(f"paired test needs every run on the same non-empty rows: references {rows}, runs "
+                         f"{[len(h) for h in (*runs_a, *runs_b)]}")
+    groups = _clusters(sources, rows)
+    bleu = sacrebleu.metrics.BLEU()
+    idxs = _source_draws(groups, resamples)
+
+    def per_run(runs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        scored = [_cluster_statistics(bleu, h, streams, groups) for h in runs]
+        return (np.array([score for score, _ in scored]),
+                np.array([_resampled_scores(bleu, s, idxs) for _, s in scored]).mean(0))
+
+    (observed_a, mean_a), (observed_b, mean_b) = per_run(runs_a), per_run(runs_b)
+    return {"runs_a": observed_a.tolist(), "runs_b": observed_b.tolist(),
+            "sentence_variance": float(np.var(mean_a - mean_b, ddof=1)) if resamples > 1 else 0.0,
+            "rows": rows, "clusters": int(groups.max()) + 1, "resamples": resamples}
+
+
+def _quantile(df: float, q: float) -> float:
+    return float(special.stdtrit(df, q)) if math.isfinite(df) else float(special.ndtri(q))
+
+
+def detectable_difference(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference a two-sided t-test at `alpha` with this standard error and degrees of
+    freedom finds with probability `power`: (t_{1−α/2, df} + t_{power, df})·se (nan where se is)."""
+    if not math.isfinite(se) or df <= 0:
+        return math.nan
+    return (_quantile(df, 1 - alpha / 2) + _quantile(df, power)) * se
+
+
+def seed_t_test(mean_a: float, sd_a: float | None, n_a: int, mean_b: float, sd_b: float | None, n_b: int,
+                sentence_var: float, *, sentence_df: float = math.inf, fixed_a: bool = False,
+                fixed_b: bool = False, alpha: float = 0.05) -> dict:
+    """Mean A − mean B over seed runs: Welch's t-test with the sentences' variance added.
+
+    `mean_x`, `sd_x` (sample sd), `n_x`: a regime's fresh seed runs' test BLEU; `fixed_x`: the regime trains
+    nothing (its one run is the same every seed: no seed variance). `sentence_var`: V (`sentence_variance`),
+    with `sentence_df` degrees of freedom (clusters − 1). Variance s_A²/n_A + s_B²/n_B + V; degrees of freedom
+    by Welch–Satterthwaite, at most the seed runs' own (n_A − 1) + (n_B − 1); a two-sided p from Student's t; the (1 − alpha) interval from its quantile. A
+    trained regime with fewer than 2 runs has no measured spread: the test is not run (`testable` False,
+    p and interval nan)."""
+    terms, denominator = [], 0.0
+    for sd, n, fixed in ((sd_a, n_a, fixed_a), (sd_b, n_b, fixed_b)):
+        if n < 1:
+            raise ValueError(f"a regime needs at least one run, got {n}")
+        if fixed:
+            terms.append(0.0)
+        elif n < 2 or sd is None or not math.isfinite(sd):
+            terms.append(math.nan)
+        else:
+            terms.append(sd * sd / n)
+            denominator += terms[-1] ** 2 / (n - 1)
+    if sentence_var < 0 or not math.isfinite(sentence_var):
+        raise ValueError(f"the sentence variance must be finite and non-negative, got {sentence_var}")
+    difference = float(mean_a - mean_b)
+    out = {"difference": difference, "n_a": n_a, "n_b": n_b, "seed_variance_a": terms[0],
+           "seed_variance_b": terms[1], "sentence_variance": float(sentence_var), "alpha": alpha}
+    variance = terms[0] + terms[1] + sentence_var
+    if math.isnan(variance):
+        return {**out, "testable": False, "se": math.nan, "df": math.nan, "t": math.nan, "p_value": math.nan,
+                "ci_low": math.nan, "ci_high": math.nan}
+    if math.isfinite(sentence_df) and sentence_var > 0:
+        denominator += sentence_var ** 2 / sentence_df
+    se = math.sqrt(variance)
+    df = variance ** 2 / denominator if denominator > 0 else math.inf
+    # No more degrees of freedom than the seed runs hold: where the runs' sds happen to come out small, V would
+    # otherwise dominate and send df towards infinity although the seed variance is as uncertain as ever (with
+    # 2 runs a side, uncapped: 5.9 % false findings; capped: 2 %; docs/statistics.md).
+    seed_df = sum(n - 1 for n, fixed in ((n_a, fixed_a), (n_b, fixed_b)) if not fixed)
+    if seed_df:
+        df = min(df, float(seed_df))
+    if se == 0:  # two fixed models scored without sentence noise: the difference is what it is
+        p = 1.0 if difference == 0 else 0.0
+        return {**out, "testable": True, "se": 0.0, "df": df, "t": math.copysign(math.inf, difference) if difference
+                else 0.0, "p_value": p, "ci_low": difference, "ci_high": difference}
+    t = difference / se
+    p = float(2 * special.stdtr(df, -abs(t))) if math.isfinite(df) else float(2 * special.ndtr(-abs(t)))
+    half = _quantile(df, 1 - alpha / 2) * se
+    return {**out, "testable": True, "se": se, "df": df, "t": t, "p_value": min(1.0, p),
+            "ci_low": difference - half, "ci_high": difference + half}
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return mean, sd
+
+
+def seed_runs_test(references: list[str] | list[list[str]], runs_a: list[list[str]], runs_b: list[list[str]],
+                   sources: list[str] | None = None, resamples: int = RESAMPLES, *, fixed_a: bool = False,
+                   fixed_b: bool = False, alpha: float = 0.05) -> dict:
+    """`seed_t_test` from translations: each run's corpus BLEU, V from `sentence_variance` over the same runs."""
+    scored = sentence_variance(references, runs_a, runs_b, sources, resamples)
+    (mean_a, sd_a), (mean_b, sd_b) = _mean_sd(scored["runs_a"]), _mean_sd(scored["runs_b"])
+    return {**scored, "bleu_a": mean_a, "bleu_b": mean_b,
+            **seed_t_test(mean_a, sd_a, len(runs_a), mean_b, sd_b, len(runs_b), scored["sentence_variance"],
+                          sentence_df=scored["clusters"] - 1, fixed_a=fixed_a, fixed_b=fixed_b, alpha=alpha)}
 
 
 def holm(p_values: list[float]) -> list[float]:
