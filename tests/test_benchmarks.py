@@ -404,10 +404,11 @@ def _runs(refs: list[str], keeps: list[float]) -> list[list[str]]:
     return out
 
 
-def test_calibration_covers_the_seed_spread_the_sentence_only_interval_misses():
-    """Runs of one configuration whose seeds differ a lot (word-keep rates 0.40 to 0.70): the interval from 3
-    seeds covers the other seeds' difference far more often than the one-model sentence interval, and calls
-    far fewer false findings between two groups of the same configuration."""
+def test_calibration_covers_the_seed_spread_the_sentence_only_interval_misses(tmp_path, capsys):
+    """Runs of one configuration whose seeds differ a lot (word-keep rates 0.40 to 0.70): the intervals over 3 and
+    5 seeds cover the other seeds' difference far more often than the one-model sentence interval; the study's
+    t-test calls fewer false findings between two groups of the same configuration than the bootstrap before it,
+    and far fewer than the sentence-only test. Saved runs are re-analysed by --from-runs without training."""
     import random
 
     from benchmarks import calibration
@@ -415,14 +416,31 @@ def test_calibration_covers_the_seed_spread_the_sentence_only_interval_misses():
     rng = random.Random(0)
     refs = [" ".join(rng.choice("le la chat chien maison est noir blanc".split()) for _ in range(rng.randint(5, 10)))
             for _ in range(200)]
-    runs = _runs(refs, [0.55, 0.40, 0.70, 0.45, 0.65, 0.50, 0.60, 0.42, 0.68, 0.57])
-    figures = calibration.calibrate(runs, refs, [f"s{i}" for i in range(200)], draws=40, resamples=300)
-    assert figures["runs"] == 10 and figures["group"] == 3
-    assert figures["coverage"]["seeded"] >= figures["coverage"]["sentences"] + 0.3, figures
-    assert figures["false_findings"]["sentences"] >= figures["false_findings"]["seeded"] + 0.3, figures
-    assert figures["mean_width"]["seeded"] > 2 * figures["mean_width"]["sentences"]
+    runs = _runs(refs, [0.55, 0.40, 0.70, 0.45, 0.65, 0.50, 0.60, 0.42, 0.68, 0.57, 0.48])
+    sources = [f"s{i}" for i in range(200)]
+    figures = calibration.calibrate(runs, refs, sources, draws=12, resamples=100)
+    assert figures["runs"] == 11 and figures["groups"] == [3, 5] and set(figures["by_group"]) == {"3", "5"}
+    for g in ("3", "5"):
+        cover, false = figures["by_group"][g]["coverage"], figures["by_group"][g]["false_findings"]
+        assert cover["t_test"] >= cover["seeded_bootstrap"] >= cover["sentences"] + 0.3, figures
+        assert false["t_test"] <= false["seeded_bootstrap"] and false["sentences"] >= false["t_test"] + 0.3, figures
+        widths = figures["by_group"][g]["mean_width"]
+        assert widths["t_test"] > widths["seeded_bootstrap"] > 1.5 * widths["sentences"]
     with pytest.raises(calibration.StudyError, match="at least 7 runs"):
         calibration.calibrate(runs[:6], refs, None, draws=1, resamples=10)
+
+    saved = calibration.save_runs(tmp_path / "runs", runs[:7], refs, sources, {"config": {"regime": "scratch",
+                                  "lr": 3e-3, "batch_size": 16, "epochs": 3, "data": "d", "model": "tiny"},
+                                  "epochs_trained": 3})
+    out = tmp_path / "calibration.json"
+    assert calibration.main(["--from-runs", str(saved), "--draws", "5", "--resamples", "50", "--out", str(out)]) == 0
+    record = read(out)
+    assert record["groups"] == [3] and record["runs_dir"] == str(saved) and len(record["bleu"]) == 7
+    assert "t-test over fresh seeds (the study's), 3 run(s)" in capsys.readouterr().out
+    (saved / "hyp.6.txt").unlink()
+    assert calibration.main(["--from-runs", str(saved), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no complete saved calibration runs" in err[0]
 
 
 @pytest.mark.slow
@@ -436,13 +454,16 @@ def test_calibration_trains_a_studys_best_configuration_to_its_selected_epoch(pa
     (tmp_path / "study" / "scratch" / "best.json").write_text(json.dumps({"config": config.to_dict(), "best_epoch": 1}))
     out = tmp_path / "calibration.json"
     assert calibration.main(["--from-study", str(tmp_path / "study"), "--regime", "scratch", "--seeds", "7",
-                             "--draws", "10", "--resamples", "100", "--out", str(out)]) == 0
+                             "--draws", "10", "--resamples", "100", "--out", str(out),
+                             "--save-runs", str(tmp_path / "runs")]) == 0
     record = read(out)
     # trained as the study's seed re-runs: stopped at the best trial's epoch 1, on a 2-epoch schedule
     assert record["epochs_trained"] == 1 and record["last_epoch_of_each_run"] == [1] * 7
     assert record["config"]["epochs"] == 2 and len(set(record["bleu"])) > 1  # the seeds train differently
-    assert 0 <= record["coverage"]["seeded"] <= 1 and 0 <= record["false_findings"]["sentences"] <= 1
+    figures = record["by_group"]["3"]
+    assert 0 <= figures["coverage"]["t_test"] <= 1 and 0 <= figures["false_findings"]["seeded_bootstrap"] <= 1
     assert "covers the other seeds' A − B" in capsys.readouterr().out
+    assert len(list(Path(record["runs_dir"]).glob("hyp.*.txt"))) == 7  # saved for --from-runs
 
 
 def _pairwise(folder: Path, rows: list[tuple[str, str, str, float, float]]) -> Path:
