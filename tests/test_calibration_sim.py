@@ -92,6 +92,16 @@ def test_the_harness_catches_the_old_rule():
     assert false > limit(600) + 0.05, f"old rule: {false:.1%}"
 
 
+def fixed_rule(runs_a: np.ndarray, runs_b: np.ndarray, rng: np.random.Generator) -> bool:
+    """A trained regime's runs against a regime that trains nothing (`upstream`: one run, the same every seed)."""
+    return from_summary(runs_a.tolist(), [0.0], SENTENCE_SE ** 2, fixed_b=True)["verdict"] == FINDING
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_a_trained_regime_equal_to_an_untrained_one_is_called_different_at_most_5_percent(n):
+    assert finding_rate(fixed_rule, n, NULL_SIMS, seed=200 + n) <= limit(NULL_SIMS)
+
+
 def test_two_fresh_runs_find_only_differences_many_seed_sds_wide():
     """The quick preset's 3 seeds leave 2 fresh runs per regime: a 2 sd difference is found about 1 time in 5 at
     a family of one, so the verdicts there are mostly inconclusive; a difference of 8 sd is found most times."""

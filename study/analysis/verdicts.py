@@ -68,20 +68,22 @@ def decide(test: dict, *, p_adjusted: float, family: int, a: str = "a", b: str =
             "detectable": detectable}
 
 
-def from_summary(runs_a, runs_b, sentence_var: float, *, sentence_df: float = math.inf) -> dict:
+def from_summary(runs_a, runs_b, sentence_var: float, *, sentence_df: float = math.inf, fixed_b: bool = False) -> dict:
     """The study's rule on one pair (a family of one) from numbers alone: the fresh runs' BLEU of each regime
-    and V. Ordered as `pairwise` orders a pair (the higher mean first); returns `decide`'s result with the test."""
-    means = [sum(r) / len(r) for r in (runs_a, runs_b)]
-    if means[1] > means[0]:
-        runs_a, runs_b = runs_b, runs_a
+    and V; `fixed_b`: B trains nothing (its one run, no seed variance). Ordered as `pairwise` orders a pair (the
+    higher mean first); returns `decide`'s result with the test."""
+    fixed = [False, fixed_b]
+    if sum(runs_b) / len(runs_b) > sum(runs_a) / len(runs_a):
+        runs_a, runs_b, fixed = runs_b, runs_a, fixed[::-1]
     summary = []
     for runs in (runs_a, runs_b):
         mean = sum(runs) / len(runs)
         sd = math.sqrt(sum((x - mean) ** 2 for x in runs) / (len(runs) - 1)) if len(runs) > 1 else None
         summary += [mean, sd, len(runs)]
-    test = seed_t_test(*summary, sentence_var, sentence_df=sentence_df)
+    test = seed_t_test(*summary, sentence_var, sentence_df=sentence_df, fixed_a=fixed[0], fixed_b=fixed[1])
     adjusted = holm([test["p_value"]])[0] if test["testable"] else math.nan
-    return {**test, **decide(test, p_adjusted=adjusted, family=1, runs_a=runs_a, runs_b=runs_b)}
+    return {**test, **decide(test, p_adjusted=adjusted, family=1, trains_a=not fixed[0], trains_b=not fixed[1],
+                             runs_a=runs_a if not fixed[0] else (), runs_b=runs_b if not fixed[1] else ())}
 
 
 def scope(record: dict) -> str:
