@@ -2,6 +2,9 @@
 
     python benchmarks/search_table.py                       # scratch, decoder, full: 7 lr x 3 batch x 2 seeds, ~1 h on 2 cores
     python benchmarks/search_table.py --regimes full --lrs 3 --seeds 1 --out /tmp/t.json   # a small table
+    python benchmarks/search_table.py --only decoder:0.00215:16 --seeds 6  # one configuration's seeds 2..5 added
+    python benchmarks/search_table.py --data ../shared/data/eng-fra.tsv --batches 16 \
+        --out docs/measurements/search_table_tatoeba.json                  # the same grid on real text
 
 A tabular benchmark in the sense of Zhang & Duh (TACL 2020) and HPOBench: each point of the grid (regime x
 learning rate x batch size x seed) is trained once, on the quick preset's data and model, through the same
@@ -60,8 +63,10 @@ def lr_grid(spaces: dict, points: int) -> list[float]:
     return [float(f"{10 ** (math.log10(low) + k * step):.3g}") for k in range(points)]
 
 
-def preset_config(cache_dir: str | None) -> Config:
+def preset_config(cache_dir: str | None, data: str | None = None) -> Config:
     config = Config(**PRESETS["quick"]["config"])
+    if data:
+        config = config.replace(data=data)
     if cache_dir:
         config = config.replace(cache_dir=str(Path(cache_dir).expanduser().resolve()))
     return config
@@ -187,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lrs", type=int, default=7, help="learning rates on the log grid (default 7)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per point, 0 … N-1 (default 2)")
     p.add_argument("--workers", type=int, default=2, help="points trained at once, one thread each (default 2)")
+    p.add_argument("--batches", help="batch sizes, comma-separated (default: every size the spaces list)")
+    p.add_argument("--only", help="only these configurations, regime:lr:batch comma-separated (the oracle's "
+                                  "candidates trained at more seeds); --lrs and --batches are then ignored")
+    p.add_argument("--data", help="pairs to use instead of the quick preset's bundled corpus (its other settings kept)")
     p.add_argument("--cache-dir", help="the study's cache (default: the study's own default)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the table (default {DEFAULT_OUT.relative_to(common.ROOT)})")
     return p
@@ -204,12 +213,26 @@ def plan(args: argparse.Namespace) -> tuple[Config, list[dict]]:
         raise StudyError("--regimes names no trained regime; pass some of scratch,decoder,full")
     lrs = lr_grid(spaces, args.lrs)
     batches = sorted({b for s in spaces.values() for b in s.search["batch_size"]["values"]})
+    if args.batches:
+        batches = [common.positive("batches", int(b)) for b in args.batches.split(",")]
+    configs = [(r, lr, b) for lr in lrs for b in batches for r in spaces]
     points = [{"regime": "upstream", "lr": None, "batch_size": None, "seed": 0, "fixed": {}}]
+    if args.only:
+        configs = []
+        for item in args.only.split(","):
+            try:
+                r, lr, b = item.split(":")
+                configs.append((r, float(lr), int(b)))
+            except ValueError:
+                raise StudyError(f"--only {item!r} is not regime:lr:batch (for example decoder:0.00215:16)") from None
+            if r not in spaces:
+                raise StudyError(f"--only names {r!r}, not one of --regimes {','.join(spaces)}")
+        points = []
     # Seed by seed, the regimes side by side: an interrupted table has every regime's whole grid at the first
     # seeds rather than one regime's every seed.
     points += [{"regime": r, "lr": lr, "batch_size": b, "seed": seed, "fixed": dict(spaces[r].fixed)}
-               for seed in range(args.seeds) for lr in lrs for b in batches for r in spaces]
-    return preset_config(args.cache_dir), points
+               for seed in range(args.seeds) for (r, lr, b) in configs]
+    return preset_config(args.cache_dir, args.data), points
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,7 +241,10 @@ def run(args: argparse.Namespace) -> int:
     done = {point_key(p): p for p in record.get("points", [])}
     todo = [p for p in points if point_key(p) not in done]
     print(f"{len(points)} points, {len(done)} in {args.out}, {len(todo)} to train", flush=True)
-    meta = {"benchmark": NAME, "command": "python benchmarks/search_table.py " + " ".join(args.argv),
+    command = "python benchmarks/search_table.py " + " ".join(args.argv)
+    # Every command that added points, in order (a table grown by --only keeps how its grid was made).
+    commands = record.get("commands", [record["command"]] if "command" in record else [])
+    meta = {"benchmark": NAME, "command": command, "commands": commands + [command],
             "preset": "quick", "config": config.to_dict(), "larger_validation": LARGER_VALIDATION,
             "beams": list(BEAMS), **common.run_info(args, "cpu")}
     start = time.time()

@@ -25,7 +25,12 @@ from study.tuning.searcher import (
 from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SPACE = load_search_space(default_search_space_path("scratch"))  # lr 3e-4..1e-2 (log), batch 16/32/64, beams 1/4
+SPACE = load_search_space(default_search_space_path("scratch"))  # the project's: ASHA on loss, beams per checkpoint
+# The sampler's behaviour on a space of its own (the project's spaces are the search design's to change).
+SAMPLER_SPACE = parse_search_space({"search": {"lr": {"distribution": "loguniform", "low": 3e-4, "high": 1e-2},
+                                       "batch_size": {"distribution": "choice", "values": [16, 32, 64]},
+                                       "num_beams": {"distribution": "choice", "values": [1, 4]}},
+                            "beams": "sampled"}, "test")
 
 
 def synthetic_bleu(best_lr: float):
@@ -38,7 +43,7 @@ def synthetic_bleu(best_lr: float):
 def drive(sampler, objective, n_trials: int) -> list[dict]:
     """Run `n_trials` through Optuna the way Ray's OptunaSearch does: ask with the space converted by Ray, tell."""
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    distributions = OptunaSearch.convert_search_space(SPACE.tune_space())
+    distributions = OptunaSearch.convert_search_space(SAMPLER_SPACE.tune_space())
     for _ in range(n_trials):
         trial = study.ask(fixed_distributions=distributions)
         study.tell(trial, objective(trial.params))
@@ -110,7 +115,7 @@ def test_constant_liar_spreads_the_trials_asked_while_others_run():
     settings = sampler_settings("tpe", "scratch", 8, study_seed=0)
     sampler = make_sampler(settings)
     assert settings["constant_liar"] and sampler._constant_liar and settings["multivariate"] and sampler._multivariate
-    distributions = OptunaSearch.convert_search_space(SPACE.tune_space())
+    distributions = OptunaSearch.convert_search_space(SAMPLER_SPACE.tune_space())
 
     def spread_of_running(liar: bool, finished: int) -> float:
         study = optuna.create_study(direction="maximize", sampler=make_sampler({**settings, "constant_liar": liar}))

@@ -112,16 +112,47 @@ def test_asha_can_rank_a_rung_by_validation_loss():
 def test_replay_trials_report_the_tables_epochs_and_the_oracle_reads_it():
     table = search_replay.Table(synthetic_table())
     point = table.points[("full", 1e-3, 16)][1]
-    rows = search_replay.epoch_rows(point, beams=4)
+    rows = search_replay.epoch_rows(point, (4,))  # a trial decoding with 4 beams alone (beams: sampled)
     assert [r["val_bleu"] for r in rows] == [e["val_bleu_beam4"] for e in point["epochs"]]
     assert [r["val_bleu_greedy"] for r in rows] == [e["val_bleu_greedy"] for e in point["epochs"]]
-    assert rows[0]["seconds"] == pytest.approx(10.2 + 1.0 + 2.0)  # training, greedy rung, beam validation
+    assert rows[0]["seconds"] == pytest.approx(10.2 + 2.0)  # training, beam validation
+    both = search_replay.epoch_rows(point)  # every checkpoint scored at both widths: the better one, and its width
+    assert [(r["val_bleu"], r["num_beams_best"]) for r in both] == [(e["val_bleu_beam4"], 4) for e in point["epochs"]]
+    assert both[0]["seconds"] == pytest.approx(10.2 + 1.0 + 2.0)
     assert table.snap("full", 1.2e-3, 16) == 1e-3 and table.snap("full", 2.5e-3, 32) == 3.16e-3
     truth = search_replay.oracle(table)
-    assert (truth["regimes"]["full"]["lr"], truth["regimes"]["full"]["batch_size"],
-            truth["regimes"]["full"]["num_beams"]) == (1e-3, 16, 4)
-    assert truth["regimes"]["full"]["test_mean"] == pytest.approx(10 + 3 + 0.15 - 0.5 + 0.4)
+    assert (truth["regimes"]["full"]["lr"], truth["regimes"]["full"]["batch_size"]) == (1e-3, 16)
+    assert truth["regimes"]["full"]["val_mean"] == pytest.approx(10 + 3 + 0.15 + 0.5)  # best epoch, 4 beams
     assert truth["ranking"] == ["full", "scratch", "upstream"]
+
+
+def test_the_replays_choice_of_design_ignores_the_tables_test_figures(tmp_path):
+    """Every figure a design is chosen by is validation BLEU: with the table's test figures shuffled between points
+    the replay recommends the same arm, with the same figures to the digit."""
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(synthetic_table()), encoding="utf-8")
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps(SPACE), encoding="utf-8")  # JSON is YAML; the synthetic table's batch sizes
+    arms = ["random", "tpe+asha_loss_patient2+warm", "tpe+asha_loss_patient2+ladder5"]
+    runs = [search_replay.replay(path, arms, 3, 1, 5, 2, 1, shuffle_test=shuffle, space_file=space)
+            for shuffle in (None, 1)]
+    assert runs[0]["oracle"]["regimes"]["scratch"]["test_mean"] != runs[1]["oracle"]["regimes"]["scratch"]["test_mean"]
+    assert runs[0]["recommended"] == runs[1]["recommended"]
+    chosen_by = ("regret_max", "regret_spread", "epochs_mean", "oracle_best_stopped_max", "meets_targets")
+    assert [[a[k] for k in chosen_by] for a in runs[0]["arms"]] == [[a[k] for k in chosen_by] for a in runs[1]["arms"]]
+
+
+def test_the_quick_presets_spaces_start_from_the_chosen_arms_ladder():
+    """The design the replay chose is the one the trained regimes' search spaces run: one rule, every regime alike."""
+    from study.tuning.space import default_search_space_path
+
+    arm = search_replay.parse_arm(search_replay.CHOSEN)
+    for regime in ("scratch", "decoder", "full"):
+        space = load_search_space(default_search_space_path(regime))
+        assert space.start_points() == search_replay.start_points(arm, space), regime
+        assert space.asha == search_replay.SCHEDULERS[arm["scheduler"]] and space.beam_widths() == (1, 4)
+    spaces = [load_search_space(default_search_space_path(r)).search for r in ("scratch", "decoder", "full")]
+    assert spaces[0] == spaces[1] == spaces[2]
 
 
 @pytest.mark.slow
@@ -140,13 +171,13 @@ def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_
     space_file = tmp_path / "space.yaml"
     space_file.write_text(json.dumps(SPACE), encoding="utf-8")  # JSON is YAML
     space = load_search_space(space_file)
-    curves = {f"{lr}|{b}|{beams}": search_replay.epoch_rows(seeds[0], beams)
-              for (regime, lr, b), seeds in table.points.items() if regime == "scratch" for beams in (1, 4)}
+    curves = {f"{lr}|{b}": search_replay.epoch_rows(seeds[0])  # beams scored per checkpoint
+              for (regime, lr, b), seeds in table.points.items() if regime == "scratch"}
     grid_lrs = sorted({lr for (regime, lr, _b) in table.points if regime == "scratch"})
 
     def read_table(config: dict) -> None:  # the replay's trial, as a real Tune trainable
         lr = min(grid_lrs, key=lambda g: abs(math.log(g) - math.log(config["lr"])))
-        for row in curves[f"{lr}|{config['batch_size']}|{config['num_beams']}"]:
+        for row in curves[f"{lr}|{config['batch_size']}"]:
             tune.report({k: v for k, v in row.items() if k != "seconds"})
 
     ray.shutdown()
@@ -154,8 +185,8 @@ def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_
     try:
         for seed in range(2):
             replayed = search_replay.replay_regime(table, "scratch", "tpe+asha", seed, 5, 1, space)
-            searcher, scheduler = search_replay._make_search("scratch", "tpe", search_replay.SCHEDULERS["asha"],
-                                                             False, seed, 5, table.epochs, space)
+            searcher, scheduler = search_replay._make_search("scratch", search_replay.parse_arm("tpe+asha"), seed, 5,
+                                                             table.epochs, space)
             searcher._space = None  # Tune hands it the space (set_search_properties), as in a study
             grid = tune.Tuner(read_table, param_space=space.tune_space(),
                               tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=5,
@@ -163,7 +194,7 @@ def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_
                               run_config=tune.RunConfig(storage_path=str(tmp_path / f"tune{seed}"), verbose=0)).fit()
             real = sorted(grid, key=lambda r: r.metrics_dataframe["timestamp"].min())
             real_trials = [{"lr": table.snap("scratch", r.config["lr"], r.config["batch_size"]),
-                            "batch_size": r.config["batch_size"], "num_beams": r.config["num_beams"],
+                            "batch_size": r.config["batch_size"], "num_beams": r.config.get("num_beams"),
                             "epochs": int(r.metrics["training_iteration"]),
                             "stopped_early": ended_as(r.metrics, table.epochs) == PRUNED} for r in real]
             assert real_trials == replayed["trials"], seed
@@ -187,7 +218,8 @@ def test_a_real_study_runs_tpe_with_asha_on_loss_over_beams_from_its_start_point
                      "  num_beams: {distribution: choice, values: [1, 2]}\n"
                      "fixed: {batch_size: 16}\n"
                      "asha: {grace_period: 1, reduction_factor: 2, rung_metric: val_loss, min_results: 2}\n"
-                     "start: [{lr: 3.0e-3, num_beams: 2}]\n", encoding="utf-8")
+                     "start: [{lr: 3.0e-3, num_beams: 2}]\n"
+                     "beams: sampled\n", encoding="utf-8")  # a model trained per width, as a user may still ask
     argv = study_argv(study_pairs, tmp_path / "results", "tpe", space, 4, 2, study_pairs.parent / "cache")
     argv = argv[:argv.index("--searcher")] + ["--searcher", "tpe"]
     assert run_main(argv) == 0
