@@ -120,6 +120,10 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
     for regime, space in spaces.items():
         config.replace(regime=regime, **space.trial_base())  # checked when made: a bad fixed value fails here
+        if REGIMES[regime].trains:  # a width the planned trials cannot carry fails here, before anything is written
+            from study.tuning.searcher import planned_trials, search_width
+
+            search_width(space, planned_trials(True, args.num_samples or preset["num_samples"], space))
     budget = Budget(num_samples=args.num_samples or preset["num_samples"], max_epochs=config.epochs,
                     max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,

@@ -60,6 +60,7 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
         planned_trials,
         sampler_settings,
         scheduler_settings,
+        search_width,
     )
 
     signature = signatures()
@@ -70,8 +71,12 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
         # what the pretrained weights saw before the study, and which regimes start from them (report, cards)
         "upstream": {**describe_upstream(config.model), "used_by": [r for r in regimes if REGIMES[r].pretrained]},
         "search_spaces": {r: {"source": s.source, "search": s.search, "fixed": s.fixed, "asha": s.asha,
-                               **({"start": s.start} if s.start else {})}
+                               **({"start": s.start} if s.start else {}), "beams": s.beams,
+                               **({"width": s.width} if s.width is not None else {})}
                           for r, s in spaces.items()},
+        # each regime's search width as run: what its proposals and rungs knew (the same on every machine)
+        "search_widths": {r: search_width(spaces[r], planned_trials(True, budget.num_samples, spaces[r]))
+                          if REGIMES[r].trains else 1 for r in regimes},
         # each regime's sampler as the runner builds it: which, its seed, TPE's random start, ...
         "samplers": {r: sampler_settings(budget.searcher, r, planned_trials(REGIMES[r].trains, budget.num_samples,
                                                                             spaces[r]), config.seed, budget.same_draws,

@@ -23,6 +23,7 @@ from study.tuning.searcher import (
     planned_trials,
     sampler_settings,
     scheduler_settings,
+    search_width,
 )
 from study.tuning.space import SearchSpace
 from study.tuning.trainables import with_data
@@ -140,10 +141,12 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
     max_epochs = budget.max_epochs if trains else 0
     # An untrained regime's trials are each one evaluation of the same model: one worker process runs them
     # in turn, instead of each starting its own (~8 s of imports here for a 1-2 s evaluation).
-    at_once = budget.max_concurrent if trains else 1
+    at_once = search_width(space, n) if trains else 1
+    # Searcher and ASHA both work in trial order for `at_once` (the search's width) trials at a time, so that the
+    # search's proposals and stops depend neither on which trial reported first (regimes side by side share the
+    # slots) nor on how many slots the cluster has: fewer slots than the width run its trials in turn, the same search.
     # No ConcurrencyLimiter of our own: `max_concurrent_trials` wraps the searcher in one (ray.tune.tune.run).
-    # Searcher and ASHA both work in trial order for `at_once` trials at a time, so that the search's proposals
-    # and stops do not depend on which trial reported first (regimes side by side share the slots).
+    running = min(at_once, budget.max_concurrent) if budget.max_concurrent else at_once
     searcher = make_searcher(study_dir, regime, max_epochs, sampler,
                              points_to_evaluate=(space.start_points() or None) if trains else space.grid_points(),
                              at_once=at_once, planned=n)
@@ -151,7 +154,7 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
         trainable,
         param_space=space.tune_space(trains),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=n, max_concurrent_trials=at_once,
+            search_alg=searcher, num_samples=n, max_concurrent_trials=running,
             trial_dirname_creator=trial_dirname,
             # A finished trial's worker process runs the next trial: no new process importing torch and
             # transformers and fetching the data per trial. Safe because `fit` seeds every RNG and

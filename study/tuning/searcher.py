@@ -172,6 +172,27 @@ def startup_trials(n_trials: int) -> int:
     return max(2, n_trials // 4)
 
 
+# The search's width when a space does not set one (`width`): two trials of a regime at once, what the design was
+# chosen at (benchmarks/search_replay.py --concurrency 2), and never more than a third of the planned trials.
+DEFAULT_WIDTH = 2
+
+
+def search_width(space: SearchSpace, n_trials: int) -> int:
+    """How many of the regime's `n_trials` trials the search proposes and judges at once: the space's `width`, or
+    DEFAULT_WIDTH capped at a third of the trials. Set by the design, not the cluster: more machines run more
+    regimes, seed runs and studies at once, never a different search. A width above a third of the trials is
+    refused: the first `width` trials pass every rung unjudged and trial k is proposed knowing only 0..k-width."""
+    third = max(1, n_trials // 3)
+    if space.width is None:
+        return min(DEFAULT_WIDTH, third)
+    if space.width > third:
+        raise StudyError(f"search width {space.width} in {space.source or 'the search space'} is above a third of the "
+                         f"{n_trials} planned trials: its first {space.width} trials could never be stopped early and "
+                         f"each proposal would know {space.width - 1} fewer finished trials; set width to at most "
+                         f"{third} or plan at least {3 * space.width} trials")
+    return space.width
+
+
 def regime_seed(study_seed: int, regime: str, same_draws: bool = False) -> int:
     """The sampler seed of `regime`: stable across runs and machines (a hash, not Python's salted hash()),
     different per regime; the study seed itself with `same_draws` (common random numbers)."""

@@ -9,11 +9,16 @@ A search-space file (`search_spaces/<regime>.yaml`) has three sections:
     fixed: {warmup_ratio: 0.06}  # Config fields set for every trial of this regime
     asha: {grace_period: 1, reduction_factor: 2}  # and optionally min_results, rung_metric
     start: [{lr: 1.0e-3, batch_size: 16, num_beams: 4}]  # optional: points run first, then the sampler's
+    beams: per_checkpoint        # or sampled (below)
+    width: 2                     # optional: the search's width (below)
 
 `beams` says how a trained regime chooses `num_beams` when its search lists several widths: `per_checkpoint` (the
 default) scores every checkpoint at each width and keeps the best, so a trial trains once and the sampler proposes
 only what changes training (lr, batch size); `sampled` makes the width a searched value like any other, each trial
 training its own model for one width (the behaviour before; a regime that trains nothing always samples it).
+
+`width` is how many of the regime's trials the search proposes and judges at once (`study.tuning.searcher`,
+`search_width`): what each proposal and each rung knows, so part of the design and never the cluster's size.
 
 `asha.rung_metric` is what ASHA compares trials by at a rung (`val_bleu_greedy`, the default, or `val_loss`);
 `asha.min_results` is how many results a rung must hold before it judges the next arrival (default 1: ASHA's
@@ -33,7 +38,7 @@ import yaml
 from study.config import PER_TRIAL, Config, StudyError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
-SECTIONS = ("search", "fixed", "asha", "start", "beams")
+SECTIONS = ("search", "fixed", "asha", "start", "beams", "width")
 BEAM_MODES = ("per_checkpoint", "sampled")
 ASHA_KEYS = ("grace_period", "reduction_factor", "min_results", "rung_metric")
 # What ASHA may compare trials by at its rungs (study.tuning.searcher.RUNG_METRICS: name -> mode).
@@ -50,6 +55,10 @@ class SearchSpace:
     # a sampler then learns from; every value inside the search's own ranges.
     start: list[dict[str, Any]] = field(default_factory=list)
     beams: str = "per_checkpoint"  # how a trained regime picks num_beams among several widths (BEAM_MODES)
+    # The search's width: how many of the regime's trials are proposed and judged at once (trial k proposed knowing
+    # trials 0..k-width; ASHA judges trial n against trials n-width and earlier). Part of the search design, the
+    # same on every machine: None takes `study.tuning.searcher.search_width`'s default.
+    width: int | None = None
 
     def beam_widths(self) -> tuple[int, ...]:
         """The widths every checkpoint is scored at (`beams: per_checkpoint` and num_beams a choice of several);
@@ -176,6 +185,9 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
             raise _fail(source, f"asha.{key} must be a positive whole number, got {value!r}")
     if asha.get("reduction_factor", 2) < 2:
         raise _fail(source, "asha.reduction_factor must be at least 2")
+    width = raw.get("width")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise _fail(source, f"width must be a positive whole number of trials, got {width!r}")
     beams = raw.get("beams", "per_checkpoint")
     if beams not in BEAM_MODES:
         raise _fail(source, f"beams must be one of {', '.join(BEAM_MODES)}, got {beams!r}")
@@ -200,7 +212,7 @@ def parse_search_space(raw: Any, source: str) -> SearchSpace:
                 Config().replace(**fixed, **{name: value})
     except (TypeError, StudyError) as err:
         raise _fail(source, f"fixed settings: {err}") from err
-    return SearchSpace(search=search, fixed=fixed, asha=asha, source=source, start=start, beams=beams)
+    return SearchSpace(search=search, fixed=fixed, asha=asha, source=source, start=start, beams=beams, width=width)
 
 
 class _Loader(yaml.SafeLoader):
