@@ -222,16 +222,15 @@ class Budget:
 
 PRESETS: dict[str, dict] = {
     "quick": {
-        # Sized to finish pretraining + all four regimes in about 10 minutes on 2 CPU cores (see README):
-        # 8 trials per trained regime: the search space's start point, TPE's random start of 2, then TPE; ASHA
-        # (rungs at epochs 1 and 2 of 3, on validation loss, judging once two trials reached a rung) stops about
-        # a third of the epochs: 48 of 72 per study on the search replay (README, "How the search was chosen").
-        # 2,000 training pairs (3,000 before) pay for the extra trials and the seed re-runs.
+        # Sized to finish pretraining + all four regimes in about 10 minutes on 2 CPU cores (measured: docs/search.md).
+        # 8 trials per trained regime: the search space's ladder of 5 learning rates, then TPE; ASHA stops the weak
+        # (search_spaces/*.yaml, chosen on the replay: docs/measurements/search_replay_quick.json).
         "config": dict(data="sample", model="tiny", max_train_pairs=2000, max_eval_pairs=200, max_test_pairs=1000,
                        epochs=3, eval_batch_size=100, pretrain_steps=800),
-        # seeds: 3 runs of each best configuration (issue 30: a verdict over seeds needs more than a spread of
-        # two), each re-run trained up to the best trial's selected epoch
-        "num_samples": 8, "max_concurrent": None, "needs_data": False, "seeds": 3,
+        # seeds: the search winner's run and 3 fresh runs of each best configuration, each trained up to the best
+        # trial's selected epoch: the verdict's test uses the fresh runs alone, and 2 of them can only call gaps of
+        # ~10 BLEU (docs/statistics.md)
+        "num_samples": 8, "max_concurrent": None, "needs_data": False, "seeds": 4,
     },
     "paper": {  # the original experiment's scale: t5-small, 10 epochs; meant for GPUs
         "config": dict(model="t5-small", epochs=10, max_eval_pairs=2000, eval_batch_size=128),
