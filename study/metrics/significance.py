@@ -21,7 +21,7 @@ seed-averaged translations over test sources), Welch–Satterthwaite degrees of 
 Student's t and the 95 % interval from its quantile. It takes summary numbers, so the calibration simulation
 (tests/test_calibration_sim.py) calls exactly what the study calls; `seed_runs_test` feeds it from
 translations. `detectable_difference` is the smallest difference such a test finds with given power.
-`holm` adjusts a family of p-values. Only sacrebleu, numpy and scipy.special: the analysis uses this module
+`holm` adjusts a family of p-values. Only sacrebleu, numpy and scipy (`student_t`): the analysis uses this module
 without torch.
 """
 
@@ -34,7 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 import sacrebleu
 from sacrebleu.significance import PairedTest, _compute_p_value
-from scipy import special
+
+from study.metrics import student_t
 
 RESAMPLES = 1000  # sacrebleu's default for --paired-bs (--paired-bs-n)
 
@@ -210,7 +211,7 @@ def sentence_variance(references: list[str] | list[list[str]], runs_a: list[list
 
 
 def _quantile(df: float, q: float) -> float:
-    return float(special.stdtrit(df, q)) if math.isfinite(df) else float(special.ndtri(q))
+    return student_t.quantile(q, df)
 
 
 def detectable_difference(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -267,7 +268,7 @@ def seed_t_test(mean_a: float, sd_a: float | None, n_a: int, mean_b: float, sd_b
         return {**out, "testable": True, "se": 0.0, "df": df, "t": math.copysign(math.inf, difference) if difference
                 else 0.0, "p_value": p, "ci_low": difference, "ci_high": difference}
     t = difference / se
-    p = float(2 * special.stdtr(df, -abs(t))) if math.isfinite(df) else float(2 * special.ndtr(-abs(t)))
+    p = student_t.two_sided_p(t, df)
     half = _quantile(df, 1 - alpha / 2) * se
     return {**out, "testable": True, "se": se, "df": df, "t": t, "p_value": min(1.0, p),
             "ci_low": difference - half, "ci_high": difference + half}
