@@ -256,3 +256,35 @@ def test_a_start_point_outside_the_space_is_refused_with_one_line(start, needle)
         parse_search_space({**SPACE, "start": start}, "space.yaml")
     assert parse_search_space({**SPACE, "start": [{"lr": 1e-3, "batch_size": 16, "num_beams": 4}]},
                               "space.yaml").start == [{"lr": 1e-3, "batch_size": 16, "num_beams": 4}]
+
+
+def test_studies_are_checked_against_the_oracle_on_validation(tmp_path, capsys):
+    """benchmarks/studies_vs_oracle.py: a study that picked the oracle's configuration matches it, one that picked
+    a poor learning rate does not, and a finding on a pair the oracle cannot order is listed."""
+    from benchmarks import studies_vs_oracle
+
+    table_path = tmp_path / "table.json"
+    table_path.write_text(json.dumps(synthetic_table(seeds=3)), encoding="utf-8")
+    truth = search_replay.oracle(search_replay.Table(synthetic_table(seeds=3)))
+    studies = []
+    for name, lr in (("good", 1e-3), ("poor", 1e-4)):
+        study = tmp_path / name
+        for regime in ("scratch", "full"):
+            (study / regime).mkdir(parents=True)
+            val = truth["regimes"][regime]["val_mean"] if lr == 1e-3 else 3.0
+            (study / regime / "best.json").write_text(json.dumps(
+                {"lr": lr * 1.1, "batch_size": 16, "num_beams": 4, "best_val_bleu": val}), encoding="utf-8")
+        (study / "study.json").write_text(json.dumps({"seed": len(studies)}), encoding="utf-8")
+        (study / "pairwise.csv").write_text("a,b,difference,verdict\nfull,scratch,3.0,a finding\n", encoding="utf-8")
+        studies.append(str(study))
+    out = tmp_path / "out.json"
+    assert studies_vs_oracle.main([*studies, "--table", str(table_path), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    good, poor = record["studies"]
+    assert good["regimes"]["full"]["within_1_bleu"] and good["regimes"]["full"]["picked_is_oracles"]
+    assert not poor["regimes"]["full"]["within_1_bleu"] and poor["regimes"]["full"]["picked_table_lr"] == 1e-4
+    assert record["summary"]["full"] == {"within_1_bleu": 1, "picked_oracles": 1, "studies": 2}
+    # full is 3 BLEU above scratch at every seed of the synthetic table: validation orders them
+    assert [p["oracle"] for p in good["pairs"]] == ["ordered"] and record["findings_the_oracle_cannot_order"] == []
+    assert studies_vs_oracle.main([str(tmp_path / "nowhere"), "--table", str(table_path)]) == 2
+    assert "not a study folder" in capsys.readouterr().err
