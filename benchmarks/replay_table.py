@@ -109,10 +109,14 @@ def welch(a: dict, b: dict, key: str) -> dict:
     va, vb = a[f"{key}_sd"] ** 2 / a["seeds"], b[f"{key}_sd"] ** 2 / b["seeds"]
     diff = a[f"{key}_mean"] - b[f"{key}_mean"]
     se = math.sqrt(va + vb)
-    if se == 0 or a["seeds"] < 2 or b["seeds"] < 2:
+    # a regime that trains nothing (`fixed`: upstream) is one exact figure, no seed spread to estimate
+    usable = all(x["seeds"] >= 2 or x.get("fixed") for x in (a, b))
+    if se == 0 or not usable:
         return {"difference": diff, "df": None, "ci_low": None, "ci_high": None, "ordered": False,
                 "equivalent": False}
     df = (va + vb) ** 2 / ((va ** 2 / (a["seeds"] - 1) if va else 0) + (vb ** 2 / (b["seeds"] - 1) if vb else 0))
+    # never more degrees of freedom than the seed runs hold (Welch-Satterthwaite's approximation can exceed them)
+    df = min(df, sum(x["seeds"] - 1 for x in (a, b) if not x.get("fixed")))
     low, high = student_t.interval(diff, se, df, 0.95)
     low90, high90 = student_t.interval(diff, se, df, 0.90)
     return {"difference": diff, "df": df, "ci_low": low, "ci_high": high, "ordered": low > 0 or high < 0,
@@ -133,7 +137,8 @@ def oracle(table: Table, widths: tuple[int, ...] = WIDTHS, top: int = 3) -> dict
         val = table.upstream["validation"]
         beams = max(widths, key=lambda b: val[f"study_bleu_b{b}"])
         out["upstream"] = {"num_beams": beams, "val_mean": val[f"study_bleu_b{beams}"], "val_sd": 0.0,
-                           "test_mean": table.upstream["test"][f"bleu_b{beams}"], "test_sd": 0.0, "seeds": 1}
+                           "test_mean": table.upstream["test"][f"bleu_b{beams}"], "test_sd": 0.0, "seeds": 1,
+                           "fixed": True}
     ranking = sorted(out, key=lambda r: -out[r]["val_mean"])
     pairs = []
     for i, a in enumerate(ranking):
