@@ -239,7 +239,7 @@ class OriginalLoop:
 
 
 class ProjectLoop:
-    """(c) this project's loop: `study.train.make_optimizer` and `study.train.training_step` — the very
+    """(c) this project's loop: `make_optimizer` and `training_step` of `study.training.loop` — the very
     functions `fit` runs — over the project's `make_loader` (length-grouped batches, labels padded with
     -100). `regions=True` labels the step for torch.profiler."""
 

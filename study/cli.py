@@ -1,8 +1,9 @@
 """What every command line of the study shares: its argument parser and its one-line errors.
 
-Every CLI (`study.run`, `study.trial`, `study.pretrain`, `study.analyze`) builds its parser with
-`ArgumentParser` and runs its body through `run_cli`, so bad input always ends the same way: one
-`error: ...` line on stderr saying what is wrong and what to do, and exit status 2.
+Every CLI (`study.run`, `study.trial`, `study.pretrain`, `study.analyze`, `study.translate`,
+`study.evaluate`) builds its parser with `ArgumentParser` and runs its body through `run_cli`, so bad input
+always ends the same way: one `error: ...` line on stderr saying what is wrong and what to do, and exit
+status 2.
 """
 
 from __future__ import annotations

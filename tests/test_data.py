@@ -3,7 +3,6 @@ length-grouped batches."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import unicodedata
@@ -23,8 +22,6 @@ from study.config import Config, StudyError
 from study.data import batching
 from study.data import pairs as data
 from study.data.tokenize import tokenize_splits
-
-HAS_CORPUS = importlib.util.find_spec("study.data.sample.corpus") is not None
 
 
 def cfg(tmp_path: Path, **changes) -> Config:
@@ -115,7 +112,6 @@ def test_jsonl_translation_dicts(tmp_path):
     assert rows(data.load_pairs(str(path)))[2] == ("Hi 2.", "Salut 2.")
 
 
-@pytest.mark.skipif(not HAS_CORPUS, reason="study.corpus not written yet")
 def test_sample_corpus():
     from study.data.sample import corpus
 

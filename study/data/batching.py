@@ -1,12 +1,13 @@
 """Length-grouped batches of tokenized pairs, each padded to its own longest row, and padding statistics.
 
-`make_loader` turns a split from `study.data.tokenize_splits` (unpadded `input_ids` and `labels`) into a
-DataLoader: rows of similar length are grouped (`LengthGroupedBatchSampler`, keyed by `length_keys`) and
+`make_loader` turns a split from `study.data.tokenize.tokenize_splits` (unpadded `input_ids` and `labels`) into
+a DataLoader: rows of similar length are grouped (`LengthGroupedBatchSampler`, keyed by `length_keys`) and
 each batch is padded only as far as its longest row, labels with -100 so the loss ignores them. Training
-(`study.train`), evaluation (`study.metrics`) and the benchmarks all batch through it. `padding_stats` and
-`max_length_padding_stats` measure how much of a batch is padding, this way or padded to the split maximum.
+(`study.training.loop`), evaluation (`study.metrics.generation`) and the benchmarks all batch through it.
+`padding_stats` and `max_length_padding_stats` measure how much of a batch is padding, this way or padded to
+the split maximum.
 
-Kept apart from `study/data.py` (loading, cleaning, splitting, tokenizing) because batching is its own
+Kept apart from the rest of `study/data/` (loading, cleaning, splitting, tokenizing) because batching is its own
 concern, with its own reproducibility rule (the order depends only on the pair (seed, epoch)), and a
 newcomer looks for it by name.
 """
