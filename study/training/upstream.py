@@ -59,7 +59,7 @@ _TINY_FIELDS = ("tiny_vocab_size", "tiny_d_model", "tiny_layers", "tiny_heads", 
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    # Chosen by measurement (benchmarks/pretraining_gain.py and the README's "What pre-training buys"):
+    # Chosen by measurement (benchmarks/pretraining_gain.py; docs/findings.md, "How the upstream got there"):
     # - packing (as T5 packs C4 into 512-token sequences): 64-token examples of ~6 sentences carry ~3 noise
     #   spans each instead of one, and gave fine-tuning a lower validation loss than single sentences;
     # - Adafactor, T5's own pretraining optimizer, with its update scaled to each weight's size
@@ -67,7 +67,7 @@ class PretrainSettings:
     #   so T5's embeddings (initialised at std 1) hardly moved while the attention queries (std 0.016)
     #   moved most (after 800 steps: embeddings 7 % of their norm, first queries 47 %; Adafactor: 46 % and
     #   15 %). Fine-tuned at equal lr on the quick preset, the AdamW upstream reached 13.1 val BLEU at epoch
-    #   3, below scratch's 14.8; the Adafactor one 22.2 (README, "What pre-training buys, offline").
+    #   3, below scratch's 14.8; the Adafactor one 22.2 (docs/findings.md, "How the upstream got there").
     # About 1 min 40 s to 2 min for 800 steps of the default tiny model on 2 CPU cores.
     steps: int = 1200
     batch_size: int = 16  # examples (packed sequences) per step: ~1,000 tokens
