@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed every regime's sampler with --seed (common random numbers) instead of a seed per regime")
     p.add_argument("--max-failures", type=int, default=2, help="times a failed trial is retried from its checkpoint")
     p.add_argument("--seeds", type=int, help="runs of each regime's best configuration, the search's and N-1 more "
-                                             "seeds, for test scores as mean ± sd (default: 3 in both presets)")
+                                             "seeds, for test scores as mean ± sd (default: the preset's, 4 quick and 3 paper)")
     p.add_argument("--search-space", type=Path, help="a YAML search space used instead of search_spaces/<regime>.yaml")
     p.add_argument("--results", default="results", help="where study directories go (a path or a storage URI)")
     p.add_argument("--name", help="study name (default: <preset>-<UTC timestamp>)")
