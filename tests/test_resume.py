@@ -187,3 +187,65 @@ def test_a_study_killed_mid_search_stops_on_resume_the_trials_an_uninterrupted_o
     after = sum(r["time_this_iter_s"] for r in rows if r["timestamp"] >= int(resumed_at))
     assert before > 0 and timings["trial_seconds"] == pytest.approx(after), timings
     assert 0 < timings["slot_busy_share"] <= 1, timings
+
+
+def test_more_trials_on_a_finished_study_with_upstream_extends_the_trained_regime(setup, study_pairs, tmp_path):
+    """Issue 44: `--resume NAME --more-trials 1` on a finished study that includes `upstream` stopped with "this Ray's
+    restored Tuner has no _local_tuner._tune_config.scheduler ... install a tested Ray" on the tested Ray: the resume
+    refilled ASHA's rungs of every restored search, and `upstream`'s has no scheduler. Now it extends `scratch` by one
+    trial, leaves `upstream` as it was, and Optuna's record holds every trial finished."""
+    import optuna
+
+    _, space, cache = setup
+    results = tmp_path / "results"
+    argv = study_argv(study_pairs, results, "up", space, 2, 1, cache)
+    argv[argv.index("--regime") + 1] = "upstream,scratch"
+    assert study_run.main(argv + ["--pretrain-steps", "20"]) == 0
+    upstream_before = (results / "up" / "upstream" / "best.json").read_text()
+    storage = f"sqlite:///{results / 'up' / 'optuna.db'}"
+    upstream_trials = len(optuna.load_study(study_name="upstream", storage=storage).trials)
+    assert study_run.main(["--resume", "up", "--results", str(results), "--more-trials", "1", "--no-analysis",
+                           "--max-concurrent", "1"]) == 0
+    assert len(list((results / "up" / "scratch" / "more-1").glob("trial_*/result.json"))) == 1
+    assert (results / "up" / "upstream" / "best.json").read_text() == upstream_before
+    trials = {name: optuna.load_study(study_name=name, storage=storage).trials for name in ("scratch", "upstream")}
+    assert len(trials["scratch"]) == 3 and len(trials["upstream"]) == upstream_trials
+    assert all(t.state.is_finished() for ts in trials.values() for t in ts)
+
+
+def test_a_restored_searcher_is_not_made_to_tell_optuna_a_trial_it_told_before_the_crash(tmp_path):
+    """Issue 44: Tune restores the searcher from its last snapshot; a trial ASHA stopped after that snapshot was
+    already told to Optuna as PRUNED in optuna.db, and the restored searcher, which does not know it, told it again
+    when the trial ended once more: optuna raised "Cannot tell a PRUNED trial". optuna.db's record stands."""
+    import optuna
+
+    from study.tuning.searcher import (
+        METRIC,
+        MODE,
+        AshaAwareOptunaSearch,
+        make_sampler,
+        optuna_storage,
+        sampler_settings,
+    )
+    from study.tuning.space import parse_search_space
+
+    space = parse_search_space({"search": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}}}, "t")
+
+    def searcher() -> AshaAwareOptunaSearch:
+        made = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=3, study_name="scratch",
+                                     storage=optuna_storage(tmp_path), at_once=1, planned=1,
+                                     sampler=make_sampler(sampler_settings("tpe", "scratch", 1, 0)))
+        made.set_search_properties(None, None, space.tune_space())
+        return made
+
+    stopped = {"val_bleu": 1.0, "training_iteration": 1, "epoch": 1, "diverged": False}  # stopped at epoch 1 of 3
+    live = searcher()
+    live.suggest("a")
+    live.on_trial_result("a", stopped)
+    live.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, then ASHA stops the trial, then the driver dies
+    live.on_trial_complete("a", stopped)
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("a", stopped)  # the trial ends again in the resumed run
+    [trial] = optuna.load_study(study_name="scratch", storage=optuna_storage(tmp_path)).trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {1: 1.0}

@@ -53,7 +53,16 @@ def optuna_trial(searcher, trial_id: str):
 
 
 def is_completed(searcher, trial_id: str) -> bool:
-    return trial_id in searcher._completed_trials
+    """Whether the trial has been told to Optuna: by this searcher, or, for a searcher restored from a snapshot
+    older than optuna.db (a resumed search), before the snapshot's state was lost. Optuna refuses to be told a
+    finished trial again ("Cannot tell a PRUNED trial"), and what optuna.db holds is what was told: it stands."""
+    if trial_id in searcher._completed_trials:
+        return True
+    ot_trial = searcher._ot_trials.get(trial_id)
+    if ot_trial is not None and ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
+        searcher._completed_trials.add(trial_id)
+        return True
+    return False
 
 
 def tell_pruned(searcher, trial_id: str) -> None:
@@ -141,12 +150,14 @@ def restore_asha_rungs(tuner) -> int:
 
     from study.tuning.trials import trial_number_of
 
-    scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
-    if not isinstance(scheduler, AsyncHyperBandScheduler):
-        if scheduler is None:
-            raise StudyError(f"this Ray's restored Tuner has no _local_tuner._tune_config.scheduler: resuming a "
-                             f"search with ASHA was written against {TESTED}; install a tested Ray")
-        return 0  # no ASHA (--scheduler none): nothing to refill
+    tune_config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    if not hasattr(tune_config, "scheduler"):
+        raise StudyError(f"this Ray's restored Tuner has no _local_tuner._tune_config.scheduler: resuming a "
+                         f"search with ASHA was written against {TESTED}; install a tested Ray")
+    if not isinstance(tune_config.scheduler, AsyncHyperBandScheduler):
+        # no ASHA: a regime that trains nothing (its grid of decoding choices, scheduler None) or --scheduler none
+        return 0
+    scheduler = tune_config.scheduler
     if len(scheduler._brackets) != 1:  # which bracket a trial was in is not saved either
         raise StudyError(f"resuming an ASHA with {len(scheduler._brackets)} brackets is not supported (the study "
                          f"builds one); start the search again without --resume")
