@@ -1,9 +1,12 @@
 """Expected best validation BLEU by number of trials (study/analysis/expected_best.py): the estimator against
-closed forms and brute force, its band, and the sentences on constructed regimes."""
+closed forms and brute force, its band, the sentences on constructed regimes, the plot, and a real finished
+study's report."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,9 @@ import pytest
 
 from study.analysis import expected_best as eb
 from study.analysis.load import StudyAnalysis
+from study.common import write_atomic
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8, 30])
@@ -94,3 +100,44 @@ def test_curves_that_never_cross_say_their_order_holds(tmp_path):
                                "their order does not depend on the search budget within it."]
     one = eb.curves(_study(tmp_path / "one", [_trial("full", 3.0)], ["full"]), resamples=50)
     assert eb.sentences(one) == ["`full` has one scored trial: no curve to read yet."]
+
+
+def test_the_plot_and_the_report_section_on_a_constructed_study(tmp_path):
+    from study.analysis.plots import PLOTS, expected_best
+
+    a = _two_regimes(tmp_path / "constructed")
+    assert PLOTS["expected_best.png"] is expected_best
+    assert expected_best(a, tmp_path / "plots" / "expected_best.png", write_atomic)
+    png = tmp_path / "plots" / "expected_best.png"
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
+    text = "\n".join(eb.section(a, "plots/expected_best.png"))
+    assert text.startswith("## Expected best by number of trials")
+    assert "- `decoder` is still rising at 8 trials" in text and "- `decoder` and `full` cross at 6 trials" in text
+    assert "[plots/expected_best.png](plots/expected_best.png)" in text
+    a.record["samplers"] = {"decoder": {"sampler": "tpe"}, "full": {"sampler": "random"}}  # TPE's draws are not random
+    assert "The trials are read as random draws, which `decoder`'s are not" in "\n".join(eb.section(a))
+    nothing = _study(tmp_path / "none", [_trial("upstream", 5.0)], ["upstream"])
+    assert not expected_best(nothing, tmp_path / "none.png", write_atomic)
+    assert "No trained regime has a scored trial yet." in eb.section(nothing)
+
+
+@pytest.mark.slow  # reads the session's real pruning study (a local Ray study of tiny models)
+@pytest.mark.xdist_group("pruning_study")  # built once, with the other modules that read it
+def test_a_finished_studys_report_has_the_curve_and_its_sentence(pruning_study, tmp_path):
+    from study.analyze import load, main
+
+    study = Path(shutil.copytree(pruning_study.path, tmp_path / "pruned"))
+    assert main([str(study)]) == 0
+    png = study / "plots" / "expected_best.png"
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
+    report = (study / "report.md").read_text(encoding="utf-8")
+    assert "## Expected best by number of trials" in report and "](plots/expected_best.png)" in report
+    trials = load(study).trials
+    search = trials[(trials["run"] == "search") & trials["status"].isin(["finished", "pruned"])]
+    n, scores = len(search), search["best_val_bleu"].astype(float)
+    assert n == 4 and (search["status"] == "pruned").any()  # conftest: ASHA stops the later bad draws
+    assert (f"- `scratch` is still rising at {n} trials" in report) != (f"- `scratch` has levelled off by {n} trials"
+                                                                        in report)
+    assert f"to {scores.max():.2f} with {n}" in report and f"from {scores.mean():.2f} with 1 trial" in report
+    best = json.loads((study / "scratch" / "best.json").read_text())
+    assert scores.max() == pytest.approx(best["best_val_bleu"])

@@ -277,9 +277,36 @@ def worth_training(analysis, path: Path, save) -> bool:
     return True
 
 
+def expected_best(analysis, path: Path, save) -> bool:
+    """Expected best validation BLEU by number of trials (`study.analysis.expected_best`): a curve per trained
+    regime with its 95 % bootstrap band, k = 1 .. its n trials."""
+    from study.analysis.expected_best import RESAMPLES, curves
+
+    c, regimes = curves(analysis), list(analysis.comparison["regime"])
+    if c.empty or c["n"].max() < 2:
+        return False
+    fig, (ax,) = _figure(8.0, 5.2, 1)
+    for regime, g in c.groupby("regime", sort=False):
+        col = colour(regime, regimes)
+        ax.fill_between(g["trials"], g["low"], g["high"], color=col, alpha=0.15, linewidth=0)
+        pruned = int(g["pruned"].iloc[0])
+        ax.plot(g["trials"], g["expected_best"], color=col, marker="o", markersize=5, linewidth=2.2, zorder=3,
+                label=f"{regime} ({len(g)} trials" + (f", {pruned} stopped early)" if pruned else ")"))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.8, c["trials"].max() + 0.2)
+    ax.set_xlabel("number of trials k", fontsize=11)
+    ax.set_ylabel("expected best validation BLEU of k trials", fontsize=11)
+    ax.set_title(f"unbiased estimator over the study's own trials; band: 95 % bootstrap ({RESAMPLES} resamples)\n"
+                 "a trial stopped early counts with the best it reached (a lower bound)", fontsize=9)
+    ax.legend(fontsize=9, frameon=False, loc="lower right")
+    fig.suptitle(f"Expected best by number of trials — study {analysis.path.name}", fontsize=13)
+    save(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True
+
+
 PLOTS: dict[str, Callable] = {"learning_curves.png": learning_curves, "hyperparameters.png": hyperparameters,
                               "epoch_time.png": epoch_time, "seeds.png": seed_spread, "importance.png": importance,
-                              "worth_training.png": worth_training}
+                              "worth_training.png": worth_training, "expected_best.png": expected_best}
 
 
 def make_plots(analysis, out_dir: Path, save) -> list[Path]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.analysis import conclusions, worth_training
+from study.analysis import conclusions, expected_best, worth_training
 from study.analysis.load import StudyAnalysis
 from study.common import format_duration, write_text
 from study.model import provenance
@@ -174,6 +174,8 @@ PLOT_CAPTIONS = {
     "importance.png": "Which searched hyperparameters mattered: fANOVA importance per regime (Optuna).",
     "worth_training.png": "Which part is worth training: each regime's test BLEU against the parameters it "
                           "trains (log scale), labelled with its best trial's wall time.",
+    "expected_best.png": "Expected best validation BLEU by number of trials: each trained regime's curve over its "
+                         "own trials (unbiased estimator), with its 95 % bootstrap band.",
 }
 
 
@@ -273,6 +275,7 @@ def render_report(a: StudyAnalysis, images: list[Path], pairs: pd.DataFrame | No
     lines += ["## What the numbers say", "", *[f"- {s}" for s in findings(a)], ""]
     lines += worth_training.section(a, markdown_table)
     lines += conclusions.section(a, markdown_table, pairs)
+    lines += expected_best.section(a, next((f"plots/{p.name}" for p in images if p.name == "expected_best.png"), None))
     if images:
         lines += ["## Plots", ""]
         for p in images:
