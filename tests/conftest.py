@@ -29,7 +29,7 @@ SHARED_GROUPS = {"test_study": "pruning_study", "test_analyze": "pruning_study",
 # before the rest (pyproject passes --no-loadscope-reorder, so this order is the order workers get them):
 # the many short modules then fill in while the last long ones run, instead of a long one running alone at
 # the end. Only the order depends on this list: a group missing from it runs later, never not at all.
-LONGEST_FIRST = ("pruning_study", "test_resume", "test_checkpoints", "test_side_by_side", "test_cluster",
+LONGEST_FIRST = ("pruning_study", "test_cluster_width", "test_resume", "test_checkpoints", "test_side_by_side", "test_cluster",
                  "test_paper_path", "test_autoscale", "test_regimes_e2e", "test_conclusions", "test_benchmarks",
                  "test_regimes_extra", "test_selection")
 
