@@ -196,15 +196,18 @@ PER_TRIAL = frozenset(fields_of_stage("trial"))
 # --- the budget of a study's search, and presets: a Config and a budget; explicit flags override them -------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Budget:
-    """How much searching a study does per regime, and with which resources (study.json records it)."""
+    """How much searching a study does per regime, and with which resources (study.json records it).
+
+    Complete when made: a field the cluster decides is None until `tuning.runner.finish_budget`, once Ray is up,
+    returns a new Budget with it filled in; nothing changes a Budget in place."""
 
     num_samples: int
     max_epochs: int
-    max_concurrent: int
+    max_concurrent: int | None  # trials running at once; None: what the cluster's resources allow
     cpus_per_trial: float
-    gpus_per_trial: float
+    gpus_per_trial: float | None  # None: 1 if the cluster has GPUs, else 0
     grace_period: int | None
     reduction_factor: int | None
     max_failures: int
@@ -216,8 +219,8 @@ class Budget:
     same_draws: bool = False
     # every checkpoint kept (--keep-checkpoints) instead of only what resuming and test scoring need
     keep_checkpoints: bool = False
-    # regimes searched side by side, sharing the trial slots (0: all of them; 1: one after another)
-    regimes_at_once: int = 0
+    # regimes searched side by side, sharing the trial slots (study.run sets the number; None: all of them)
+    regimes_at_once: int | None = None
 
 
 PRESETS: dict[str, dict] = {

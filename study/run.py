@@ -25,9 +25,9 @@ from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
 from study.pipeline import Timings
-from study.results.record import searched_names, study_record, write_summary
+from study.results.record import searched_names, settings_from_record, study_record, write_summary
 from study.results.storage import StudyLocation, is_uri
-from study.tuning.space import default_search_space_path, load_search_space, parse_search_space
+from study.tuning.space import default_search_space_path, load_search_space
 
 log = logging.getLogger("study.run")
 
@@ -82,20 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
-    """Flags + preset -> (config, budget, regimes, search spaces); every check happens before anything is written."""
+    """A new study's settings from flags + preset -> (config, budget, regimes, search spaces); every check happens
+    before anything is written. (A resumed study reads its own: `results.record.settings_from_record`.)"""
     if args.preset not in PRESETS:
         raise StudyError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[args.preset]
     regimes = parse_regimes(args.regime)
+    _check_flags(args)
     # Only the Config flags this parser defines (its --regime is a list of regimes, not Config.regime).
     config_flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in NOT_FLAGS})
     config = config_from_flags(config_flags, Config(**preset["config"]))
-    if preset["needs_data"] and "data" not in vars(args) and not args.resume:
+    if preset["needs_data"] and "data" not in vars(args):
         raise StudyError(f"preset {args.preset} needs --data (a pairs file such as fra.txt); the bundled corpus is too small")
     if args.max_epochs is not None:
-        if args.max_epochs <= 0:
-            raise StudyError(f"--max-epochs must be at least 1, got {args.max_epochs}")
         config = config.replace(epochs=args.max_epochs)
+    config = config.replace(cache_dir=_cache_dir(args), torch_threads=max(1, int(args.cpus_per_trial)))
+    if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
+        config = config.replace(data=str(Path(config.data).expanduser().resolve()))  # trials run elsewhere
+    _check_sources(config, regimes)
+    spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
+    num_samples = args.num_samples or preset["num_samples"]
+    for regime, space in spaces.items():
+        config.replace(regime=regime, **space.trial_base())  # checked when made: a bad fixed value fails here
+        if REGIMES[regime].trains:  # a width the planned trials cannot carry fails here, before anything is written
+            from study.tuning.searcher import planned_trials, search_width
+
+            search_width(space, planned_trials(True, num_samples, space))
+    budget = Budget(num_samples=num_samples, max_epochs=config.epochs, grace_period=args.grace_period,
+                    reduction_factor=args.reduction_factor, searcher=args.searcher, scheduler=args.scheduler,
+                    seeds=args.seeds or preset.get("seeds", 1), same_draws=args.same_draws,
+                    keep_checkpoints=args.keep_checkpoints,
+                    **{**_machine(args), "regimes_at_once": args.regimes_at_once or len(regimes)})
+    return config, budget, regimes, spaces
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The numeric flags' ranges, for a new study and a resumed one alike."""
+    if args.max_epochs is not None and args.max_epochs <= 0:
+        raise StudyError(f"--max-epochs must be at least 1, got {args.max_epochs}")
     for flag in ("num_samples", "max_concurrent", "regimes_at_once"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise StudyError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -105,33 +129,43 @@ def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
         raise StudyError(f"--max-failures must be non-negative, got {args.max_failures}")
     if args.seeds is not None and args.seeds < 1:
         raise StudyError(f"--seeds must be at least 1 (the search's own run), got {args.seeds}")
-    config = config.replace(cache_dir=str(Path(config.cache_dir).expanduser().resolve()),
-                            torch_threads=max(1, int(args.cpus_per_trial)))
-    if "://" not in config.data and config.data != "sample" and not config.data.startswith("hf:"):
-        config = config.replace(data=str(Path(config.data).expanduser().resolve()))  # trials run elsewhere
-    # Offline, a hub model or dataset would fail after a minute of retries, once Ray is up: fail now, in seconds.
+
+
+def _machine(args: argparse.Namespace) -> dict:
+    """The budget's MACHINE_FIELDS from today's flags (None where the cluster decides, once Ray is up)."""
+    return {"max_concurrent": args.max_concurrent, "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial, "max_failures": args.max_failures,
+            "regimes_at_once": args.regimes_at_once}
+
+
+def _cache_dir(args: argparse.Namespace) -> str:
+    return str(Path(getattr(args, "cache_dir", Config().cache_dir)).expanduser().resolve())
+
+
+def _check_sources(config: Config, regimes: list[str]) -> None:
+    """Offline, a hub model or dataset would fail after a minute of retries, once Ray is up: fail now, in seconds;
+    likewise a model directory without weights for a pretrained regime, before Ray starts."""
     if config.model != "tiny":
         require_hub(config.model, "model", "--model tiny or a local model directory")
     if config.data.startswith("hf:"):
         require_hub(config.data, "dataset", "a local file instead, e.g. --data path/to/pairs.tsv")
-    for regime in regimes:  # here, not in the trials: a model directory without weights fails before Ray starts
+    for regime in regimes:
         if REGIMES[regime].pretrained:
             check_pretrained_weights(config.model, regime)
-    spaces = {r: load_search_space(args.search_space or default_search_space_path(r)) for r in regimes}
-    for regime, space in spaces.items():
-        config.replace(regime=regime, **space.trial_base())  # checked when made: a bad fixed value fails here
-        if REGIMES[regime].trains:  # a width the planned trials cannot carry fails here, before anything is written
-            from study.tuning.searcher import planned_trials, search_width
 
-            search_width(space, planned_trials(True, args.num_samples or preset["num_samples"], space))
-    budget = Budget(num_samples=args.num_samples or preset["num_samples"], max_epochs=config.epochs,
-                    max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
-                    gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else -1,
-                    grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-                    max_failures=args.max_failures, searcher=args.searcher, scheduler=args.scheduler,
-                    same_draws=args.same_draws, keep_checkpoints=args.keep_checkpoints,
-                    regimes_at_once=args.regimes_at_once or 0)
-    budget.seeds = args.seeds or preset.get("seeds", 1)
+
+def resumed_settings(args: argparse.Namespace, where: StudyLocation) -> tuple[Config, Budget, list[str], dict]:
+    """A resumed study's settings, from its own record (study.json) and today's resource flags; its optuna.db
+    checked, since a damaged one cannot be continued."""
+    if not where.exists():
+        raise StudyError(f"no study named {args.resume!r} in {args.results} (nothing to resume); "
+                         f"list the folders there and pass one of their names")
+    _check_flags(args)
+    where.pull()
+    record = read_json_file(where.local / "study.json")
+    check_sqlite(where.local / "optuna.db")
+    config, budget, regimes, spaces = settings_from_record(record, _machine(args), args.keep_checkpoints)
+    _check_sources(config, regimes)
     return config, budget, regimes, spaces
 
 
@@ -144,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    cache_dir = str(Path(getattr(args, "cache_dir", Config().cache_dir)).expanduser().resolve())
+    cache_dir = _cache_dir(args)
     results = Path(args.results).expanduser()
     if not is_uri(args.results) and results.exists() and not results.is_dir():
         raise StudyError(f"--results {args.results} is a file, not a folder; pass the folder study directories go in "
@@ -157,37 +191,20 @@ def _main(args: argparse.Namespace) -> int:
 
         replicates.check(args)
         return replicates.run_replicates(args, _main, resolve(args)[0].seed, cache_dir)
-    if args.resume:
-        where = StudyLocation(args.results, args.resume, cache_dir)
-        if not where.exists():
-            raise StudyError(f"no study named {args.resume!r} in {args.results} (nothing to resume); "
-                             f"list the folders there and pass one of their names")
-        where.pull()
-        record = read_json_file(where.local / "study.json")
-        check_sqlite(where.local / "optuna.db")  # the searchers' state: a damaged one cannot be continued
-        args.preset, args.regime = record["preset"], ",".join(record["regimes"])
-        args.num_samples, args.max_epochs = record["budget"]["num_samples"], record["budget"]["max_epochs"]
-        args.seeds = record["budget"].get("seeds", 1)  # studies recorded before --seeds ran one seed
-        # a regime not started before the interruption gets the sampler and scheduler the study started with
-        args.searcher, args.scheduler = record["budget"].get("searcher", "tpe"), record["budget"].get("scheduler", "asha")
-        args.same_draws = record["budget"].get("same_draws", False)
-        # a study started with --keep-checkpoints keeps them when resumed
-        args.keep_checkpoints = args.keep_checkpoints or record["budget"].get("keep_checkpoints", False)
-    config, budget, regimes, spaces = resolve(args)
+    name = args.resume or args.name or f"{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    where = StudyLocation(args.results, name, cache_dir)
+    if args.resume:  # the study's own settings, from its record
+        config, budget, regimes, spaces = resumed_settings(args, where)
+    else:
+        config, budget, regimes, spaces = resolve(args)
+        if where.exists():
+            raise StudyError(f"{where.describe()} exists already; pick another --name, or continue it with --resume {name}")
+        if where.remote is None and where.local.exists():
+            raise StudyError(f"{where.local} exists already; pick another --name")
     if args.mlflow:
         from study.results.tracking import check_tracking_uri
 
         check_tracking_uri(args.mlflow)
-    if args.resume:  # the study's own settings, not today's files and defaults
-        config = Config.from_dict(record["config"])
-        spaces = {r: parse_search_space({k: v for k, v in raw.items() if k != "source"}, raw["source"])
-                  for r, raw in record["search_spaces"].items()}
-    name = args.resume or args.name or f"{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    where = StudyLocation(args.results, name, config.cache_dir)
-    if not args.resume and where.exists():
-        raise StudyError(f"{where.describe()} exists already; pick another --name, or continue it with --resume {name}")
-    if not args.resume and where.remote is None and where.local.exists():
-        raise StudyError(f"{where.local} exists already; pick another --name")
 
     from study.pipeline import Interrupted, StudyRun, run_regimes
     from study.training.upstream import prepare_data_then_upstream
@@ -217,7 +234,7 @@ def _main(args: argparse.Namespace) -> int:
                    upstream_cpus=0.0 if args.address else budget.cpus_per_trial)
     try:  # every regime's search, seed runs, test scoring, export and pruning, side by side (study/pipeline.py)
         with clock.phase("regimes"):
-            rows = run_regimes(run, regimes, budget.regimes_at_once or len(regimes))
+            rows = run_regimes(run, regimes, budget.regimes_at_once)
     except Interrupted as why:
         where.push()
         print(f"\nstudy interrupted ({why}); state saved.\nresume with:\n  {resume_cmd}", flush=True)
@@ -229,11 +246,11 @@ def _main(args: argparse.Namespace) -> int:
         raise
     summary = write_summary(study_dir, list(rows.values()), searched)
     print("\n" + summary.to_string(index=False), flush=True)
-    clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once or len(regimes))  # before the analysis, which reports it
+    clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once)  # before the analysis, which reports it
     if not args.no_analysis:
         with clock.phase("analysis"):
             _analyze(where)
-        clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once or len(regimes))
+        clock.record(study_dir / "study.json", budget.max_concurrent, budget.regimes_at_once)
     where.push()
     print(f"\nresults: {where.describe()}", flush=True)
     return 0

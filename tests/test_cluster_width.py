@@ -392,7 +392,7 @@ def test_the_paper_presets_search_is_the_same_on_3_and_on_8_gpus(gpu_cluster, tm
     for gpus in (3, 8):
         _gpus_to(gpu_cluster, gpus)
         budget = finish_budget(Budget(num_samples=paper["num_samples"], max_epochs=paper["config"]["epochs"],
-                                      max_concurrent=0, cpus_per_trial=1, gpus_per_trial=1, grace_period=None,
+                                      max_concurrent=None, cpus_per_trial=1, gpus_per_trial=1, grace_period=None,
                                       reduction_factor=None, max_failures=2), gpu_cluster.address)
         assert budget.max_concurrent == gpus  # the cluster's slots: one trial per GPU
         for regime in (r for r in ("scratch", "decoder", "full") if REGIMES[r].trains):

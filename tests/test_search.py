@@ -4,6 +4,7 @@ the report say which sampler ran; ASHA ranks its rungs by greedy BLEU, whatever 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -235,34 +236,55 @@ def test_only_a_search_ranking_rungs_by_greedy_bleu_pays_for_the_greedy_pass():
     assert needs_greedy_bleu("scratch", budget, greedy) and needs_greedy_bleu("full", budget, unnamed)
     assert not needs_greedy_bleu("scratch", budget, loss)
     assert not needs_greedy_bleu("upstream", budget, greedy)  # nothing trains: no ASHA
-    budget.scheduler = "none"
-    assert not needs_greedy_bleu("scratch", budget, greedy)
+    assert not needs_greedy_bleu("scratch", dataclasses.replace(budget, scheduler="none"), greedy)
 
 
-def test_a_resumed_study_keeps_the_sampler_it_started_with(tmp_path, monkeypatch):
-    """A regime the interruption left unstarted is searched as the study began: --searcher, --scheduler and
-    --same-draws come from study.json, not from the resume command's defaults."""
-    from study import run
+def test_a_resumed_study_reads_its_settings_from_its_record(tmp_path):
+    """A resumed study is searched as it began: config, regimes, spaces and the search's budget (--searcher,
+    --scheduler, --same-draws, ASHA's settings, trials, seeds) come from the study.json the study wrote, not from
+    the resume command's defaults; the resources come from the resume command (the cluster may differ)."""
+    from study.common import write_json
+    from study.results.record import study_record
+    from study.results.storage import StudyLocation
+    from study.run import build_parser, resolve, resumed_settings
 
-    study = tmp_path / "results" / "s"
-    study.mkdir(parents=True)
-    budget = {"num_samples": 8, "max_epochs": 3, "searcher": "random", "scheduler": "none", "same_draws": True}
-    (study / "study.json").write_text(json.dumps({"preset": "quick", "regimes": ["scratch"], "budget": budget}))
+    results = tmp_path / "results"
+    started = build_parser().parse_args(["--regime", "upstream,scratch", "--cache-dir", str(tmp_path / "cache"),
+                                         "--searcher", "random", "--scheduler", "none", "--same-draws",
+                                         "--grace-period", "2", "--num-samples", "5", "--seeds", "2",
+                                         "--max-epochs", "4", "--seed", "7", "--keep-checkpoints"])
+    config, budget, regimes, spaces = resolve(started)
+    assert (budget.max_concurrent, budget.gpus_per_trial, budget.regimes_at_once) == (None, None, 2)
+    ran = dataclasses.replace(budget, max_concurrent=2, gpus_per_trial=0.0)  # as finish_budget leaves it
+    (results / "s").mkdir(parents=True)
+    write_json(results / "s" / "study.json", study_record(config, ran, regimes, "quick", spaces, "s"))
 
-    class Resolved(Exception):
-        pass
+    resume = build_parser().parse_args(["--resume", "s", "--results", str(results), "--cache-dir",
+                                        str(tmp_path / "cache"), "--max-concurrent", "3", "--regimes-at-once", "1"])
+    config2, budget2, regimes2, spaces2 = resumed_settings(resume, StudyLocation(str(results), "s",
+                                                                                  str(tmp_path / "cache")))
+    assert config2 == config and regimes2 == regimes == ["upstream", "scratch"] and spaces2 == spaces
+    assert budget2 == dataclasses.replace(budget, max_concurrent=3, regimes_at_once=1)
+    assert (budget2.searcher, budget2.scheduler, budget2.same_draws, budget2.grace_period) == ("random", "none", True, 2)
+    assert (budget2.num_samples, budget2.max_epochs, budget2.seeds, budget2.keep_checkpoints) == (5, 4, 2, True)
 
-    seen = {}
 
-    def resolve_then_stop(args):
-        seen["budget"] = run_resolve(args)[1]
-        raise Resolved
+def test_an_old_record_still_resumes():
+    """study.json from before a budget field existed, or with the sentinels once recorded (regimes_at_once 0),
+    gives the values such studies ran with; today's resources are the resume command's."""
+    from study.config import Config
+    from study.results.record import settings_from_record
 
-    run_resolve = run.resolve
-    monkeypatch.setattr(run, "resolve", resolve_then_stop)
-    args = run.build_parser().parse_args(["--resume", "s", "--results", str(tmp_path / "results"),
-                                          "--cache-dir", str(tmp_path / "cache")])
-    with pytest.raises(Resolved):
-        run._main(args)
-    b = seen["budget"]
-    assert (b.searcher, b.scheduler, b.same_draws, b.num_samples) == ("random", "none", True, 8)
+    record = {"regimes": ["scratch", "full"], "config": Config().to_dict(), "search_spaces": {},
+              "budget": {"num_samples": 8, "max_epochs": 3, "max_concurrent": 2, "cpus_per_trial": 1.0,
+                         "gpus_per_trial": -1, "grace_period": None, "reduction_factor": None, "max_failures": 2,
+                         "regimes_at_once": 0}}
+    machine = {"max_concurrent": None, "cpus_per_trial": 2.0, "gpus_per_trial": None, "max_failures": 1,
+               "regimes_at_once": None}
+    config, budget, regimes, spaces = settings_from_record(record, machine)
+    assert config == Config() and regimes == ["scratch", "full"] and spaces == {}
+    assert (budget.searcher, budget.scheduler, budget.seeds, budget.same_draws, budget.keep_checkpoints) == \
+        ("tpe", "asha", 1, False, False)
+    assert (budget.max_concurrent, budget.gpus_per_trial, budget.cpus_per_trial, budget.max_failures,
+            budget.regimes_at_once) == (None, None, 2.0, 1, 2)
+    assert settings_from_record(record, machine, keep_checkpoints=True)[1].keep_checkpoints

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.common import write_text
-from study.config import Config
+from study.config import Budget, Config
 
 PACKAGES = ("torch", "transformers", "sentencepiece", "datasets", "sacrebleu", "ray", "optuna", "pandas")
 SCORE_COLUMNS = ["regime", "best_val_bleu", "test_bleu", "test_chrf", "test_loss", "test_ppl", "test_exact_match"]
@@ -89,6 +89,35 @@ def study_record(config: Config, budget, regimes: list[str], preset: str, spaces
         **signature,
         "host": platform.node(), "cluster_resources": _cluster_resources(), "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+# The budget's fields that a resumed study takes from the command resuming it: the machine it runs on now (a
+# cluster may have grown or shrunk since), not the search it runs, which its record fixes.
+MACHINE_FIELDS = ("max_concurrent", "cpus_per_trial", "gpus_per_trial", "max_failures", "regimes_at_once")
+
+
+def settings_from_record(record: dict, machine: dict, keep_checkpoints: bool = False
+                         ) -> tuple[Config, Budget, list[str], dict]:
+    """A resumed study's (config, budget, regimes, search spaces), read once from its study.json (as
+    `study_record` wrote it): the config, regimes and spaces it started with, its search's budget (a regime the
+    interruption left unstarted gets the sampler, scheduler and seeds the study began with), and from `machine`
+    today's MACHINE_FIELDS (None where the cluster decides; regimes_at_once None: all of them). Checkpoints
+    are kept if the study kept them or `keep_checkpoints` asks. Records older than a budget field get the value
+    such studies ran with."""
+    from study.tuning.space import parse_search_space
+
+    regimes = list(record["regimes"])
+    recorded = record["budget"]
+    budget = Budget(num_samples=recorded["num_samples"], max_epochs=recorded["max_epochs"],
+                    grace_period=recorded.get("grace_period"), reduction_factor=recorded.get("reduction_factor"),
+                    searcher=recorded.get("searcher", "tpe"), scheduler=recorded.get("scheduler", "asha"),
+                    seeds=recorded.get("seeds", 1), same_draws=recorded.get("same_draws", False),
+                    keep_checkpoints=keep_checkpoints or recorded.get("keep_checkpoints", False),
+                    **{k: machine[k] for k in MACHINE_FIELDS if k != "regimes_at_once"},
+                    regimes_at_once=machine["regimes_at_once"] or len(regimes))
+    spaces = {r: parse_search_space({k: v for k, v in raw.items() if k != "source"}, raw["source"])
+              for r, raw in record["search_spaces"].items()}
+    return Config.from_dict(record["config"]), budget, regimes, spaces
 
 
 def count_test_scoring(study_dir: Path, regime: str) -> int:

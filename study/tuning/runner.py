@@ -7,6 +7,7 @@ named by the project — or restores an interrupted one, and returns Tune's Resu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -99,21 +100,24 @@ def hold_cpus(cpus: float) -> Callable[[], None]:
 
 
 def finish_budget(budget: Budget, address: str | None = None) -> Budget:
-    """Fill in the defaults that depend on the cluster: GPUs per trial and concurrency."""
+    """The budget with what the cluster decides filled in (GPUs per trial and concurrency, where the flags left
+    them None): a new Budget, the one given unchanged."""
     import ray
 
     resources = ray.cluster_resources()
-    if budget.gpus_per_trial < 0:
-        budget.gpus_per_trial = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-        if address and not budget.gpus_per_trial:
+    gpus = budget.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        if address and not gpus:
             # An autoscaling cluster starts with no GPU worker: without this flag trials would run on CPUs.
             print("warning: the cluster has no GPU yet, so trials get none; pass --gpus-per-trial 1 "
                   "(and --max-concurrent N) to make it scale up GPU workers", file=sys.stderr, flush=True)
-    if not budget.max_concurrent:
+    slots = budget.max_concurrent
+    if not slots:
         by_cpu = int(resources.get("CPU", 1) // budget.cpus_per_trial)
-        by_gpu = int(resources.get("GPU", 0) // budget.gpus_per_trial) if budget.gpus_per_trial else by_cpu
-        budget.max_concurrent = max(1, min(by_cpu, by_gpu))
-    return budget
+        by_gpu = int(resources.get("GPU", 0) // gpus) if gpus else by_cpu
+        slots = max(1, min(by_cpu, by_gpu))
+    return dataclasses.replace(budget, gpus_per_trial=gpus, max_concurrent=slots)
 
 
 def needs_greedy_bleu(regime: str, budget: Budget, space: SearchSpace) -> bool:
