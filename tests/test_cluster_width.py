@@ -340,13 +340,14 @@ def test_fractional_gpus_put_several_trials_on_one_gpu(gpu_cluster, tmp_path, fr
     pairs = tmp_path / "pairs.tsv"
     from study.data.sample import corpus
 
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(600, seed=0)), encoding="utf-8")
+    # Trials long enough that their recorded epochs overlap on a fast idle machine too (600 pairs did not: CI)
+    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(2000, seed=0)), encoding="utf-8")
     space = tmp_path / "space.yaml"
     space.write_text(SPACE + f"width: {width}\n", encoding="utf-8")
     log = tmp_path / "driver.log"
     argv = ["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "frac",
             "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", str(3 * width),
-            "--max-epochs", "2", "--max-train-pairs", "1000", "--max-test-pairs", "30", "--seed", "0",
+            "--max-epochs", "2", "--max-train-pairs", "1600", "--max-test-pairs", "30", "--seed", "0",
             "--cpus-per-trial", "1", "--gpus-per-trial", str(fraction), "--device", "cpu", "--no-analysis",
             *TINY_FLAGS]
     with open(log, "w") as out:
