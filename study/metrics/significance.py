@@ -116,6 +116,18 @@ def _resampled_scores(bleu: sacrebleu.metrics.BLEU, stats: np.ndarray, idxs: np.
             for row in stats[idxs[start:start + chunk]].sum(1)]
 
 
+def _paired_rows(references, runs_a: list[list[str]], runs_b: list[list[str]]) -> tuple[list[list[str]], int]:
+    """(reference streams, rows), checking that both regimes have runs and every run and stream has the same rows."""
+    if not runs_a or not runs_b:
+        raise ValueError("each regime needs at least one run")
+    streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
+    rows = len(streams[0]) if streams else 0
+    if not rows or any(len(h) != rows for h in (*runs_a, *runs_b)) or any(len(s) != rows for s in streams):
+        raise ValueError(f"paired test needs every run on the same non-empty rows: references {rows}, runs "
+                         f"{[len(h) for h in (*runs_a, *runs_b)]}")
+    return streams, rows
+
+
 def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[str]], runs_b: list[list[str]],
                      sources: list[str] | None = None, resamples: int = RESAMPLES) -> dict:
     """Is regime A's test BLEU higher than regime B's, over training seeds *and* test sentences?
@@ -130,13 +142,7 @@ def seeded_bootstrap(references: list[str] | list[list[str]], runs_a: list[list[
     `sacrebleu --paired-bs` to the digit. With n seeds the bootstrap's seed variance is (n − 1)/n of the
     sample's and its p-value is sacrebleu's |d*| − mean|d*| rule, one-sided in effect: with 2 to 5 seeds it
     calls far more than 5 % of equal regimes different (docs/statistics.md). The study uses `seed_t_test`."""
-    if not runs_a or not runs_b:
-        raise ValueError("each regime needs at least one run")
-    streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
-    rows = len(streams[0]) if streams else 0
-    if not rows or any(len(h) != rows for h in (*runs_a, *runs_b)) or any(len(s) != rows for s in streams):
-        raise ValueError(f"paired test needs every run on the same non-empty rows: references {rows}, runs "
-                         f"{[len(h) for h in (*runs_a, *runs_b)]}")
+    streams, rows = _paired_rows(references, runs_a, runs_b)
     groups = _clusters(sources, rows)
     bleu = sacrebleu.metrics.BLEU()
     seed = os.environ.get("SACREBLEU_SEED", "12345")
@@ -188,13 +194,7 @@ def sentence_variance(references: list[str] | list[list[str]], runs_a: list[list
     The test sources are drawn with replacement (the rows of one English source together; one draw for every
     run of both regimes: paired), each run's BLEU computed on the draw, averaged per regime; V is the sample
     variance of the `resamples` differences. Rows, runs and sources are checked as `seeded_bootstrap` does."""
-    if not runs_a or not runs_b:
-        raise ValueError("each regime needs at least one run")
-    streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
-    rows = len(streams[0]) if streams else 0
-    if not rows or any(len(h) != rows for h in (*runs_a, *runs_b)) or any(len(s) != rows for s in streams):
-        raise ValueError(f"paired test needs every run on the same non-empty rows: references {rows}, runs "
-                         f"{[len(h) for h in (*runs_a, *runs_b)]}")
+    streams, rows = _paired_rows(references, runs_a, runs_b)
     groups = _clusters(sources, rows)
     bleu = sacrebleu.metrics.BLEU()
     idxs = _source_draws(groups, resamples)
