@@ -134,11 +134,36 @@ def t5_small_tokenizer():
     return T5Tokenizer.from_pretrained(str(SHARED_T5))
 
 
+# -------------------------------------------------------------- the tiny models and the pairs files tests train on
+
+# The model the Ray studies' tests search over: a good learning rate visibly learns the grammar corpus in 2-3
+# epochs and a bad one does not, which the pruning and selection tests rely on.
+TINY_MODEL = dict(tiny_d_model=64, tiny_layers=2, tiny_heads=4, tiny_d_ff=128, tiny_vocab_size=500)
+# The smallest model the in-process tests train: seconds per epoch, enough to see a loss fall.
+SMALL_MODEL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300)
+
+
+def cli_flags(settings: dict) -> list[str]:
+    """Config fields as the CLIs' flags: {"tiny_d_model": 64} -> ["--tiny-d-model", "64"]."""
+    return [part for key, value in settings.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+
+
+TINY_FLAGS = cli_flags(TINY_MODEL)
+SMALL_FLAGS = cli_flags(SMALL_MODEL)
+
+
+def write_pairs(path: Path, n: int, seed: int = 0) -> Path:
+    """`n` pairs of the bundled grammar corpus (`corpus.generate_pairs(n, seed)`) as a TSV at `path`."""
+    from study.data.sample import corpus
+
+    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=seed)), encoding="utf-8")
+    return path
+
+
 # ------------------------------------------------------------------------------ one real pruning study, shared
 
-# The tiny model the Ray tests train, on the CPU whatever the machine has (trials ask for no GPU).
-STUDY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
-               "--tiny-vocab-size", "500", "--max-eval-pairs", "60", "--device", "cpu", "--gpus-per-trial", "0",
+# The Ray tests' study flags: the tiny model, on the CPU whatever the machine has (trials ask for no GPU).
+STUDY_FLAGS = [*TINY_FLAGS, "--max-eval-pairs", "60", "--device", "cpu", "--gpus-per-trial", "0",
                # no seed re-runs of the best trial (the quick preset's 2): these tests read the search alone
                "--seeds", "1"]
 PRUNING_EPOCHS = 3
@@ -158,11 +183,7 @@ def write_space(path: Path, lrs: list[float], fixed: str = "{batch_size: 16}") -
 def study_pairs(tmp_path_factory) -> Path:
     """1,500 pairs of the bundled grammar corpus: what the Ray study tests search on (their tokenizer is
     cached once, in `cache` beside them)."""
-    path = tmp_path_factory.mktemp("study-pairs") / "pairs.tsv"
-    from study.data.sample import corpus
-
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(1500, seed=0)), encoding="utf-8")
-    return path
+    return write_pairs(tmp_path_factory.mktemp("study-pairs") / "pairs.tsv", 1500)
 
 
 def study_argv(pairs: Path, results: Path, name: str, space: Path, samples: int, epochs: int, cache: Path,

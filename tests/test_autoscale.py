@@ -33,11 +33,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_FLAGS, write_pairs
 
 # The one helper that finds a cluster's processes by its temp dir (Ray renames its workers; see its docstring).
 from test_cluster import _ray_processes, finish
-
-from study.data.sample import corpus
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +48,6 @@ IDLE_TIMEOUT_MINUTES = 0.2
 # Every fake node runs on this machine, and a raylet sizes its object store at 30% of the machine's memory by
 # default; the study ships a few hundred tokenized pairs, so a small store each is plenty.
 OBJECT_STORE_BYTES = 200 * 2**20
-TINY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
-              "--tiny-vocab-size", "500", "--max-eval-pairs", "20", "--max-test-pairs", "20",
-              # the search alone: seed re-runs take a trial's resources too (test_conclusions.py checks where)
-              "--seeds", "1"]
 SAMPLES = 2
 # Generous: the machine is shared. Healthy, on an idle machine: the study ~2 min, the release ~15 s after.
 STUDY_TIMEOUT_S = 480
@@ -246,7 +241,7 @@ def fake_cluster(launcher_config):
 
 def study_argv(tmp_path: Path) -> list[str]:
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 400)
     space = tmp_path / "space.yaml"
     space.write_text("search:\n"
                      "  lr: {distribution: choice, values: [3.0e-3, 2.0e-3]}\n"
@@ -256,7 +251,9 @@ def study_argv(tmp_path: Path) -> list[str]:
     return ["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "scale",
             "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", str(SAMPLES),
             "--max-epochs", "1", "--cpus-per-trial", "1", "--gpus-per-trial", "1", "--max-concurrent", "2",
-            "--seed", "0", "--no-analysis", *TINY_FLAGS]
+            "--seed", "0", "--no-analysis", *TINY_FLAGS, "--max-eval-pairs", "20", "--max-test-pairs", "20",
+            # the search alone: seed re-runs take a trial's resources too (test_conclusions.py checks where)
+            "--seeds", "1"]
 
 
 def test_study_scales_up_cluster_yaml_gpu_workers_runs_there_and_releases_them(fake_cluster, launcher_config,

@@ -18,12 +18,11 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import optuna_trials_in
+from conftest import SMALL_FLAGS, SMALL_MODEL, cli_flags, optuna_trials_in, write_pairs
 from transformers import T5Config, T5ForConditionalGeneration
 
 from study.config import Config, StudyError
 from study.data.prepared import prepare_data
-from study.data.sample import corpus
 from study.training.checkpoints import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -37,9 +36,8 @@ from study.training.checkpoints import (
 from study.training.loop import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
-             max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
-SMALL_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+SMALL = dict(**SMALL_MODEL, max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
+TRIAL_FLAGS = cli_flags(SMALL)  # study.trial's flags for SMALL
 
 
 class CreatesFile:
@@ -50,11 +48,6 @@ class CreatesFile:
 
     def __reduce__(self):
         return open, (str(self.marker), "w")
-
-
-def write_pairs(path: Path, n: int) -> Path:
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=0)), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ def test_code_in_a_checkpoint_is_refused_by_scoring_and_resume(small_config, tmp
     assert not marker.exists()
 
     run = subprocess.run([sys.executable, "-m", "study.trial", "--regime", "scratch", "--data", small_config.data,
-                          "--cache-dir", small_config.cache_dir, *SMALL_FLAGS, "--checkpoint-dir", str(checkpoint),
+                          "--cache-dir", small_config.cache_dir, *TRIAL_FLAGS, "--checkpoint-dir", str(checkpoint),
                           "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr[-2000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
@@ -165,8 +158,7 @@ def test_interrupted_study_resumes_without_rerunning_and_keeps_only_the_checkpoi
                      "fixed: {batch_size: 16}\nasha: {grace_period: 1, reduction_factor: 2}\n", encoding="utf-8")
     argv = ["--regime", "scratch", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "kept",
             "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space), "--num-samples", "4",
-            "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--no-analysis", "--tiny-d-model", "32",
-            "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
+            "--max-epochs", "2", "--max-concurrent", "1", "--seed", "0", "--no-analysis", *SMALL_FLAGS,
             "--max-eval-pairs", "20", "--device", "cpu", "--gpus-per-trial", "0",
             "--seeds", "1"]  # the seed re-runs' checkpoints: test_conclusions.py
     study_dir = tmp_path / "results" / "kept"

@@ -26,17 +26,13 @@ import jsonschema
 import optuna
 import pytest
 import yaml
-
-from study.data.sample import corpus
+from conftest import TINY_FLAGS, write_pairs
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 LOOPBACK = "127.0.0.1"
-TINY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
-              "--tiny-vocab-size", "500", "--max-eval-pairs", "60",
-              "--seeds", "1"]  # the search only: no re-training of the best configuration with more seeds
 EPOCHS = 2
 STUDY_TIMEOUT_S = 420  # generous: the machine is shared; a healthy run takes a minute or two
 
@@ -285,7 +281,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cluster") / "pairs.tsv"
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(1500, seed=0)), encoding="utf-8")
+    write_pairs(path, 1500)
     return path
 
 
@@ -305,7 +301,8 @@ def study_argv(pairs: Path, cache_dir: Path, results: str, name: str, samples: i
     return ["--regime", "scratch", "--data", str(pairs), "--results", results, "--name", name,
             "--cache-dir", str(cache_dir), "--search-space", str(space), "--num-samples", str(samples),
             "--max-epochs", str(EPOCHS), "--cpus-per-trial", "1", "--max-concurrent", "2", "--max-failures", "2",
-            "--seed", "0", "--no-analysis", *TINY_FLAGS]
+            "--seed", "0", "--no-analysis", *TINY_FLAGS, "--max-eval-pairs", "60",
+            "--seeds", "1"]  # the search only: no re-training of the best configuration with more seeds
 
 
 def finish(proc: subprocess.Popen, log: Path, detail: Callable[[], str] | None = None,

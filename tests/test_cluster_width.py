@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import write_pairs
 from test_cluster import LOOPBACK, ROOT, TINY_FLAGS, _ray_processes, _read_lines, finish
 
 from study.config import StudyError
@@ -200,9 +201,8 @@ def width_runs(tmp_path_factory) -> WidthRuns:
 
     root = tmp_path_factory.mktemp("width")
     pairs, cache, results = root / "pairs.tsv", root / "cache", root / "results"
-    from study.data.sample import corpus
 
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(1500, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 1500)
     space = root / "space.yaml"
     space.write_text(SPACE, encoding="utf-8")
     dirs = {name: results / name for name in ("local1", "head", "nodes")}
@@ -338,10 +338,9 @@ def test_fractional_gpus_put_several_trials_on_one_gpu(gpu_cluster, tmp_path, fr
         pytest.skip("needs a cluster whose only GPU is one node's (run apart from the 3-and-8-GPU test)")
     gpu_node = gpu_nodes[0]
     pairs = tmp_path / "pairs.tsv"
-    from study.data.sample import corpus
 
     # Trials long enough that their recorded epochs overlap on a fast idle machine too (600 pairs did not: CI)
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(2000, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 2000)
     space = tmp_path / "space.yaml"
     space.write_text(SPACE + f"width: {width}\n", encoding="utf-8")
     log = tmp_path / "driver.log"

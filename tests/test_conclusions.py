@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sacrebleu
+from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.metrics.scoring import multi_reference_bleu, references_by_source, translation_scores
 from study.metrics.significance import paired_bootstrap
@@ -419,12 +420,11 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
     from ray.cluster_utils import Cluster
 
     from study.analysis.load import load
-    from study.data.sample import corpus
     from study.run import main as run_main
     from study.tuning.seeds import extra_seeds
 
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 400)
     space = tmp_path / "space.yaml"
     space.write_text("search:\n  lr: {distribution: choice, values: [3.0e-3]}\n"
                      "  num_beams: {distribution: choice, values: [1]}\nfixed: {batch_size: 16}\n", encoding="utf-8")
@@ -440,8 +440,7 @@ def test_seed_runs_and_test_scoring_run_like_trials_on_the_gpu_worker(tmp_path, 
                          "--name", "placed", "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space),
                          "--num-samples", "1", "--max-epochs", "1", "--seeds", "2", "--gpus-per-trial", "1",
                          "--max-concurrent", "1", "--address", cluster.address, "--no-analysis",
-                         "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64",
-                         "--tiny-vocab-size", "300", "--max-eval-pairs", "20", "--max-test-pairs", "30"])
+                         *SMALL_FLAGS, "--max-eval-pairs", "20", "--max-test-pairs", "30"])
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -481,7 +480,6 @@ def test_seed_reruns_train_as_long_as_the_selected_epoch_and_differ_by_seed(tmp_
     import ray
 
     from study.config import Budget, Config
-    from study.data.sample import corpus
     from study.training.checkpoints import load_for_resume
     from study.training.upstream import prepare_data_and_upstream
     from study.tuning.seeds import extra_seeds, run_seed_trials
@@ -489,10 +487,9 @@ def test_seed_reruns_train_as_long_as_the_selected_epoch_and_differ_by_seed(tmp_
     seeds = extra_seeds(0, 3)
     assert len(set(seeds)) == 2 and not set(seeds) & set(range(10)) and not set(seeds) & set(extra_seeds(1, 3))
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 300)
     config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), model="tiny", regime="scratch", epochs=3,
-                    tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
-                    max_eval_pairs=20, device="cpu", batch_size=16, torch_threads=1)
+                    **SMALL_MODEL, max_eval_pairs=20, device="cpu", batch_size=16, torch_threads=1)
     data = prepare_data_and_upstream(config, need_upstream=False)
     budget = Budget(num_samples=1, max_epochs=3, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
                     grace_period=None, reduction_factor=None, max_failures=0)

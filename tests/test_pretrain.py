@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_MODEL, write_pairs
 
 from study import pretrain as pretrain_cli
 from study.config import Config, StudyError
@@ -338,13 +339,11 @@ def test_the_study_pretrains_on_its_whole_training_split_only(tmp_path, monkeypa
     """What a study hands to pretraining: every training sentence, English and French (even under
     max_train_pairs, which caps labelled pairs only), and no validation or test sentence."""
     from study.data.prepared import prepare_text
-    from study.data.sample import corpus
 
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=3)), encoding="utf-8")
+    write_pairs(pairs, 300, seed=3)
     config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), regime="full", max_train_pairs=50,
-                    tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
-                    torch_threads=1)
+                    **SMALL_MODEL, torch_threads=1)
     seen: list[str] = []
 
     class Captured(Exception):

@@ -12,9 +12,9 @@ import struct
 import termios
 
 import pytest
+from conftest import SMALL_FLAGS, write_pairs
 
 from study import progress
-from study.data.sample import corpus
 from study.trial import main as trial_main
 
 slow = pytest.mark.slow  # the tests that train a (tiny) model for an epoch
@@ -27,11 +27,10 @@ TRAIN_LINE = re.compile(r"epoch 1/1 train: +(\d+)% (\d+)/(\d+) step \[[\d:]+, ET
 def argv(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("progress")
     pairs = root / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(200, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 200)
     # 160 training pairs in batches of 8: 20 steps, enough for every 10 % to be its own line.
     return ["--regime", "scratch", "--data", str(pairs), "--cache-dir", str(root / "cache"), "--epochs", "1",
-            "--batch-size", "8", "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff",
-            "64", "--tiny-vocab-size", "300", "--max-eval-pairs", "16", "--eval-batch-size", "8", "--torch-threads", "1"]
+            "--batch-size", "8", *SMALL_FLAGS, "--max-eval-pairs", "16", "--eval-batch-size", "8", "--torch-threads", "1"]
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.config import Config
-from study.data.sample import corpus
 from study.metrics.generation import evaluate
 from study.model.regimes import build_model
 from study.training import loop
@@ -27,7 +27,6 @@ from study.training.upstream import prepare_data_and_upstream
 
 # Small enough that the upstream pretrains in seconds; the sizes are the Ray study's too, so both share
 # the cached upstream.
-TINY = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300)
 PRETRAIN_STEPS = 40
 TRIAL = dict(max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1,
              device="cpu", max_train_pairs=200)
@@ -46,7 +45,7 @@ def _is_decoder(name: str) -> bool:
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("regimes") / "pairs.tsv"
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    write_pairs(path, 400)
     return path
 
 
@@ -57,7 +56,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(pairs, cache_dir) -> Config:
-    return Config(data=str(pairs), cache_dir=str(cache_dir), pretrain_steps=PRETRAIN_STEPS, **TINY, **TRIAL)
+    return Config(data=str(pairs), cache_dir=str(cache_dir), pretrain_steps=PRETRAIN_STEPS, **SMALL_MODEL, **TRIAL)
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +164,11 @@ def test_study_of_all_four_regimes_hands_trials_the_upstream_and_no_test_split(
     space = tmp_path / "space.yaml"
     space.write_text("search:\n  num_beams: {distribution: choice, values: [1]}\n"
                      "fixed: {lr: 3.0e-3, batch_size: 16, device: cpu}\n", encoding="utf-8")
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     argv = ["--regime", "upstream,scratch,decoder,full", "--data", str(pairs), "--results", str(tmp_path / "results"), "--name", "all",
             "--cache-dir", str(cache_dir), "--search-space", str(space), "--num-samples", "1", "--max-epochs", "2",
             "--max-train-pairs", "200", "--max-eval-pairs", "20", "--eval-batch-size", "32",
             "--pretrain-steps", str(PRETRAIN_STEPS), "--max-concurrent", "1", "--gpus-per-trial", "0", "--seeds", "1",
-            "--seed", "0", "--no-analysis", *flags]
+            "--seed", "0", "--no-analysis", *SMALL_FLAGS]
     assert run_main(argv) == 0
     study = tmp_path / "results" / "all"
     record = json.loads((study / "study.json").read_text())

@@ -8,20 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 from transformers import T5ForConditionalGeneration
 
 from study.config import Config, StudyError
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData, prepare_data
-from study.data.sample import corpus
 from study.model.regimes import REGIMES, Regime, build_model, parse_regimes, register
 from study.model.weights import random_model
 from study.training.loop import fit
 from study.trial import run_single
 from study.tuning.trainables import TRAINABLES  # before any test registers a regime
 
-SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
-             max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
+SMALL = dict(**SMALL_MODEL, max_eval_pairs=20, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1)
 EXTRA = ["lora", "encoder", "frozen-embeddings"]
 
 
@@ -29,7 +28,7 @@ EXTRA = ["lora", "encoder", "frozen-embeddings"]
 def config(tmp_path_factory) -> Config:
     root = tmp_path_factory.mktemp("regimes")
     pairs = root / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(200, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 200)
     return Config(data=str(pairs), cache_dir=str(root / "cache"), **SMALL)
 
 
@@ -178,13 +177,12 @@ def test_a_regime_registered_in_a_test_runs_a_whole_study(data, tmp_path, throwa
 
     register(Regime(throwaway_name, False, True, train_only_the_decoder_blocks, "random init, decoder blocks trained"))
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 400)
     space = tmp_path / "space.yaml"
     space.write_text("search:\n  lr: {distribution: choice, values: [3.0e-3]}\nfixed: {batch_size: 32}\n")
     code = run_main(["--regime", "throwaway-x", "--data", str(pairs), "--results", str(tmp_path / "results"),
                      "--name", "extra", "--cache-dir", str(tmp_path / "cache"), "--search-space", str(space),
-                     "--num-samples", "1", "--max-epochs", "1", "--max-concurrent", "1", "--tiny-d-model", "32",
-                     "--tiny-layers", "1", "--tiny-heads", "2", "--tiny-d-ff", "64", "--tiny-vocab-size", "300",
+                     "--num-samples", "1", "--max-epochs", "1", "--max-concurrent", "1", *SMALL_FLAGS,
                      "--max-eval-pairs", "20", "--max-test-pairs", "20", "--seeds", "1"])
     assert code == 0, capsys.readouterr().err
     assert TRAINABLES["throwaway-x"].__name__ == "train_throwaway_x"

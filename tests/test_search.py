@@ -11,6 +11,7 @@ import math
 
 import optuna
 import pytest
+from conftest import write_pairs
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import PRESETS
@@ -196,11 +197,10 @@ def test_a_beam_trial_reports_the_greedy_bleu_its_rungs_are_ranked_by(tmp_path):
     search ranks rungs by it): otherwise the second generation pass is not run, and the training is the same."""
     from study.config import Config
     from study.data.prepared import prepare_data
-    from study.data.sample import corpus
     from study.training.loop import fit
 
     pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(400, seed=0)), encoding="utf-8")
+    write_pairs(pairs, 400)
     config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), regime="scratch", tiny_d_model=48,
                     tiny_layers=1, tiny_heads=2, tiny_d_ff=96, tiny_vocab_size=300, max_eval_pairs=40,
                     eval_batch_size=40, batch_size=16, epochs=2, lr=5e-3, torch_threads=1)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_MODEL, write_pairs
 
 from study.config import Config
 from study.data.prepared import prepare_data
-from study.data.sample import corpus
 from study.metrics.generation import evaluate
 from study.model.weights import random_model
 from study.results.holdout import evaluate_best
@@ -38,9 +38,9 @@ SCRIPT_OF_SEED = {1: "A", 2: "B"}  # the searched "hyperparameter" is a Config f
 def data_and_config(tmp_path_factory):
     root = tmp_path_factory.mktemp("selection")
     pairs = root / "pairs.tsv"
-    pairs.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=0)), encoding="utf-8")
-    config = Config(data=str(pairs), cache_dir=str(root / "cache"), regime="scratch", tiny_d_model=32,
-                    tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300, max_eval_pairs=20,
+    write_pairs(pairs, 300)
+    config = Config(data=str(pairs), cache_dir=str(root / "cache"), regime="scratch", **SMALL_MODEL,
+                    max_eval_pairs=20,
                     max_test_pairs=20, eval_batch_size=32, epochs=EPOCHS, device="cpu", torch_threads=1)
     return prepare_data(config), config
 

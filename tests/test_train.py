@@ -6,14 +6,13 @@ import math
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.config import Config
 from study.data.prepared import PreparedData, prepare_data
-from study.data.sample import corpus
 from study.metrics.generation import evaluate, prefix_length, token_nll
 from study.metrics.scoring import translation_scores
 from study.model.regimes import REGIMES, parameter_counts
@@ -22,14 +21,8 @@ from study.training.loop import fit
 from study.trial import main as trial_main
 from study.trial import run_single
 
-SMALL = dict(tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab_size=300,
-             max_eval_pairs=40, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1,
+SMALL = dict(**SMALL_MODEL, max_eval_pairs=40, eval_batch_size=32, batch_size=16, epochs=2, lr=3e-3, torch_threads=1,
              device="cpu")  # the figures compared below are CPU float32's, on a GPU machine too
-
-
-def write_pairs(path: Path, n: int, seed: int = 0) -> Path:
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=seed)), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +242,7 @@ def test_epoch_line_shows_every_metric_of_the_epoch():
 
 def test_trial_cli_prints_a_line_per_epoch(small_config, capsys):
     code = trial_main(["--regime", "scratch", "--data", small_config.data, "--cache-dir", small_config.cache_dir,
-                       "--epochs", "1", "--tiny-d-model", "32", "--tiny-layers", "1", "--tiny-heads", "2",
-                       "--tiny-d-ff", "64", "--tiny-vocab-size", "300", "--max-eval-pairs", "20", "--device", "cpu"])
+                       "--epochs", "1", *SMALL_FLAGS, "--max-eval-pairs", "20", "--device", "cpu"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 1

@@ -18,20 +18,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import TINY_FLAGS, write_pairs
 
 from study import common
 from study.data.sample import corpus
 from study.run import main as run_main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--tiny-d-model", "64", "--tiny-layers", "2", "--tiny-heads", "4", "--tiny-d-ff", "128",
-              "--tiny-vocab-size", "500", "--pretrain-steps", "40"]
 slow = pytest.mark.slow  # starts Ray and trains tiny models
-
-
-def _pairs(path: Path, n: int, seed: int) -> Path:
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(n, seed=seed)), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +273,7 @@ def test_evaluate_scores_as_the_sacrebleu_command_line_does(study, tmp_path, cap
     from study.evaluate import main as evaluate_main
 
     study = Path(shutil.copytree(study, tmp_path / "study"))  # evaluate writes beside the study's own files
-    other = _pairs(tmp_path / "other.tsv", 60, seed=11)
+    other = write_pairs(tmp_path / "other.tsv", 60, seed=11)
     assert evaluate_main([str(study), "--data", str(other), "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     header, row = out.splitlines()  # stdout is the table alone
@@ -477,9 +471,9 @@ def test_pip_install_into_a_fresh_venv_runs_a_study_from_another_folder(tmp_path
                            env=env, cwd=elsewhere, check=True).stdout.strip()
     assert Path(where).is_relative_to(venv), where
     run = subprocess.run([python, "-m", "study.run", "--regime", "upstream", "--no-analysis",
-                          "--data", str(_pairs(elsewhere / "pairs.tsv", 400, 0)), "--results", "results",
+                          "--data", str(write_pairs(elsewhere / "pairs.tsv", 400, 0)), "--results", "results",
                           "--name", "clean", "--cache-dir", str(tmp_path / "cache"), "--max-eval-pairs", "20",
-                          "--max-test-pairs", "20", *TINY_FLAGS[:-2], "--pretrain-steps", "10"],
+                          "--max-test-pairs", "20", *TINY_FLAGS, "--pretrain-steps", "10"],
                          capture_output=True, text=True, env=env, cwd=elsewhere, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     record = json.loads((elsewhere / "results" / "clean" / "study.json").read_text())
