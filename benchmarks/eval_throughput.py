@@ -38,7 +38,7 @@ import torch
 if __package__ in (None, ""):  # run as `python benchmarks/eval_throughput.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, loops  # noqa: E402
 from study.config import StudyError  # noqa: E402
 from study.metrics.generation import generation_limit, prefix_length, translate  # noqa: E402
 from study.model.device import PRECISIONS, resolve_precision  # noqa: E402
@@ -109,7 +109,7 @@ def project_limits(sources: list[list[int]], batch_size: int, max_target_tokens:
 
 def train_briefly(model, train, tokenizer, config, device: torch.device, steps: int) -> float:
     """`steps` steps of the project's loop (several passes if needed); returns the mean training loss."""
-    loop = common.ProjectLoop(model, train, tokenizer, config, device, total_steps=steps)
+    loop = loops.ProjectLoop(model, train, tokenizer, config, device, total_steps=steps)
     done, epoch = 0, 1
     while done < steps:
         for batch in loop.batches(epoch=epoch):
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer, config = bench.tokenizer, bench.config
     rows = sample_rows(bench.tokenized[args.split], args.pairs, args.seed, args.order)
     sources = [list(s) for s in rows["input_ids"]]
-    padded = common.original_tensors(sources, [list(t) for t in rows["labels"]], bench.corpus_source_max,
+    padded = loops.original_tensors(sources, [list(t) for t in rows["labels"]], bench.corpus_source_max,
                                      bench.corpus_target_max, tokenizer.pad_token_id)
     distinct = len({tuple(s) for s in sources})
 

@@ -4,7 +4,8 @@
     python benchmarks/search_replay.py --arms random,tpe+asha --replays 20 --table /tmp/t.json
 
 Reads the table `benchmarks/search_table.py` wrote (every configuration of the quick preset trained per seed,
-every epoch scored greedy and with 4 beams) and, with `benchmarks/replay_table.py`,
+every epoch scored greedy and with 4 beams) and, with `benchmarks/replay_table.py` (the table, the oracle, the rung
+signals), `benchmarks/replay_arms.py` (the designs) and `benchmarks/replay_judge.py` (the targets, the report),
 
 1. **the oracle**: per regime the configuration (lr, batch size) with the best mean validation BLEU over seeds (each
    seed by its best epoch and width, as the study selects), its top three, and whether validation orders each two
@@ -29,10 +30,7 @@ best configuration was stopped early. Test BLEU is printed beside them and read 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,8 +41,9 @@ if __package__ in (None, ""):  # run as `python benchmarks/search_replay.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from benchmarks.replay_arms import arm_names, make_search, parse_arm  # noqa: E402
+from benchmarks.replay_judge import judge, print_report, summarize  # noqa: E402
 from benchmarks.replay_table import (  # noqa: E402
-    EQUIVALENCE_MARGIN,
     WIDTHS,
     Table,
     best_epoch,
@@ -58,83 +57,6 @@ from study.config import PRESETS, StudyError  # noqa: E402
 
 NAME = "search_replay"
 STARTUP_SECONDS = 2.0  # a trial's start in a reused worker (model build, data from the object store)
-# Early-stopping rules: the search space's `asha` section each arm runs with (None: no early stopping).
-SCHEDULERS: dict[str, dict | None] = {
-    "none": None,
-    "asha": {"grace_period": 1, "reduction_factor": 2},  # greedy BLEU from epoch 1
-    "asha_loss": {"grace_period": 1, "reduction_factor": 2, "rung_metric": "val_loss"},
-    "asha_loss_patient2": {"grace_period": 1, "reduction_factor": 2, "rung_metric": "val_loss", "min_results": 2},
-    "asha_loss_patient": {"grace_period": 1, "reduction_factor": 2, "rung_metric": "val_loss", "min_results": 3},
-    "asha_grace2": {"grace_period": 2, "reduction_factor": 2, "rung_metric": "val_loss", "min_results": 2},
-}
-SAMPLERS = ("random", "tpe", "gp")
-# How a search starts. "warm": the T5 paper's fine-tuning point (lr 1e-3, batch 16, 4 beams), run first — the
-# previous design, the oracle's best for full and scratch and not for decoder (issue 42). "ladder": one rule for
-# every regime, read off its search space alone: learning rates splitting the space's range evenly in log ("ladder":
-# 3, its quartiles; "ladder5": 5, 2.15e-4 .. 4.64e-3 for 1e-4..1e-2) at its smallest batch size (the most steps).
-STARTS = ("none", "warm", "ladder", "ladder4", "ladder5")
-WARM_POINTS = [{"lr": 1e-3, "batch_size": 16, "num_beams": 4}]
-# Options: "wide", TPE's random start at half the trials instead of a quarter; "sampled", num_beams proposed by
-# the sampler and a model trained per width (the design before beams were scored per checkpoint).
-OPTIONS = ("wide", "sampled")
-CHOSEN = "tpe+asha_loss_patient2+ladder5"  # the quick preset's search (search_spaces/{scratch,decoder,full}.yaml)
-# The targets a design must meet (issue 42), all on validation BLEU: regret per regime, regret spread between
-# regimes, the oracle's best stopped early, epochs against random search's.
-TARGETS = {"regret_max": 0.5, "regret_spread": 0.5, "oracle_stopped_max": 0.05, "epochs_ratio": 0.75}
-GP_SCHEDULERS = ("none", "asha_loss_patient2")  # GP fits at every proposal (~1 s): its arms are these few
-
-
-def arm_names() -> list[str]:
-    names = ["random", "random+none+sampled", "random+none+ladder"]
-    for sampler in ("random", "tpe"):
-        for scheduler in SCHEDULERS:
-            if (sampler, scheduler) == ("random", "none"):
-                continue
-            for start in STARTS:
-                names.append(f"{sampler}+{scheduler}" + ("" if start == "none" else f"+{start}"))
-    names += [f"{sampler}+none+ladder{k}" for sampler in ("random", "tpe") for k in (4, 5)]
-    names += [f"tpe+{s}+ladder+wide" for s in ("none", "asha_loss_patient2")]
-    names += ["tpe+asha_loss_patient2+warm+sampled", "tpe+asha_loss_patient2+ladder5+sampled"]
-    names += [f"gp+{s}+ladder5" for s in GP_SCHEDULERS]
-    return list(dict.fromkeys(names))
-
-
-def parse_arm(name: str) -> dict:
-    """arm name -> {sampler, scheduler, start, wide, sampled}: `<sampler>[+<scheduler>][+<start>][+wide][+sampled]`."""
-    parts = name.split("+")
-    arm = {"sampler": parts[0], "scheduler": "none", "start": "none", "wide": False, "sampled": False}
-    for part in parts[1:]:
-        if part in SCHEDULERS:
-            arm["scheduler"] = part
-        elif part in STARTS:
-            arm["start"] = part
-        elif part in OPTIONS:
-            arm[part] = True
-        else:
-            raise StudyError(f"unknown arm {name!r}: {part!r} is no scheduler ({', '.join(SCHEDULERS)}), start "
-                             f"({', '.join(STARTS)}) or option ({', '.join(OPTIONS)})")
-    if arm["sampler"] not in SAMPLERS:
-        raise StudyError(f"unknown arm {name!r}: samplers are {', '.join(SAMPLERS)}")
-    return arm
-
-
-def ladder_points(space, rungs: int = 3) -> list[dict]:
-    """The ladder start: `rungs` learning rates splitting the space's lr range evenly in log (3: its quartiles),
-    at its smallest batch size (module docstring)."""
-    spec = space.search["lr"]
-    low, high = math.log10(spec["low"]), math.log10(spec["high"])
-    batch = min(space.search["batch_size"]["values"]) if "batch_size" in space.search else None
-    return [{"lr": float(f"{10 ** (low + k / (rungs + 1) * (high - low)):.3g}"),
-             **({"batch_size": batch} if batch else {})} for k in range(1, rungs + 1)]
-
-
-def start_points(arm: dict, space) -> list[dict] | None:
-    if arm["start"] == "warm":
-        return [{k: v for k, v in p.items() if k != "num_beams" or arm["sampled"]} for p in WARM_POINTS]
-    if arm["start"].startswith("ladder"):
-        rungs = int(arm["start"].removeprefix("ladder") or 3)
-        return [{**p, **({"num_beams": 4} if arm["sampled"] else {})} for p in ladder_points(space, rungs)]
-    return None
 
 
 # ----------------------------------------------------------------------------------------------- the replay
@@ -153,36 +75,6 @@ class _Trial:
     experiment_tag: str = ""  # "<number>_": the trial's number, as Tune's tag gives it to the study's ASHA
 
 
-def arm_space(arm: dict, space):
-    """The regime's search space as `arm` searches it: beams sampled or scored per checkpoint."""
-    return dataclasses.replace(space, beams="sampled" if arm["sampled"] else "per_checkpoint")
-
-
-def _make_search(regime: str, arm: dict, seed: int, n_trials: int, max_epochs: int, space, at_once: int | None = None):
-    from study.tuning.searcher import (
-        METRIC,
-        MODE,
-        AshaAwareOptunaSearch,
-        make_sampler,
-        make_scheduler,
-        sampler_settings,
-    )
-
-    settings = sampler_settings(arm["sampler"], regime, n_trials, seed)
-    if arm["wide"] and "n_startup_trials" in settings:
-        settings["n_startup_trials"] = max(settings["n_startup_trials"], n_trials // 2)
-    space = arm_space(arm, space)
-    searcher = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=max_epochs, study_name=regime,
-                                     sampler=make_sampler(settings), at_once=at_once, planned=n_trials,
-                                     points_to_evaluate=start_points(arm, space))
-    searcher.set_search_properties(None, None, space.tune_space())
-    sched = None
-    if SCHEDULERS[arm["scheduler"]] is not None:
-        sched = make_scheduler(dataclasses.replace(space, asha=dict(SCHEDULERS[arm["scheduler"]])), max_epochs,
-                               None, None, at_once=at_once)
-    return searcher, sched
-
-
 def replay_regime(table: Table, regime: str, arm_name: str, seed: int, n_trials: int, concurrency: int, space) -> dict:
     """One search of `regime` by the arm over the table; returns its trials and the best one."""
     import random
@@ -193,7 +85,7 @@ def replay_regime(table: Table, regime: str, arm_name: str, seed: int, n_trials:
     rng = random.Random(f"{seed}|{regime}")
     draws: dict[tuple, int] = {}  # the seed each point gets in this replay
     # in trial order, as the study searches (study.tuning.searcher): `concurrency` trials at once
-    searcher, scheduler = _make_search(regime, arm, seed, n_trials, table.epochs, space, at_once=concurrency)
+    searcher, scheduler = make_search(regime, arm, seed, n_trials, table.epochs, space, at_once=concurrency)
     running: dict[str, _Trial] = {}
     ended: list[_Trial] = []
     clock, started = 0.0, 0
@@ -307,49 +199,6 @@ def _spaces(regimes: list[str], space_file: str | None = None) -> dict:
     return {r: load_search_space(space_file or default_search_space_path(r)) for r in regimes}
 
 
-def summarize(arm: str, studies: list[dict], truth: dict, seconds: float) -> dict:
-    """An arm over its replays: per regime the regret (the oracle's mean validation BLEU minus the found
-    configuration's), epochs and how often the oracle's best was stopped early; test figures printed beside."""
-    per_regime = {}
-    for r in truth["regimes"]:
-        if r == "upstream":
-            continue
-        found = [s["regimes"][r]["best"] for s in studies]
-        regret = [truth["regimes"][r]["val_mean"] - b["quality_val"] for b in found]
-        per_regime[r] = {"regret_mean": statistics.fmean(regret),
-                         "within_1_bleu_share": statistics.fmean(x <= 1.0 for x in regret),
-                         "found_val_mean": statistics.fmean(b["quality_val"] for b in found),
-                         "found_test_mean_printed_only": statistics.fmean(b["quality_test_printed_only"] for b in found),
-                         "epochs_mean": statistics.fmean(s["regimes"][r]["epochs"] for s in studies),
-                         "oracle_best_stopped_share": statistics.fmean(s["oracle_stopped"][r] for s in studies)}
-    regrets = [v["regret_mean"] for v in per_regime.values()]
-    return {
-        "arm": arm, "replays": len(studies), "chosen": arm == CHOSEN,
-        "regret_max": max(regrets), "regret_spread": max(regrets) - min(regrets),
-        "regret_mean": statistics.fmean(regrets),
-        "epochs_mean": sum(v["epochs_mean"] for v in per_regime.values()),
-        "oracle_best_stopped_max": max(v["oracle_best_stopped_share"] for v in per_regime.values()),
-        "ordered_pairs_match_share": statistics.fmean(s["ordered_pairs_match"] for s in studies),
-        "per_regime": per_regime, "seconds": seconds,
-    }
-
-
-def judge(arms: list[dict]) -> dict:
-    """Each arm against the targets (validation figures only), and the recommended design: among the arms that
-    meet every target the one with the fewest epochs; if none does, the one with the smallest worst regret."""
-    random_epochs = next((a["epochs_mean"] for a in arms if a["arm"] == "random"), None)
-    for a in arms:
-        a["epochs_ratio"] = a["epochs_mean"] / random_epochs if random_epochs else None
-        a["meets_targets"] = bool(random_epochs) and (
-            a["regret_max"] <= TARGETS["regret_max"] and a["regret_spread"] <= TARGETS["regret_spread"]
-            and a["oracle_best_stopped_max"] <= TARGETS["oracle_stopped_max"]
-            and a["epochs_ratio"] <= TARGETS["epochs_ratio"])
-    meeting = [a for a in arms if a["meets_targets"]]
-    pick = min(meeting, key=lambda a: (a["epochs_mean"], a["arm"])) if meeting else \
-        min(arms, key=lambda a: (a["regret_max"], a["epochs_mean"], a["arm"]))
-    return {"recommended": pick["arm"], "meets_targets": pick["meets_targets"], "targets": TARGETS}
-
-
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
@@ -407,34 +256,6 @@ def run(args: argparse.Namespace) -> int:
                     args.shuffle_test)
     record = {"benchmark": NAME, **record, "wall_seconds": time.time() - start, **common.run_info(args, "cpu")}
     return common.finish(args, NAME, record, print_report)
-
-
-def print_report(record: dict) -> None:
-    truth = record["oracle"]
-    print("oracle (best mean validation BLEU over seeds, beams chosen per checkpoint; test printed, never chosen on):")
-    print(common.format_table(["regime", "lr", "batch", "val", "val sd", "seeds", "test (printed)"],
-                              [[r, f"{o['lr']:.3g}" if o.get("lr") else None, o.get("batch_size"), o["val_mean"],
-                                o["val_sd"], o["seeds"], o["test_mean"]] for r, o in truth["regimes"].items()]))
-    for p in truth["pairs"]:
-        v = p["validation"]
-        state = "ordered" if v["ordered"] else f"level within ±{EQUIVALENCE_MARGIN:g}" if v["equivalent"] else "neither"
-        ci = f"{v['ci_low']:+.2f} to {v['ci_high']:+.2f}, df {v['df']:.1f}" if v["df"] else "no interval"
-        print(f"  {p['a']} - {p['b']}: validation {v['difference']:+.2f} (95 % {ci}): {state}")
-    print("\nrung signals (Spearman with the final greedy BLEU on the larger validation subset):")
-    for regime, corr in record["rung_signals"].items():
-        print(f"  {regime}: " + ", ".join(f"{k} {v:.2f}" for k, v in corr.items() if k != "runs")
-              + f" ({corr['runs']} runs)")
-    print()
-    regimes = list(record["arms"][0]["per_regime"]) if record["arms"] else []
-    print(common.format_table(
-        ["arm", "replays", *[f"regret {r}" for r in regimes], "spread", "epochs", "x random", "oracle stopped",
-         "targets"],
-        [[a["arm"] + (" *" if a["chosen"] else ""), a["replays"],
-          *[a["per_regime"][r]["regret_mean"] for r in regimes], a["regret_spread"], a["epochs_mean"],
-          a["epochs_ratio"], a["oracle_best_stopped_max"], "met" if a["meets_targets"] else "-"]
-         for a in record["arms"]]))
-    print(f"\nrecommended on validation: {record['recommended']} "
-          f"({'meets' if record['meets_targets'] else 'misses'} the targets); the quick preset runs {CHOSEN}")
 
 
 def main(argv: list[str] | None = None) -> int:

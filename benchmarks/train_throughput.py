@@ -23,7 +23,7 @@ eos, French + eos). The pool holds 200 batches by default, so that length groupi
 (b) trainer_bf16 - the same with `bf16=True`, where the device computes bf16 natively (else skipped).
 (c) project      - `study.training.loop.fit`'s training step from the project's own building blocks
                    (`make_loader`, `make_optimizer`, `training_step`, precision resolved as `fit` does:
-                   `--precision auto` is bf16 for t5-small on a bf16 CPU; see `benchmarks.common.ProjectLoop`;
+                   `--precision auto` is bf16 for t5-small on a bf16 CPU; see `benchmarks.loops.ProjectLoop`;
                    a test checks it reproduces `fit`'s training loss). `--regime decoder` trains only what
                    that regime trains (encoder frozen).
 
@@ -32,7 +32,7 @@ megabatch of the Trainer's epoch, whose batches run longest first inside it; (c)
 the epoch, so its first steps are a random sample of them). Throughput is pairs/s and *real* target tokens/s
 (labels that are not padding); the figure is the median over `--repeats`, the ways interleaved within every
 repeat. Against the machine's limit: the matmul rate of an n x n product (fp32 and bf16, the same threads)
-and each way's training FLOP/s = 6 x matmul parameters x tokens (see `benchmarks.common.training_flops`), over
+and each way's training FLOP/s = 6 x matmul parameters x tokens (see `benchmarks.loops.training_flops`), over
 real tokens ("useful") and over every computed position. JSON goes to benchmarks/out/train_throughput.json.
 """
 
@@ -52,7 +52,7 @@ import torch
 if __package__ in (None, ""):  # run as `python benchmarks/train_throughput.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, loops  # noqa: E402
 from study.config import StudyError  # noqa: E402
 from study.model.device import PRECISIONS, cpu_has_native_bf16, resolve_precision  # noqa: E402
 from study.model.regimes import build_model, get_regime, parameter_counts  # noqa: E402
@@ -152,14 +152,14 @@ def time_trainer(model, train, tokenizer, config, device: torch.device, steps: i
             self.ends: list[float] = []
 
         def on_step_end(self, args, state, control, **kwargs):
-            common.sync(device)
+            loops.sync(device)
             self.ends.append(time.perf_counter())
 
     class CountingTrainer(Seq2SeqTrainer):
-        counts: list[common.StepStats]
+        counts: list[loops.StepStats]
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            self.counts.append(common.StepStats.of(inputs, -100))
+            self.counts.append(loops.StepStats.of(inputs, -100))
             return super().training_step(model, inputs, num_items_in_batch)
 
     timer = Timer()
@@ -176,7 +176,7 @@ def time_trainer(model, train, tokenizer, config, device: torch.device, steps: i
         trainer.train()
     if len(timer.ends) != steps + 1 or len(trainer.counts) != steps + 1:
         raise common.BenchmarkError(f"the Trainer ran {len(timer.ends)} steps, expected {steps + 1}")
-    return common.throughput(timer.ends[-1] - timer.ends[0], trainer.counts[1:])
+    return loops.throughput(timer.ends[-1] - timer.ends[0], trainer.counts[1:])
 
 
 # ------------------------------------------------------------------------------------------- profiling
@@ -186,7 +186,7 @@ def profile_project(model, train, tokenizer, config, device: torch.device, steps
     """torch.profiler over `steps` steps of (c) after one warm-up step: the phases and the top ops."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    loop = common.ProjectLoop(model, train, tokenizer, config, device, total_steps=steps + 1, regions=True)
+    loop = loops.ProjectLoop(model, train, tokenizer, config, device, total_steps=steps + 1, regions=True)
     batches = iter(loop.batches())
     loop.step(next(batches))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -200,7 +200,7 @@ def profile_project(model, train, tokenizer, config, device: torch.device, steps
                 continue
             loop.step(batch)
             done += 1
-        common.sync(device)
+        loops.sync(device)
     averages = prof.key_averages()
     time_key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
     phases = {e.key.split("/", 1)[1]: getattr(e, time_key) / 1e3 / steps
@@ -247,17 +247,17 @@ def run(args: argparse.Namespace) -> int:
         source_len, target_len = common.corpus_max_lengths(bench.splits, tokenizer, "")
     else:
         sources, source_len, target_len = list(sample["input_ids"]), bench.corpus_source_max, bench.corpus_target_max
-    original = common.original_tensors(sources, list(sample["labels"]), source_len, target_len, tokenizer.pad_token_id)
+    original = loops.original_tensors(sources, list(sample["labels"]), source_len, target_len, tokenizer.pad_token_id)
 
     base_model, _ = build_model(config, tokenizer)  # seeded with --seed: every run starts from these weights
     regime.set_trainable(base_model, config)  # a random init trains as fast as the pretrained weights would
     counts = parameter_counts(base_model)
-    flop_weights = common.flop_weights(base_model)
+    flop_weights = loops.flop_weights(base_model)
     project_precision = resolve_precision(config.precision, device, base_model.config.d_model, config.batch_size)
     precision = {"original": "fp32", "trainer": "fp32", "trainer_bf16": "bf16", "project": project_precision}
-    peaks = {"fp32": common.matmul_peak(device, torch.float32, args.matmul_size)}
+    peaks = {"fp32": loops.matmul_peak(device, torch.float32, args.matmul_size)}
     if "bf16" in precision.values() and not bf16_unavailable(device):
-        peaks["bf16"] = common.matmul_peak(device, torch.bfloat16, args.matmul_size)
+        peaks["bf16"] = loops.matmul_peak(device, torch.bfloat16, args.matmul_size)
     print("matmul peak at", torch.get_num_threads(), "threads:",
           ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()), flush=True)
 
@@ -266,14 +266,14 @@ def run(args: argparse.Namespace) -> int:
         for way in ways:
             model = copy.deepcopy(base_model).to(device)
             if way == "original":
-                loop = common.OriginalLoop(model, original, args.batch_size, args.seed, device, tokenizer.pad_token_id)
-                result = common.time_pass(loop, device, max_steps=args.original_steps)
+                loop = loops.OriginalLoop(model, original, args.batch_size, args.seed, device, tokenizer.pad_token_id)
+                result = loops.time_pass(loop, device, max_steps=args.original_steps)
             elif way.startswith("trainer"):
                 result = time_trainer(model, sample, tokenizer, config, device, args.steps, bf16=way == "trainer_bf16")
             else:
-                loop = common.ProjectLoop(model, sample, tokenizer, config, device, total_steps=args.steps + 1)
-                result = common.time_pass(loop, device, max_steps=args.steps)
-            result.update(common.flop_rates(flop_weights, result))
+                loop = loops.ProjectLoop(model, sample, tokenizer, config, device, total_steps=args.steps + 1)
+                result = loops.time_pass(loop, device, max_steps=args.steps)
+            result.update(loops.flop_rates(flop_weights, result))
             results[way].append(result)
             print(f"repeat {repeat + 1}/{args.repeats}  {WAYS[way]:<40} {result['pairs_per_s']:10.1f} pairs/s "
                   f"{result['tokens_per_s']:10.1f} tokens/s  ({result['seconds']:.2f} s)", flush=True)

@@ -1,5 +1,5 @@
 """The layout docs/architecture.md describes: stages import only the stages above them, no cycles,
-the analysis needs neither Ray nor torch, no module grows far past 400 lines, and the tests the
+the analysis needs neither Ray nor torch, no module of study/ or benchmarks/ grows far past 400 lines, and the tests the
 docs name exist."""
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def test_the_analysis_imports_neither_ray_nor_torch():
 
 
 def test_no_module_far_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "study").rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
+    """study/ and benchmarks/ alike: a module past ~400 lines holds more than one idea."""
+    modules = [*(ROOT / "study").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    assert any(p.parent.name == "benchmarks" for p in modules)
+    long = {str(p.relative_to(ROOT)): n for p in modules if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
     assert not long, long
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_PAIRS, SHARED_T5
+from conftest import SHARED_PAIRS, SHARED_T5, SMALL_MODEL, write_pairs
 from datasets import Dataset, DatasetDict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the checkout, not an
 from benchmarks import (  # noqa: E402
     common,
     eval_throughput,
+    loops,
     padding,
     pretraining_gain,
     search_efficiency,
@@ -28,13 +29,12 @@ from benchmarks import (  # noqa: E402
 )
 from study.config import Config  # noqa: E402
 from study.data import batching  # noqa
-from study.data.sample import corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bench") / "pairs.tsv"
-    path.write_text("".join(f"{en}\t{fr}\n" for en, fr in corpus.generate_pairs(300, seed=0)), encoding="utf-8")
+    write_pairs(path, 300)
     return path
 
 
@@ -256,8 +256,8 @@ def test_original_batches_pad_to_the_corpus_max_with_pad_id_labels(spm_tokenizer
     assert source_max > max(map(len, sources)) and target_max > max(map(len, targets))
     pad = spm_tokenizer.pad_token_id
     assert pad == 0
-    tensors = common.original_tensors(sources, targets, source_max, target_max, pad)
-    original = list(common.original_batches(tensors, 4, seed=0))
+    tensors = loops.original_tensors(sources, targets, source_max, target_max, pad)
+    original = list(loops.original_batches(tensors, 4, seed=0))
     project = list(batching.make_loader(train, spm_tokenizer, 4, shuffle=True, seed=0))
     assert len(original) == len(project) == 2
     for batch in original:
@@ -290,7 +290,7 @@ def test_original_padding_costs_real_loss_positions(spm_tokenizer):
 
     _, train = _tokenized(spm_tokenizer)
     sources, targets = list(train["input_ids"])[:2], list(train["labels"])[:2]
-    tensors = common.original_tensors(sources, targets, 40, 40, 0)
+    tensors = loops.original_tensors(sources, targets, 40, 40, 0)
     labels = tensors["labels"]
     real = torch.zeros_like(labels, dtype=torch.bool)
     for row, target in enumerate(targets):
@@ -325,7 +325,7 @@ def test_project_loop_reproduces_fit_training_loss(toy, tmp_path):
     steps = len(batching.make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True, seed=config.seed))
 
     model, _ = build_model(config, data.tokenizer)
-    loop = common.ProjectLoop(model, data.train, data.tokenizer, config, torch.device("cpu"), total_steps=steps)
+    loop = loops.ProjectLoop(model, data.train, data.tokenizer, config, torch.device("cpu"), total_steps=steps)
     stats = [loop.step(batch) for batch in loop.batches(epoch=1)]
     assert len(stats) == steps and sum(s.pairs for s in stats) == len(data.train)
     assert loop.loss_sum / loop.tokens == pytest.approx(reported[-1]["train_loss"], rel=1e-6)
@@ -448,8 +448,7 @@ def test_calibration_trains_a_studys_best_configuration_to_its_selected_epoch(pa
     from benchmarks import calibration
 
     config = Config(data=str(pairs), model="tiny", regime="scratch", epochs=2, lr=3e-3, batch_size=16,
-                    max_eval_pairs=20, tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64,
-                    tiny_vocab_size=300, cache_dir=str(tmp_path / "cache"), device="cpu")
+                    max_eval_pairs=20, **SMALL_MODEL, cache_dir=str(tmp_path / "cache"), device="cpu")
     (tmp_path / "study" / "scratch").mkdir(parents=True)
     (tmp_path / "study" / "scratch" / "best.json").write_text(json.dumps({"config": config.to_dict(), "best_epoch": 1}))
     out = tmp_path / "calibration.json"

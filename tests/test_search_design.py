@@ -12,7 +12,7 @@ import optuna
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from benchmarks import search_replay
+from benchmarks import replay_arms, replay_table, search_replay
 from study.tuning.searcher import (
     METRIC,
     MODE,
@@ -110,17 +110,17 @@ def test_asha_can_rank_a_rung_by_validation_loss():
 
 
 def test_replay_trials_report_the_tables_epochs_and_the_oracle_reads_it():
-    table = search_replay.Table(synthetic_table())
+    table = replay_table.Table(synthetic_table())
     point = table.points[("full", 1e-3, 16)][1]
-    rows = search_replay.epoch_rows(point, (4,))  # a trial decoding with 4 beams alone (beams: sampled)
+    rows = replay_table.epoch_rows(point, (4,))  # a trial decoding with 4 beams alone (beams: sampled)
     assert [r["val_bleu"] for r in rows] == [e["val_bleu_beam4"] for e in point["epochs"]]
     assert [r["val_bleu_greedy"] for r in rows] == [e["val_bleu_greedy"] for e in point["epochs"]]
     assert rows[0]["seconds"] == pytest.approx(10.2 + 2.0)  # training, beam validation
-    both = search_replay.epoch_rows(point)  # every checkpoint scored at both widths: the better one, and its width
+    both = replay_table.epoch_rows(point)  # every checkpoint scored at both widths: the better one, and its width
     assert [(r["val_bleu"], r["num_beams_best"]) for r in both] == [(e["val_bleu_beam4"], 4) for e in point["epochs"]]
     assert both[0]["seconds"] == pytest.approx(10.2 + 1.0 + 2.0)
     assert table.snap("full", 1.2e-3, 16) == 1e-3 and table.snap("full", 2.5e-3, 32) == 3.16e-3
-    truth = search_replay.oracle(table)
+    truth = replay_table.oracle(table)
     assert (truth["regimes"]["full"]["lr"], truth["regimes"]["full"]["batch_size"]) == (1e-3, 16)
     assert truth["regimes"]["full"]["val_mean"] == pytest.approx(10 + 3 + 0.15 + 0.5)  # best epoch, 4 beams
     assert truth["ranking"] == ["full", "scratch", "upstream"]
@@ -146,11 +146,11 @@ def test_the_quick_presets_spaces_start_from_the_chosen_arms_ladder():
     """The design the replay chose is the one the trained regimes' search spaces run: one rule, every regime alike."""
     from study.tuning.space import default_search_space_path
 
-    arm = search_replay.parse_arm(search_replay.CHOSEN)
+    arm = replay_arms.parse_arm(replay_arms.CHOSEN)
     for regime in ("scratch", "decoder", "full"):
         space = load_search_space(default_search_space_path(regime))
-        assert space.start_points() == search_replay.start_points(arm, space), regime
-        assert space.asha == search_replay.SCHEDULERS[arm["scheduler"]] and space.beam_widths() == (1, 4)
+        assert space.start_points() == replay_arms.start_points(arm, space), regime
+        assert space.asha == replay_arms.SCHEDULERS[arm["scheduler"]] and space.beam_widths() == (1, 4)
     spaces = [load_search_space(default_search_space_path(r)).search for r in ("scratch", "decoder", "full")]
     assert spaces[0] == spaces[1] == spaces[2]
 
@@ -167,11 +167,11 @@ def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_
     from study.tuning.trials import PRUNED, ended_as
 
     record = synthetic_table(seeds=1)
-    table = search_replay.Table(record)
+    table = replay_table.Table(record)
     space_file = tmp_path / "space.yaml"
     space_file.write_text(json.dumps(SPACE), encoding="utf-8")  # JSON is YAML
     space = load_search_space(space_file)
-    curves = {f"{lr}|{b}": search_replay.epoch_rows(seeds[0])  # beams scored per checkpoint
+    curves = {f"{lr}|{b}": replay_table.epoch_rows(seeds[0])  # beams scored per checkpoint
               for (regime, lr, b), seeds in table.points.items() if regime == "scratch"}
     grid_lrs = sorted({lr for (regime, lr, _b) in table.points if regime == "scratch"})
 
@@ -185,7 +185,7 @@ def test_replay_makes_the_decisions_real_ray_tune_makes_over_the_same_table(tmp_
     try:
         for seed in range(2):
             replayed = search_replay.replay_regime(table, "scratch", "tpe+asha", seed, 5, 1, space)
-            searcher, scheduler = search_replay._make_search("scratch", search_replay.parse_arm("tpe+asha"), seed, 5,
+            searcher, scheduler = replay_arms.make_search("scratch", replay_arms.parse_arm("tpe+asha"), seed, 5,
                                                              table.epochs, space)
             searcher._space = None  # Tune hands it the space (set_search_properties), as in a study
             grid = tune.Tuner(read_table, param_space=space.tune_space(),
@@ -265,7 +265,7 @@ def test_studies_are_checked_against_the_oracle_on_validation(tmp_path, capsys):
 
     table_path = tmp_path / "table.json"
     table_path.write_text(json.dumps(synthetic_table(seeds=3)), encoding="utf-8")
-    truth = search_replay.oracle(search_replay.Table(synthetic_table(seeds=3)))
+    truth = replay_table.oracle(replay_table.Table(synthetic_table(seeds=3)))
     studies = []
     for name, lr in (("good", 1e-3), ("poor", 1e-4)):
         study = tmp_path / name
