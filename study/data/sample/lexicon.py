@@ -6,10 +6,10 @@ that decides which verbs, adjectives and prepositions fit it, so that sentences 
 sense ("le chat boit du lait", never "la table boit une clé"). Also here: the pronouns, tenses, tense
 endings and the adverbial prepositions.
 
-This is data, kept apart from the sampling and rendering in `study/corpus.py` so that a newcomer can find
+This is data, kept apart from the sampling and rendering in `corpus.py` so that a newcomer can find
 and extend the vocabulary without reading the grammar code (and each module stays a readable size). Table
 order matters: sampling picks from these tuples by index, so adding, removing or reordering an entry
-changes the generated text, and `GENERATOR_VERSION` in `study/corpus.py` must then be bumped.
+changes the generated text, and `GENERATOR_VERSION` in `corpus.py` must then be bumped.
 """
 
 from __future__ import annotations
