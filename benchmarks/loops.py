@@ -23,7 +23,7 @@ from benchmarks.common import BenchmarkError
 from study.config import Config
 from study.data import batching
 from study.model.device import resolve_precision
-from study.training.loop import make_optimizer, training_step
+from study.training.step import READ_EVERY, StepTally, make_optimizer, training_step
 
 # ------------------------------------------------------------------------------ the original notebook
 
@@ -104,8 +104,8 @@ class OriginalLoop:
 
 
 class ProjectLoop:
-    """(c) this project's loop: `make_optimizer` and `training_step` of `study.training.loop` — the very
-    functions `fit` runs — over the project's `make_loader` (length-grouped batches, labels padded with
+    """(c) this project's loop: `make_optimizer`, `training_step` and `StepTally` of `study.training.step` — the
+    very functions `fit` runs — over the project's `make_loader` (length-grouped batches, labels padded with
     -100). `regions=True` labels the step for torch.profiler."""
 
     def __init__(self, model, train: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,
@@ -116,7 +116,7 @@ class ProjectLoop:
         self.model, self.train, self.tokenizer, self.config, self.device = model, train, tokenizer, config, device
         self.optimizer, self.scheduler = make_optimizer(model, config, total_steps)
         self.regions = regions
-        self.loss_sum, self.tokens = 0.0, 0
+        self.loss_sum, self.tokens, self.tally = 0.0, 0, StepTally()
         model.train()
 
     def batches(self, epoch: int = 1) -> Iterable[dict[str, torch.Tensor]]:
@@ -126,12 +126,20 @@ class ProjectLoop:
     def step(self, batch: dict[str, torch.Tensor]) -> StepStats:
         region = torch.profiler.record_function("bench/step") if self.regions else nullcontext()
         with region:
-            loss, n = training_step(self.model, batch, self.optimizer, self.scheduler, self.config, self.device)
-        if not math.isfinite(loss):
-            raise BenchmarkError(f"non-finite loss at lr {self.config.lr}: the run diverged")
-        self.loss_sum += loss * n
-        self.tokens += n
+            self.tally.add(*training_step(self.model, batch, self.optimizer, self.scheduler, self.config,
+                                          self.device))
+            if len(self.tally) == READ_EVERY:
+                self.read()
         return StepStats.of(batch, -100)
+
+    def read(self) -> None:
+        """The losses of the steps since the last read, read at once, as `fit` reads them every `READ_EVERY`
+        steps and at the epoch's end (`time_pass` calls it after the last timed step)."""
+        for loss, n in self.tally.read():
+            if not math.isfinite(loss):
+                raise BenchmarkError(f"non-finite loss at lr {self.config.lr}: the run diverged")
+            self.loss_sum += loss * n
+            self.tokens += n
 
 
 def sync(device: torch.device) -> None:
@@ -154,6 +162,8 @@ def time_pass(loop, device: torch.device, warmup: bool = True, max_steps: int | 
         stats.append(loop.step(batch))
         if max_steps is not None and len(stats) == max_steps:
             break
+    if hasattr(loop, "read"):  # the project's loop reads its losses once per interval: the last read is timed
+        loop.read()
     sync(device)
     return throughput(time.perf_counter() - start, stats)
 

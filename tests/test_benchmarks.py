@@ -327,6 +327,7 @@ def test_project_loop_reproduces_fit_training_loss(toy, tmp_path):
     model, _ = build_model(config, data.tokenizer)
     loop = loops.ProjectLoop(model, data.train, data.tokenizer, config, torch.device("cpu"), total_steps=steps)
     stats = [loop.step(batch) for batch in loop.batches(epoch=1)]
+    loop.read()
     assert len(stats) == steps and sum(s.pairs for s in stats) == len(data.train)
     assert loop.loss_sum / loop.tokens == pytest.approx(reported[-1]["train_loss"], rel=1e-6)
 

@@ -17,43 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from study.config import Config
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData
 from study.metrics.generation import evaluate, evaluate_widths
 from study.metrics.generation import greedy_bleu as decode_greedy_bleu
-from study.model.device import autocast, pick_device, resolve_precision
+from study.model.device import pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
 from study.progress import Progress
 from study.training.checkpoints import load_for_resume, save_checkpoint, set_rng_state
-from study.training.step import optimizer_step
+from study.training.step import READ_EVERY, StepTally, make_optimizer, training_step
 
 log = logging.getLogger(__name__)
 
 # report(metrics, save): save(directory) writes a resumable checkpoint there; None when there is nothing to resume.
 Report = Callable[[dict, "Callable[[Path], None] | None"], None]
-
-
-def make_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
-    """AdamW over the parameters the regime leaves trainable, with linear warm-up then linear decay."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    return optimizer, scheduler
-
-
-def training_step(model, batch: dict, optimizer, scheduler, config: Config, device: torch.device) -> tuple[float, int]:
-    """One optimizer step on one batch; returns (loss, real target tokens). A non-finite loss is returned
-    without stepping, for the caller to end the trial as diverged."""
-    batch = {k: v.to(device) for k, v in batch.items()}
-    with autocast(device, config.precision):
-        loss = model(**batch).loss  # mean over real target tokens: labels of -100 are ignored
-    if not torch.isfinite(loss):
-        return float("nan"), 0
-    optimizer_step(model, loss, optimizer, scheduler, config.max_grad_norm)
-    return loss.item(), int((batch["labels"] != -100).sum())
 
 
 def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None, *,
@@ -134,25 +113,32 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         start = time.perf_counter()
-        loss_sum, tokens = 0.0, 0
+        loss_sum, tokens, tally, lrs = 0.0, 0, StepTally(), []
+        mean_loss = None  # as of the last read
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs} train")
         # The batch order depends only on (seed, epoch): a resumed trial sees the batches it would have seen.
-        for batch in make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
-                                 seed=config.seed, epoch=epoch):
-            loss, n = training_step(model, batch, optimizer, scheduler, config, device)
-            if not math.isfinite(loss):
-                bar.close()
-                log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)
-                metrics = {"epoch": epoch, "diverged": True, "train_loss": float("nan"), "val_loss": float("nan"),
-                           "val_ppl": float("nan"), "val_bleu": 0.0, "val_bleu_greedy": 0.0, "val_chrf": 0.0,
-                           "val_exact_match": 0.0,
-                           "lr": scheduler.get_last_lr()[0], "epoch_time_s": time.perf_counter() - start,
-                           "train_tokens_per_s": 0.0, **counts}
-                report(metrics, None)
-                return metrics
-            loss_sum += loss * n
-            tokens += n
-            bar.update(loss=loss_sum / max(tokens, 1))
+        loader = make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True, seed=config.seed,
+                             epoch=epoch)
+        for step, batch in enumerate(loader, 1):
+            lrs.append(scheduler.get_last_lr()[0])  # the lr this step trains at: a diverged trial reports it
+            tally.add(*training_step(model, batch, optimizer, scheduler, config, device))
+            if len(tally) == READ_EVERY or step == len(loader):
+                for (loss, n), lr in zip(tally.read(), lrs):
+                    if not math.isfinite(loss):
+                        bar.close()
+                        log.warning("non-finite loss at epoch %d (lr %g): trial diverged", epoch, config.lr)
+                        metrics = {"epoch": epoch, "diverged": True, "train_loss": float("nan"),
+                                   "val_loss": float("nan"), "val_ppl": float("nan"), "val_bleu": 0.0,
+                                   "val_bleu_greedy": 0.0, "val_chrf": 0.0, "val_exact_match": 0.0, "lr": lr,
+                                   "epoch_time_s": time.perf_counter() - start, "train_tokens_per_s": 0.0,
+                                   **counts}
+                        report(metrics, None)
+                        return metrics
+                    loss_sum += loss * n
+                    tokens += n
+                lrs = []
+                mean_loss = loss_sum / max(tokens, 1)
+            bar.update(loss=mean_loss)
         bar.close()
         train_time = time.perf_counter() - start
         metrics = {**validate(), "epoch": epoch, "train_loss": loss_sum / max(tokens, 1),
