@@ -30,7 +30,7 @@ from study.common import write_json
 from study.config import Budget, Config, StudyError
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES
-from study.tuning.internals import read_experiment_state, restore_asha_rungs
+from study.tuning.internals import read_experiment_state
 from study.tuning.searcher import planned_trials, regime_seed, sampler_settings
 from study.tuning.space import SearchSpace
 from study.tuning.trials import MORE_PREFIX
@@ -113,7 +113,7 @@ def extend_regime(regime: str, config: Config, budget: Budget, space: SearchSpac
 
     from study.tuning.best import best_trial
     from study.tuning.retention import delete_checkpoints
-    from study.tuning.runner import regime_trainable, search_tuner
+    from study.tuning.runner import regime_trainable, restore_search, search_tuner
     from study.tuning.seeds import SEEDS_EXPERIMENT
 
     best_file = Path(study_dir) / regime / "best.json"
@@ -130,8 +130,7 @@ def extend_regime(regime: str, config: Config, budget: Budget, space: SearchSpac
     for k, n in enumerate(extensions, start=1):
         name, storage = f"{MORE_PREFIX}{k}", f"{tune_storage}/{regime}"
         if tune.Tuner.can_restore(f"{storage}/{name}"):
-            tuner = tune.Tuner.restore(f"{storage}/{name}", trainable=trainable, resume_errored=True)
-            restore_asha_rungs(tuner)  # Ray restores the searcher, not ASHA's rungs
+            tuner = restore_search(f"{storage}/{name}", trainable)
         else:
             print(f"[{regime}] {n} more trial(s), continuing its Optuna study ({len(grids)} experiment(s) so far)",
                   flush=True)

@@ -65,6 +65,70 @@ def is_completed(searcher, trial_id: str) -> bool:
     return False
 
 
+# The system attribute marking the Optuna trials one searcher enqueued or asked for: its id, kept by Tune's pickles of
+# the searcher (the Tuner's and each snapshot's), so that a restored searcher knows its trials from those of another
+# experiment continuing the same Optuna study (`--more-trials`).
+ASKED_BY = "tune_searcher"
+
+
+def mark_asked(searcher, trial_id: str) -> None:
+    """Mark the Optuna trial behind a Tune trial as this searcher's."""
+    ot_trial = searcher._ot_trials[trial_id]
+    ot_trial.storage.set_trial_system_attr(ot_trial._trial_id, ASKED_BY, searcher._asked_by)
+
+
+def enqueue_once(searcher, points: list[dict]) -> None:
+    """Enqueue the start points in the searcher's Optuna study, marked as its own, unless it has enqueued or asked
+    before. Tune calls `set_search_properties`, and so OptunaSearch's `_setup_study`, again on the searcher of a
+    restored Tuner (pickled before the search began): Ray's enqueued every start point once more, WAITING trials that
+    the resumed search then ran in place of its sampler's proposals, or left in optuna.db for good."""
+    study = searcher._ot_study
+    if not points or any(t.system_attrs.get(ASKED_BY) == searcher._asked_by for t in study.get_trials(deepcopy=False)):
+        return
+    for point in points:
+        study.enqueue_trial(point)
+        queued = max(study.get_trials(deepcopy=False), key=lambda t: t.number)  # the one just enqueued
+        study._storage.set_trial_system_attr(queued._trial_id, ASKED_BY, searcher._asked_by)
+
+
+def _set_state(storage, trial_id: int, state) -> None:
+    """Set an Optuna trial's state in its RDB storage, a change Optuna's API refuses (a finished trial is final, a
+    running one never waits again), and drop the storage's cached copy of it."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    backend = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a _CachedStorage
+    if not hasattr(backend, "scoped_session"):
+        raise StudyError(f"this Optuna's storage {type(backend).__name__} has no scoped_session: resuming a search "
+                         f"was written against {TESTED} with an RDB storage; install a tested Optuna")
+    with _create_scoped_session(backend.scoped_session) as session:
+        row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        row.state = state
+        row.datetime_complete = None
+    place = getattr(storage, "_trial_id_to_study_id_and_number", {}).get(trial_id)
+    if place is not None:  # _CachedStorage keeps finished trials as they were: it must read this one again
+        with storage._lock:
+            study = storage._studies[place[0]]
+            study.trials[place[1]] = backend.get_trial(trial_id)
+            study.unfinished_trial_ids.add(trial_id)
+
+
+def requeue_lost_trials(searcher) -> list[int]:
+    """Put back in Optuna's queue (WAITING) the trials this searcher asked for that a restored Tune experiment does
+    not know: asked after its last snapshot, before the driver died. Left RUNNING, they stayed so in optuna.db for
+    good and TPE's constant liar counted each as a bad result beside every later proposal; WAITING, the restored
+    searcher asks for them again first, as it would have (same number, same parameters). Returns their numbers."""
+    from optuna.trial import TrialState
+
+    study = searcher._ot_study
+    known = {t._trial_id for t in searcher._ot_trials.values()}
+    lost = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t._trial_id not in known and t.system_attrs.get(ASKED_BY) in (None, searcher._asked_by)]
+    for trial in lost:  # unmarked: asked just before the driver died, or by a searcher older than the mark
+        _set_state(study._storage, trial._trial_id, TrialState.WAITING)
+    return [t.number for t in lost]
+
+
 def tell_pruned(searcher, trial_id: str) -> None:
     """Tell Optuna the trial was PRUNED and mark it done, as OptunaSearch.on_trial_complete would mark it."""
     from optuna.trial import TrialState

@@ -178,6 +178,17 @@ def search_tuner(trainable, regime: str, budget: Budget, space: SearchSpace, stu
     )
 
 
+def restore_search(experiment: str, trainable):
+    """An interrupted search's Tuner, to be fit again: its unfinished trials continued from their latest checkpoints,
+    its errored ones too (`resume_errored`: an error is often the machine's, not the configuration's), the searcher
+    from Tune's last snapshot (`AshaAwareOptunaSearch.restore`), ASHA's rungs refilled (Ray restores no scheduler)."""
+    from ray import tune
+
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    restore_asha_rungs(tuner)
+    return tuner
+
+
 def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, study_dir: Path, tune_storage: str,
                data: PreparedData, resume: bool, callbacks: list | None = None):
     """Search one regime (or continue its search) and return (Tune's ResultGrid, trials in the budget).
@@ -194,8 +205,7 @@ def run_regime(regime: str, config: Config, budget: Budget, space: SearchSpace, 
     n = planned_trials(trains, budget.num_samples, space)
     if resume and tune.Tuner.can_restore(experiment):
         print(f"[{regime}] resuming {experiment}", flush=True)
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        restore_asha_rungs(tuner)  # Ray restores the searcher, not ASHA's rungs
+        tuner = restore_search(experiment, trainable)
     else:
         sampler = sampler_settings(budget.searcher, regime, n, config.seed, budget.same_draws, trains)
         tuner = search_tuner(trainable, regime, budget, space, study_dir, tune_storage, regime, n, sampler, callbacks)

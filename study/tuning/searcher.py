@@ -18,6 +18,7 @@ that the searcher relies on is reached only through `study.tuning.internals`.
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,16 @@ class AshaAwareOptunaSearch(OptunaSearch):
     two slots, changed from run to run and with it the configuration a study picked. Without `at_once` a trial is
     told as it ends (Ray's way). The cost: a slot may wait for an earlier trial to end (another regime's trials
     take it meanwhile).
+
+    Resumed (Tune restores it from the experiment's last snapshot, which optuna.db may have outrun): its start points
+    are enqueued once (`internals.enqueue_once`), the trials it asked for after the snapshot go back to Optuna's queue
+    to be asked again (`internals.requeue_lost_trials`).
     """
 
     def __init__(self, *args: Any, max_epochs: int, at_once: int | None = None, planned: int | None = None,
                  **kwargs: Any) -> None:
+        # before OptunaSearch's own __init__, which may set up the study (enqueueing the start points, marked by it)
+        self._asked_by = uuid.uuid4().hex  # marks this searcher's Optuna trials (kept by Tune's pickles of it)
         super().__init__(*args, **kwargs)
         internals.check_ray_internals(self)
         self._max_epochs = max_epochs
@@ -85,8 +92,21 @@ class AshaAwareOptunaSearch(OptunaSearch):
             self._tell(seen)
         suggestion = super().suggest(trial_id)
         if isinstance(suggestion, dict):  # not None (not ready) nor Searcher.FINISHED
+            internals.mark_asked(self, trial_id)
             self._started.append(trial_id)
         return suggestion
+
+    def _setup_study(self, mode) -> None:
+        points, self._points_to_evaluate = self._points_to_evaluate, None
+        try:
+            super()._setup_study(mode)
+        finally:
+            self._points_to_evaluate = points
+        internals.enqueue_once(self, points)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        internals.requeue_lost_trials(self)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         super().on_trial_result(trial_id, result)
