@@ -3,7 +3,7 @@ decisions true (issue 44, item 4).
 
 Tune saves an experiment (its trials, the searcher) in snapshots, at most every 10 s and after each checkpoint; a
 driver killed in between loses what happened since the last one, while optuna.db and the trials' result files keep
-it. Here the driver "dies" by an exception out of Tune's loop in place of a chosen snapshot (`_die_at_snapshot`),
+it. Here the driver "dies" by an exception out of Tune's loop in place of a chosen snapshot (`_fit_until_the_driver_dies`),
 after which the search is resumed as `--resume` resumes it (`runner.restore_search`). The trials are a toy, no model:
 a trial's score is 1000 x lr x epoch, with a checkpoint each epoch; the searcher, ASHA in trial order and the
 checkpoint policy are the study's own (`runner.search_tuner`).
@@ -14,7 +14,6 @@ its first epoch (below the first's), the third runs both.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -55,19 +54,19 @@ class DriverDied(Exception):
     pass
 
 
-@contextlib.contextmanager
-def _die_at_snapshot(when, keep_before=None):
-    """Tune's loop raises DriverDied in place of the first experiment snapshot at which `when(trials)` holds (the
-    snapshot before it is what a resume finds); `keep_before(trials)`: a snapshot is taken at once when it first
-    holds (as Tune's periodic one may happen to be)."""
+def _fit_until_the_driver_dies(tuner, when, keep_before=None) -> None:
+    """Fit `tuner`, Tune's loop raising DriverDied in place of the first experiment snapshot at which `when(trials)`
+    holds (the snapshot before it is what a resume finds); `keep_before(trials)`: a snapshot is taken at once when it
+    first holds (as Tune's periodic one may happen to be)."""
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     original = _ExperimentCheckpointManager.sync_up_experiment_state
-    kept = []
+    kept, died = [], []
 
     def sync_up(self, save_fn, force=False, wait=False):
         trials = save_fn.__self__.get_trials()
         if when(trials):
+            died.append(True)
             raise DriverDied
         if keep_before is not None and not kept and keep_before(trials):
             kept.append(True)
@@ -76,9 +75,12 @@ def _die_at_snapshot(when, keep_before=None):
 
     _ExperimentCheckpointManager.sync_up_experiment_state = sync_up
     try:
-        yield
+        tuner.fit()
+    except Exception:  # noqa: BLE001 - Tune wraps what ended its loop
+        pass
     finally:
         _ExperimentCheckpointManager.sync_up_experiment_state = original
+    assert died, "the driver was to die, but the search ended first"
 
 
 def _number(trial) -> int | None:
@@ -132,11 +134,33 @@ def test_a_trial_asked_for_after_the_last_snapshot_is_not_left_running_in_optuna
     it: the resumed search knows nothing of it and asks again. That lost trial stayed RUNNING in optuna.db for good,
     and TPE's constant liar counted it as a bad result running beside every later proposal."""
     tuner, trainable, experiment = _search(tmp_path)
-    with _die_at_snapshot(lambda trials: len(trials) >= 2), pytest.raises(Exception):
-        tuner.fit()
+    _fit_until_the_driver_dies(tuner, lambda trials: len(trials) >= 2)
     assert [t.state.name for t in _optuna(tmp_path)] == ["COMPLETE", "RUNNING", "WAITING"]  # the third start point
     grid = _resume(experiment, trainable)
     assert _epochs_run(grid) == UNINTERRUPTED
     trials = _optuna(tmp_path)  # the lost trial asked for again, as it was: the record is the search's, in order
     assert [(t.params["lr"], t.state.name) for t in trials] == [(LRS[0], "COMPLETE"), (LRS[1], "PRUNED"),
                                                                 (LRS[2], "COMPLETE")]
+
+
+def test_an_errored_trial_continued_on_resume_reaches_optuna(tmp_path):
+    """The third trial raises in its second epoch (no retries): Tune ends it ERROR and Optuna FAIL. `--resume`
+    continues it from its first epoch's checkpoint (`resume_errored`) and it finishes; Optuna kept FAIL and never
+    heard of its second epoch. Now each trial's state and value in optuna.db are Tune's."""
+    from study.tuning.searcher import METRIC
+
+    marker = tmp_path / "fail-once"
+    marker.write_text("")
+    tuner, trainable, experiment = _search(tmp_path, fail_once=marker)
+    first = tuner.fit()
+    assert first.num_errors == 1 and not marker.exists()
+    assert [t.state.name for t in _optuna(tmp_path)] == ["COMPLETE", "PRUNED", "FAIL"]
+    grid = _resume(experiment, trainable)
+    assert grid.num_errors == 0 and _epochs_run(grid) == UNINTERRUPTED
+    by_lr = {t.params["lr"]: t for t in _optuna(tmp_path)}
+    for result in grid:
+        trial = by_lr[result.config["lr"]]
+        scores = result.metrics_dataframe.drop_duplicates("training_iteration")
+        assert trial.intermediate_values == dict(zip(scores["training_iteration"], scores[METRIC])), trial.number
+        assert trial.state.name == ("COMPLETE" if result.metrics["epoch"] == EPOCHS else "PRUNED"), trial.number
+        assert trial.value == pytest.approx(scores[METRIC].max()), trial.number

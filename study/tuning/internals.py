@@ -129,6 +129,20 @@ def requeue_lost_trials(searcher) -> list[int]:
     return [t.number for t in lost]
 
 
+def reopen_failed(searcher, trial_id: str) -> bool:
+    """Whether the trial was FAIL in Optuna and is RUNNING again: Tune continues an errored trial on `--resume`
+    (`resume_errored`), and what it reports from then on must reach Optuna, which refuses any word on a finished
+    trial. Its intermediate values stay; the searcher tells it again how it ends."""
+    from optuna.trial import TrialState
+
+    ot_trial = searcher._ot_trials.get(trial_id)
+    if ot_trial is None or ot_trial.storage.get_trial(ot_trial._trial_id).state != TrialState.FAIL:
+        return False
+    _set_state(ot_trial.storage, ot_trial._trial_id, TrialState.RUNNING)
+    searcher._completed_trials.discard(trial_id)
+    return True
+
+
 def tell_pruned(searcher, trial_id: str) -> None:
     """Tell Optuna the trial was PRUNED and mark it done, as OptunaSearch.on_trial_complete would mark it."""
     from optuna.trial import TrialState

@@ -69,7 +69,8 @@ class AshaAwareOptunaSearch(OptunaSearch):
 
     Resumed (Tune restores it from the experiment's last snapshot, which optuna.db may have outrun): its start points
     are enqueued once (`internals.enqueue_once`), the trials it asked for after the snapshot go back to Optuna's queue
-    to be asked again (`internals.requeue_lost_trials`).
+    to be asked again (`internals.requeue_lost_trials`), and a trial told FAIL that Tune continues is told again how
+    it ends (`_continued`); it keeps the trials-at-once limit itself (`set_max_concurrency`).
     """
 
     def __init__(self, *args: Any, max_epochs: int, at_once: int | None = None, planned: int | None = None,
@@ -82,8 +83,18 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._at_once, self._planned = at_once, planned
         self._started: list[str] = []  # trial ids in the order proposed (saved with the searcher: Tune pickles it)
         self._ended: dict[str, tuple[dict | None, bool]] = {}  # ended but not told to Optuna yet: (result, error)
+        self._max_running: int | None = None  # trials running at once (`set_max_concurrency`)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Take over the trials-at-once limit from Tune's ConcurrencyLimiter (`max_concurrent_trials`), which forgets
+        an errored trial and so drops what it reports once `--resume` continues it (`resume_errored`)."""
+        self._max_running = max_concurrent
+        return True
 
     def suggest(self, trial_id: str) -> dict | None:
+        running = [t for t in self._ot_trials if t not in self._ended and not internals.is_completed(self, t)]
+        if self._max_running and len(running) >= self._max_running:
+            return None
         if self._at_once:
             k = len(self._started)
             seen = self._started[:max(0, k - self._at_once + 1)]  # trials 0 .. k - at_once
@@ -108,7 +119,14 @@ class AshaAwareOptunaSearch(OptunaSearch):
         super().restore(checkpoint_path)
         internals.requeue_lost_trials(self)
 
+    def _continued(self, trial_id: str) -> None:
+        """A trial told FAIL that reports again is one Tune continues after its error (`--resume`'s
+        `resume_errored`): Optuna hears how it goes on and ends (`internals.reopen_failed`), not the error."""
+        if internals.reopen_failed(self, trial_id):
+            self._ended.pop(trial_id, None)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._continued(trial_id)
         super().on_trial_result(trial_id, result)
         self._record_width(trial_id, result)
 
@@ -131,6 +149,8 @@ class AshaAwareOptunaSearch(OptunaSearch):
                 storage.set_trial_user_attr(number, "num_beams", width)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if not error:  # a continued trial may end without a new result (it had reported its last epoch)
+            self._continued(trial_id)
         if not self._at_once or trial_id not in self._started:
             self._tell_ended(trial_id, result, error)
             return
