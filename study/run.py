@@ -25,7 +25,13 @@ from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
 from study.pipeline import Timings
-from study.results.record import searched_names, settings_from_record, study_record, write_summary
+from study.results.record import (
+    MACHINE_FIELDS,
+    searched_names,
+    settings_from_record,
+    study_record,
+    write_summary,
+)
 from study.results.storage import StudyLocation, is_uri
 from study.tuning.space import default_search_space_path, load_search_space
 
@@ -154,6 +160,23 @@ def _check_sources(config: Config, regimes: list[str]) -> None:
             check_pretrained_weights(config.model, regime)
 
 
+# What `--resume` takes from the command resuming a study: where the study is, how to run it now (the machine's
+# resources: MACHINE_FIELDS) and what to do beside it. Every other flag defines the study, which its record fixes.
+RESUME_FLAGS = ("resume", "results", "cache_dir", "more_trials", "address", "no_analysis", "mlflow",
+                "keep_checkpoints", *MACHINE_FIELDS)
+
+
+def ignored_on_resume(args: argparse.Namespace) -> list[str]:
+    """The study-defining flags given with --resume (set to other than their default), which its record overrides.
+
+    Warned about, not refused: a resume command is often the original one with --resume added (the shell's history,
+    a job's retry), whose flags the record repeats; refused, it would fail for nothing. The record wins either way,
+    and the warning says which flags did not apply."""
+    return [action.option_strings[0] for action in build_parser()._actions
+            if action.option_strings and action.dest not in (*RESUME_FLAGS, "help")
+            and getattr(args, action.dest, action.default) != action.default]
+
+
 def resumed_settings(args: argparse.Namespace, where: StudyLocation) -> tuple[Config, Budget, list[str], dict]:
     """A resumed study's settings, from its own record (study.json) and today's resource flags; its optuna.db
     checked, since a damaged one cannot be continued."""
@@ -161,6 +184,10 @@ def resumed_settings(args: argparse.Namespace, where: StudyLocation) -> tuple[Co
         raise StudyError(f"no study named {args.resume!r} in {args.results} (nothing to resume); "
                          f"list the folders there and pass one of their names")
     _check_flags(args)
+    if ignored := ignored_on_resume(args):
+        print(f"warning: {' '.join(ignored)} ignored: --resume continues {args.resume} as its study.json records it "
+              f"(only --max-concurrent, --cpus-per-trial, --gpus-per-trial, --max-failures, --regimes-at-once and "
+              f"--keep-checkpoints apply)", file=sys.stderr, flush=True)
     where.pull()
     record = read_json_file(where.local / "study.json")
     check_sqlite(where.local / "optuna.db")

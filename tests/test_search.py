@@ -269,6 +269,31 @@ def test_a_resumed_study_reads_its_settings_from_its_record(tmp_path):
     assert (budget2.num_samples, budget2.max_epochs, budget2.seeds, budget2.keep_checkpoints) == (5, 4, 2, True)
 
 
+def test_a_resume_says_which_study_flags_it_ignores(tmp_path, capsys):
+    """Flags that define a study, given with --resume, were silently ignored (its record wins): now one warning line
+    names them, and the resources and --resume's own flags pass unremarked."""
+    from study.common import write_json
+    from study.results.record import study_record
+    from study.results.storage import StudyLocation
+    from study.run import build_parser, resolve, resumed_settings
+
+    cache, results = str(tmp_path / "cache"), tmp_path / "results"
+    config, budget, regimes, spaces = resolve(build_parser().parse_args(["--regime", "scratch", "--cache-dir", cache,
+                                                                         "--max-epochs", "4"]))
+    (results / "s").mkdir(parents=True)
+    write_json(results / "s" / "study.json", study_record(config, budget, regimes, "quick", spaces, "s"))
+    resume = ["--resume", "s", "--results", str(results), "--cache-dir", cache, "--max-concurrent", "3",
+              "--no-analysis"]
+    resumed_settings(build_parser().parse_args(resume), StudyLocation(str(results), "s", cache))
+    assert "warning" not in capsys.readouterr().err
+    given = build_parser().parse_args([*resume, "--max-epochs", "9", "--preset", "paper", "--grace-period", "2",
+                                       "--seed", "5"])
+    budget2 = resumed_settings(given, StudyLocation(str(results), "s", cache))[1]
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("warning: --preset --max-epochs --grace-period --seed ignored: --resume continues s"), line
+    assert "--max-concurrent" not in line.partition("(")[0] and budget2.max_epochs == 4 and budget2.max_concurrent == 3
+
+
 def test_an_old_record_still_resumes():
     """study.json from before a budget field existed, or with the sentinels once recorded (regimes_at_once 0),
     gives the values such studies ran with; today's resources are the resume command's."""
