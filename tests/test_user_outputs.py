@@ -173,6 +173,7 @@ def test_mlflow_bad_store_is_one_line(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written, Ray never started
 
 
+@slow  # reads the session's real study (conftest's pruning_study): a whole Ray study, no fast-lane test
 def test_translate_deploys_the_best_regime_by_validation_not_test(study, tmp_path, capsys):
     """A study whose validation and test winners differ (the session's `scratch` copied as `full`, best.json's
     figures edited): translate's default is `full`, best on validation, though `scratch` is best on test."""
