@@ -164,3 +164,20 @@ def test_an_errored_trial_continued_on_resume_reaches_optuna(tmp_path):
         assert trial.intermediate_values == dict(zip(scores["training_iteration"], scores[METRIC])), trial.number
         assert trial.state.name == ("COMPLETE" if result.metrics["epoch"] == EPOCHS else "PRUNED"), trial.number
         assert trial.value == pytest.approx(scores[METRIC].max()), trial.number
+
+
+def test_a_rung_decision_due_after_the_last_snapshot_is_taken_on_resume(tmp_path):
+    """The second trial reaches its first rung (where ASHA stops it) and the driver dies before the snapshot that
+    would have held that result; the last snapshot holds the trial running, with no checkpoint. The resumed search
+    runs it again from its start, and its rung decision must be taken again: the rungs refilled from the trials'
+    result files held its first epoch already, so ASHA let it pass unjudged and it ran both epochs."""
+    tuner, trainable, experiment = _search(tmp_path)
+
+    def second(trials):
+        return [t for t in trials if _number(t) == 2]
+
+    _fit_until_the_driver_dies(tuner, lambda trials: any(t.last_result.get("training_iteration") for t in second(trials)),
+                               keep_before=second)
+    grid = _resume(experiment, trainable)
+    assert _epochs_run(grid) == UNINTERRUPTED
+    assert not [t for t in _optuna(tmp_path) if t.state.name == "RUNNING"]

@@ -6,8 +6,9 @@
 - `ASHAScheduler` keeps its rungs in `_brackets`, each with a `cutoff(recorded)`: `asha.min_results` wraps it
   (`require_rung_results`), and so does the study's ASHA in trial order (`judge_rungs_by_earlier_trials`).
 - Ray saves no scheduler with an experiment: `Tuner.restore` gives back the ASHA pickled when the search
-  started, rungs empty. `restore_asha_rungs` refills them (`_brackets`, `_trial_info`, from the results Tune saved),
-  through the restored Tuner's `_local_tuner._tune_config.scheduler`.
+  started, rungs empty. `restore_asha_rungs` refills them (`_brackets`, `_trial_info`, from the results Tune saved
+  that the resumed run will not report again: each trial's status and latest checkpoint in the experiment's
+  `ExperimentAnalysis.trials`), through the restored Tuner's `_local_tuner._tune_config.scheduler`.
 - Regimes searched side by side are Tune runs in driver threads. Tune stops a run on Ctrl-C through an event
   made per run by `ray.tune.tune._setup_signal_catching` and set by a SIGINT handler installed only in the main
   thread, and its registry of trainables (`ray.tune.registry._global_registry`) is not thread-safe:
@@ -220,8 +221,9 @@ def restore_asha_rungs(tuner) -> int:
 
     Tune saves the searcher with the experiment but not the scheduler (ray.tune.execution.tune_controller's
     `save_to_dir`), so a restored ASHA starts with empty rungs: the first trial to reach a rung after `--resume`
-    would pass it whatever its value, and the next be judged against that one alone. Each saved result goes
-    through ASHA's own `on_trial_result`, as it did live, so the rungs hold what an uninterrupted search's would."""
+    would pass it whatever its value, and the next be judged against that one alone. Each saved result that the
+    resumed run will not report again (`_resumes_after`) goes through ASHA's own `on_trial_result`, as it did live,
+    so the rungs hold what an uninterrupted search's would when each trial goes on."""
     from types import SimpleNamespace
 
     from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -241,20 +243,37 @@ def restore_asha_rungs(tuner) -> int:
                          f"builds one); start the search again without --resume")
     bracket = scheduler._brackets[0]
     replayed = 0
-    for result in tuner.get_results():  # what the experiment saved, without running anything
-        history = result.metrics_dataframe
-        if history is None or history.empty or "trial_id" not in history:
+    grid = tuner.get_results()  # what the experiment saved, without running anything
+    for saved in grid._experiment_analysis.trials:
+        history = grid._experiment_analysis.trial_dataframes.get(saved.trial_id)
+        if history is None or history.empty or scheduler._time_attr not in history:
             continue
-        trial = SimpleNamespace(trial_id=str(history["trial_id"].iloc[0]))
+        trial = SimpleNamespace(trial_id=saved.trial_id)
         scheduler._trial_info[trial.trial_id] = bracket  # what on_trial_add does, with one bracket to pick
-        if isinstance(getattr(scheduler, "numbers", None), dict) and result.path:  # a TrialOrderASHA's trial numbers
-            number = trial_number_of(Path(result.path).name)
+        if isinstance(getattr(scheduler, "numbers", None), dict):  # a TrialOrderASHA's trial numbers
+            number = trial_number_of(Path(saved.path).name)
             if number is not None:
                 scheduler.numbers[trial.trial_id] = number
-        for row in history.sort_values(scheduler._time_attr).to_dict("records"):
+        history = history.drop_duplicates(scheduler._time_attr, keep="last")  # a trial run again appends its rows
+        for row in history[history[scheduler._time_attr] <= _resumes_after(saved, scheduler._time_attr)] \
+                .sort_values(scheduler._time_attr).to_dict("records"):
             scheduler.on_trial_result(None, trial, row)
             replayed += 1
     return replayed
+
+
+def _resumes_after(trial, time_attr: str) -> float:
+    """The last result of a saved trial that its resumed run will not report again: a finished trial reports
+    nothing more; any other (running, pending, errored) runs again from its latest checkpoint, as far as the
+    experiment's last snapshot knew it (none: from the start). Its result files may hold more, written after that
+    snapshot, before the driver died: replayed into the rungs, those results would make ASHA let the trial pass the
+    rung unjudged when it reaches it again (a trial already recorded at a rung is not judged there)."""
+    import math
+
+    if trial.status == "TERMINATED":
+        return math.inf
+    latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    return float(latest.metrics.get(time_attr, 0)) if latest is not None else 0.0
 
 
 @contextlib.contextmanager
