@@ -100,6 +100,9 @@ class Config:
     # Weights and optimizer state stay fp32 either way; only the matmuls run in bf16 (study.model.device).
     precision: str = _field("auto", "trial", "auto (bf16 on GPUs that have it, and on CPUs with avx512_bf16/AMX where batch size x d_model >= 8192; else fp32), fp32, or bf16")
     torch_threads: int | None = _field(None, "trial", "torch intra-op threads per trial (default: torch's choice)", positive=True)
+    # Off by default: on the 2-core CPU compiling the tiny T5 took 40-180 s (untimed against eager there); on a
+    # GPU the step is bound by launching T5's many small kernels, which compiling fuses (benchmarks/gpu_check.py).
+    compile: bool = _field(False, "trial", "torch.compile the model's forward and loss for training, batches padded to multiples of 32 tokens so that a few static shapes compile once each (off by default: compiling takes minutes, and what it saves is a GPU's kernel launches)")
 
     # --- tiny model sizes (only for model="tiny") ------------------------------------------------
     tiny_vocab_size: int = _field(2000, "model", "tiny model: SentencePiece vocabulary size (before T5's 100 sentinels)", positive=True)
@@ -146,6 +149,8 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             kind = _number_kind(f)
+            if str(f.type) == "bool" and not isinstance(value, bool):
+                raise StudyError(f"{f.name} must be true or false, got {value!r}")
             if kind is None or (value is None and f.default is None):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (
@@ -263,6 +268,10 @@ def add_config_flags(parser: Any, names: list[str] | None = None) -> None:
         if name == "val_beams":
             parser.add_argument(flag, dest=name, type=int, nargs="+", metavar="BEAMS", default=argparse.SUPPRESS,
                                 help=f.metadata["help"])
+            continue
+        if str(f.type) == "bool":
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{f.metadata['help']} (default: {'on' if default else 'off'})")
             continue
         kind = _number_kind(f) or str
         parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS,

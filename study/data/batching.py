@@ -85,8 +85,9 @@ def length_keys(ds: Dataset) -> list[int]:
 
 
 def make_loader(ds: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, *, shuffle: bool,
-                seed: int = 0, epoch: int = 0) -> DataLoader:
-    """Batches of `input_ids`, `attention_mask` and `labels` tensors, each padded to its batch's longest row.
+                seed: int = 0, epoch: int = 0, pad_to_multiple_of: int | None = None) -> DataLoader:
+    """Batches of `input_ids`, `attention_mask` and `labels` tensors, each padded to its batch's longest row
+    (rounded up to a multiple of `pad_to_multiple_of` tokens, if given: a compiled step's few static shapes).
 
     Labels are padded with -100 (ignored by the loss). Rows are grouped by length (see
     `LengthGroupedBatchSampler`, reachable as `loader.batch_sampler`); with `shuffle=False` the batches
@@ -94,7 +95,8 @@ def make_loader(ds: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int
     """
     sampler = LengthGroupedBatchSampler(length_keys(ds), batch_size, seed=seed, shuffle=shuffle)
     sampler.set_epoch(epoch)
-    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt",
+                                      pad_to_multiple_of=pad_to_multiple_of)
     return DataLoader(ds.select_columns(["input_ids", "labels"]).with_format(None), batch_sampler=sampler,
                       collate_fn=collator, num_workers=0)
 

@@ -27,7 +27,14 @@ from study.model.device import pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
 from study.progress import Progress
 from study.training.checkpoints import load_for_resume, save_checkpoint, set_rng_state
-from study.training.step import READ_EVERY, StepTally, make_optimizer, training_step
+from study.training.step import (
+    COMPILE_PAD,
+    READ_EVERY,
+    StepTally,
+    compile_forward,
+    make_optimizer,
+    training_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,11 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
 
     steps_per_epoch = len(make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True,
                                       seed=config.seed))
+    forward, pad_to = None, None
+    if config.compile:  # training steps only: generation runs the eager model, whose state_dict is saved
+        pad_to = COMPILE_PAD
+        shapes = 2 * -(-config.max_source_tokens // pad_to) * -(-config.max_target_tokens // pad_to)
+        forward = compile_forward(model, shapes)
     optimizer, scheduler = make_optimizer(model, config, steps_per_epoch * config.epochs)
     first_epoch = 1
     if resume_from is not None:
@@ -118,10 +130,10 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs} train")
         # The batch order depends only on (seed, epoch): a resumed trial sees the batches it would have seen.
         loader = make_loader(data.train, data.tokenizer, config.batch_size, shuffle=True, seed=config.seed,
-                             epoch=epoch)
+                             epoch=epoch, pad_to_multiple_of=pad_to)
         for step, batch in enumerate(loader, 1):
             lrs.append(scheduler.get_last_lr()[0])  # the lr this step trains at: a diverged trial reports it
-            tally.add(*training_step(model, batch, optimizer, scheduler, config, device))
+            tally.add(*training_step(model, batch, optimizer, scheduler, config, device, forward))
             if len(tally) == READ_EVERY or step == len(loader):
                 for (loss, n), lr in zip(tally.read(), lrs):
                     if not math.isfinite(loss):

@@ -22,12 +22,35 @@ from study.model.device import autocast
 # loss ends a trial. A read drains the GPU's queue once; every 50 steps that costs a host-bound epoch a few
 # per cent at most, and a diverged trial runs at most 49 wasted steps.
 READ_EVERY = 50
+# With `--compile`, batches are padded to a multiple of this many tokens (each side), so that the compiled
+# forward meets a few static shapes — 3 x 3 at the 96-token limits, x 2 for an epoch's last, smaller batch —
+# each compiled once, instead of one per batch length. Padding never changes the loss: padded label positions
+# are -100 and padded source positions are masked.
+COMPILE_PAD = 32
+
+
+def optimizer_options(device: torch.device) -> dict:
+    """AdamW's implementation for parameters on `device`: the fused kernel on CUDA (every parameter updated in
+    a few kernel launches, where foreach takes one per op and parameter group slice); torch's default elsewhere."""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
+def compile_forward(model: torch.nn.Module, shapes: int = 32, backend: str = "inductor"):
+    """`model`'s forward and loss through `torch.compile` with static shapes (`--compile`): what a training step
+    calls instead of `model`; the model itself stays eager for generation and its state_dict keeps its keys.
+    `shapes`: how many distinct batch shapes it may meet (`COMPILE_PAD`); each compiles once, and torch's
+    default of 8 recompiles would drop the rest back to eager."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, shapes)
+    return torch.compile(model, dynamic=False, backend=backend)
 
 
 def make_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
     """AdamW over the parameters the regime leaves trainable, with linear warm-up then linear decay."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device if params else torch.device("cpu")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **optimizer_options(device))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 
@@ -42,10 +65,11 @@ def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.
     optimizer.zero_grad(set_to_none=True)
 
 
-def training_step(model, batch: dict, optimizer, scheduler, config: Config,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def training_step(model, batch: dict, optimizer, scheduler, config: Config, device: torch.device,
+                  forward=None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch; returns (loss, real target tokens) as tensors on `device`, unread.
 
+    `forward`: what computes the loss, `model` unless given (`compile_forward`'s, with `--compile`).
     A non-finite loss is stepped like any other: the caller finds it at its next read and ends
     the trial as diverged; the steps in between only touch a model that is then thrown away."""
     if device.type == "cuda":  # from pinned memory the copy is queued, and the host goes on at once
@@ -53,7 +77,7 @@ def training_step(model, batch: dict, optimizer, scheduler, config: Config,
     else:
         batch = {k: v.to(device) for k, v in batch.items()}
     with autocast(device, config.precision):
-        loss = model(**batch).loss  # mean over real target tokens: labels of -100 are ignored
+        loss = (model if forward is None else forward)(**batch).loss  # mean over real target tokens: labels of -100 are ignored
     optimizer_step(model, loss, optimizer, scheduler, config.max_grad_norm)
     return loss.detach(), (batch["labels"] != -100).sum()
 
