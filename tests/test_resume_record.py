@@ -181,3 +181,28 @@ def test_a_rung_decision_due_after_the_last_snapshot_is_taken_on_resume(tmp_path
     grid = _resume(experiment, trainable)
     assert _epochs_run(grid) == UNINTERRUPTED
     assert not [t for t in _optuna(tmp_path) if t.state.name == "RUNNING"]
+
+
+def test_a_searcher_pickled_by_a_study_begun_before_the_marks_still_resumes(tmp_path):
+    """Tune unpickles a searcher without calling its __init__: one saved by a study begun before the searcher marked
+    its trials and kept the trials-at-once limit has neither attribute, and must still set up, ask and restore."""
+    from study.tuning.searcher import (
+        METRIC,
+        MODE,
+        AshaAwareOptunaSearch,
+        make_sampler,
+        optuna_storage,
+        sampler_settings,
+    )
+
+    space = parse_search_space({"search": {"lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2}},
+                                "start": [{"lr": 1e-3}]}, "t")
+    old = AshaAwareOptunaSearch(metric=METRIC, mode=MODE, max_epochs=2, study_name="scratch", at_once=1, planned=2,
+                                storage=optuna_storage(tmp_path), points_to_evaluate=space.start_points(),
+                                sampler=make_sampler(sampler_settings("tpe", "scratch", 2, 0)))
+    del old.__dict__["_asked_by"]
+    old.set_search_properties(None, None, space.tune_space())
+    assert old.suggest("a") == {"lr": 1e-3}
+    old.save(str(tmp_path / "searcher.pkl"))
+    old.restore(str(tmp_path / "searcher.pkl"))
+    assert [t.state.name for t in _optuna(tmp_path)] == ["RUNNING"]

@@ -73,7 +73,9 @@ ASKED_BY = "tune_searcher"
 
 
 def mark_asked(searcher, trial_id: str) -> None:
-    """Mark the Optuna trial behind a Tune trial as this searcher's."""
+    """Mark the Optuna trial behind a Tune trial as this searcher's (one unpickled from an older study has no mark)."""
+    if searcher._asked_by is None:
+        return
     ot_trial = searcher._ot_trials[trial_id]
     ot_trial.storage.set_trial_system_attr(ot_trial._trial_id, ASKED_BY, searcher._asked_by)
 

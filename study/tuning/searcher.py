@@ -73,6 +73,10 @@ class AshaAwareOptunaSearch(OptunaSearch):
     it ends (`_continued`); it keeps the trials-at-once limit itself (`set_max_concurrency`).
     """
 
+    # Defaults for a searcher unpickled from a study begun before these existed (Tune's pickles skip __init__)
+    _asked_by: str | None = None
+    _max_running: int | None = None
+
     def __init__(self, *args: Any, max_epochs: int, at_once: int | None = None, planned: int | None = None,
                  **kwargs: Any) -> None:
         # before OptunaSearch's own __init__, which may set up the study (enqueueing the start points, marked by it)
@@ -83,7 +87,6 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._at_once, self._planned = at_once, planned
         self._started: list[str] = []  # trial ids in the order proposed (saved with the searcher: Tune pickles it)
         self._ended: dict[str, tuple[dict | None, bool]] = {}  # ended but not told to Optuna yet: (result, error)
-        self._max_running: int | None = None  # trials running at once (`set_max_concurrency`)
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         """Take over the trials-at-once limit from Tune's ConcurrencyLimiter (`max_concurrent_trials`), which forgets
