@@ -64,6 +64,9 @@ class Config:
     max_target_tokens: int = _field(96, "data", "target length limit in tokens; also caps generation", positive=True)
     split: tuple[float, float, float] = _field((0.8, 0.1, 0.1), "data", "train, validation and test fractions (three numbers adding up to 1)")
     max_train_pairs: int | None = _field(None, "data", "deterministic cap on training pairs, for quick runs", positive=True)
+    # "sample", the default, is what every study before the data sweep ran with (a record without the field reads
+    # back as it); "nested" is what the sweep (study/sweep.py) needs: its sizes' pairs each a subset of the next's.
+    train_subset: str = _field("sample", "data", "how max_train_pairs picks its pairs: sample (a seeded sample of that size, each size drawn on its own) or nested (the first max_train_pairs of one seeded order of the training split, so a smaller cap's pairs are a subset of a larger's)")
     # generation is slow: a seeded subset of the validation split is scored each epoch
     max_eval_pairs: int | None = _field(None, "data", "cap on validation pairs scored each epoch", positive=True)
     max_test_pairs: int | None = _field(None, "data", "cap on test pairs scored once per regime (a seeded random subset)", positive=True)
@@ -170,7 +173,7 @@ class Config:
         if not isinstance(self.regime, str) or not self.regime:
             raise StudyError(f"regime must be a regime's name, got {self.regime!r}")
         choices = {"overlong": ("drop", "truncate"), "decoder_embedding": ("frozen", "trained", "untied"),
-                   "device": ("auto", "cpu", "cuda", "mps"), "lora_targets": ("q,v", "q,k,v,o"),
+                   "train_subset": ("sample", "nested"), "device": ("auto", "cpu", "cuda", "mps"), "lora_targets": ("q,v", "q,k,v,o"),
                    "precision": ("auto", "fp32", "bf16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

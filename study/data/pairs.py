@@ -248,11 +248,22 @@ def subset_indices(n: int, limit: int | None, seed: int) -> list[int]:
     return np.sort(np.random.default_rng([seed, 1]).choice(n, size=limit, replace=False)).tolist()
 
 
-def cap_pairs(ds: Dataset, limit: int | None, seed: int) -> Dataset:
-    """A seeded random subset of `limit` pairs (all of them when there are fewer), rows kept in order."""
+def nested_indices(n: int, limit: int | None, seed: int) -> list[int]:
+    """The rows a `nested` cap keeps of `n`: the first `limit` of one seeded order of all n rows, in file order.
+    The order does not depend on `limit`, so a smaller limit's rows are among a larger's (the data sweep's
+    sizes); `subset_indices` draws each limit on its own (numpy's `choice` switches algorithm with the size),
+    and its 500 rows need not be among its 2,000."""
+    if limit is None or n <= limit:
+        return list(range(n))
+    return np.sort(np.random.default_rng([seed, 2]).permutation(n)[:limit]).tolist()
+
+
+def cap_pairs(ds: Dataset, limit: int | None, seed: int, nested: bool = False) -> Dataset:
+    """A seeded random subset of `limit` pairs (all of them when there are fewer), rows kept in order; `nested`:
+    the subset `nested_indices` keeps (Config.train_subset)."""
     if limit is None or len(ds) <= limit:
         return ds
-    return ds.select(subset_indices(len(ds), limit, seed))
+    return ds.select((nested_indices if nested else subset_indices)(len(ds), limit, seed))
 
 
 def load_splits(config: Config) -> tuple[DatasetDict, dict[str, int]]:

@@ -66,9 +66,11 @@ def prepare_text(config: Config) -> PreparedText:
     splits, counts = load_splits(config)
     whole_train = splits["train"]
     tokenizer = load_tokenizer(config, list(whole_train["en"]), list(whole_train["fr"]))
-    splits["train"] = cap_pairs(whole_train, config.max_train_pairs, config.data_seed)
+    splits["train"] = cap_pairs(whole_train, config.max_train_pairs, config.data_seed,
+                                nested=config.train_subset == "nested")
     if len(splits["train"]) < len(whole_train):
-        print(f"training on {len(splits['train'])} of {len(whole_train)} training pairs (max_train_pairs)", flush=True)
+        print(f"training on {len(splits['train'])} of {len(whole_train)} training pairs (max_train_pairs, "
+              f"{config.train_subset})", flush=True)
     counts["train"] = len(splits["train"])
     return PreparedText(splits, whole_train, tokenizer, counts)
 

@@ -301,6 +301,13 @@ def upstream_key(config: Config, tokenizer, texts: list[str], settings: Pretrain
     return settings_hash(description)
 
 
+def upstream_path(config: Config, tokenizer, texts: list[str], settings: PretrainSettings | None = None) -> Path:
+    """Where the upstream of this corpus (`monolingual_corpus`) is cached, made or not; nothing in the key is
+    `max_train_pairs`, so studies that differ only in it share one upstream (the data sweep, study/sweep.py)."""
+    settings = settings or PretrainSettings(steps=config.pretrain_steps)
+    return Path(config.cache_dir) / "upstream" / upstream_key(config, tokenizer, texts, settings)
+
+
 def ensure_upstream(config: Config, tokenizer, en_texts: list[str], fr_texts: list[str],
                     settings: PretrainSettings | None = None, progress: bool = True) -> Path:
     """The pretrained tiny upstream for this training split and tokenizer: from the cache, or pretrained now.
@@ -310,7 +317,7 @@ def ensure_upstream(config: Config, tokenizer, en_texts: list[str], fr_texts: li
     """
     settings = settings or PretrainSettings(steps=config.pretrain_steps)
     texts = monolingual_corpus(en_texts, fr_texts, config.seed)
-    path = Path(config.cache_dir) / "upstream" / upstream_key(config, tokenizer, texts, settings)
+    path = upstream_path(config, tokenizer, texts, settings)
     if _complete(path):  # entries appear complete or not at all (see pretrain)
         print(f"reusing pretrained tiny upstream: {path}", flush=True)
         return path
