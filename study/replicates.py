@@ -4,25 +4,22 @@ across them (`study.analysis.cross_study`).
     python -m study.run --regime all --replicates 5 --name quick      # results/quick-seed0 ... quick-seed4,
                                                                       # then results/quick-replicates/
 
-Each replicate is a normal study, run by the very function a single `python -m study.run` runs, with its own
+Each replicate is a normal study (run by study/series.py, the machinery the data sweep shares), with its own
 folder (`<name>-seed<N>`), search, tiny upstream (pretrained per seed) and seed runs; only `--seed` differs,
 so the spread between them is what a claim about the regimes must beat. They run one after another in one
-driver and one Ray: each study already fills the cluster's trial slots with its own trials (and its regimes
-side by side), so a second study beside it would only queue for the same slots. Then `python -m study.analyze`
-over the K studies writes the cross-study table, report and cross_study_pairwise.csv into `<name>-replicates/`
-beside them (for --results at a URI: in the current folder).
+driver and one Ray (study/series.py says why). Then `python -m study.analyze` over the K studies writes the
+cross-study table, report and cross_study_pairwise.csv into `<name>-replicates/` beside them (for --results
+at a URI: in the current folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
+from study import series
 from study.config import StudyError
-from study.results.storage import StudyLocation, is_uri
 
 
 def check(args: argparse.Namespace) -> None:
@@ -35,13 +32,13 @@ def check(args: argparse.Namespace) -> None:
                          f"over them")
 
 
-def plan(args: argparse.Namespace, base_seed: int) -> tuple[list[tuple[str, int]], str, Path]:
-    """([(study name, seed)] of each replicate, the replicate set's name, where the verdict across them goes)."""
-    base = args.name or f"{args.preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    runs = [(f"{base}-seed{seed}", seed) for seed in range(base_seed, base_seed + args.replicates)]
-    root = Path(args.results).expanduser()
-    out = Path(f"{base}-replicates") if is_uri(args.results) else root / f"{base}-replicates"
-    return runs, base, out
+def plan(args: argparse.Namespace, base_seed: int) -> tuple[list[series.Member], str, Path]:
+    """(each replicate, the replicate set's name, where the verdict across them goes)."""
+    base = series.base_name(args)
+    seeds = range(base_seed, base_seed + args.replicates)
+    runs = [series.Member(f"{base}-seed{seed}", {"seed": seed}, f"replicate {k} of {len(seeds)}: study "
+                          f"{base}-seed{seed} at --seed {seed}", {"seed": seed}) for k, seed in enumerate(seeds, 1)]
+    return runs, base, series.out_folder(args, f"{base}-replicates")
 
 
 def run_replicates(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int], base_seed: int,
@@ -49,25 +46,12 @@ def run_replicates(args: argparse.Namespace, run_one: Callable[[argparse.Namespa
     """Run the replicates one after another with `run_one` (study.run's own study), then the analysis across
     them. Every replicate's folder and the verdict's folder are checked free before the first starts."""
     runs, base, out = plan(args, base_seed)
-    locations = [StudyLocation(args.results, name, cache_dir) for name, _ in runs]
-    for where in locations:
-        if where.exists() or (where.remote is None and where.local.exists()):
-            raise StudyError(f"{where.describe()} exists already; pick another --name for the replicates "
-                             f"(they are named <name>-seed<N>)")
-    if out.exists():
-        raise StudyError(f"{out} exists already; pick another --name for the replicates")
-    for k, (name, seed) in enumerate(runs, start=1):
-        print(f"\n=== replicate {k} of {len(runs)}: study {name} at --seed {seed} ===", flush=True)
-        one = copy.copy(args)
-        one.name, one.seed, one.replicates = name, seed, None
-        code = run_one(one)
-        if code != 0:
-            done = ", ".join(n for n, _ in runs[:k - 1]) or "none"
-            print(f"\nreplicate {name} stopped (exit {code}); finished before it: {done}. Resume it with "
-                  f"--resume {name}, run the rest with --seed and --name, then python -m study.analyze over them.",
-                  flush=True)
-            return code
-    studies = [where.describe() for where in locations]
+    code, studies = series.run_series(
+        args, runs, out, run_one, cache_dir, {"kind": "replicates", "name": base},
+        lambda left: f"run the rest ({', '.join(left[1:]) or 'none'}) with --seed and --name, then "
+                     f"python -m study.analyze over them.")
+    if code != 0:
+        return code
     if len(studies) < 2:
         print(f"\none replicate: a verdict across studies needs at least two (a finding three); {studies[0]} "
               f"holds this study's own verdict", flush=True)
