@@ -3,6 +3,7 @@
     python -m study.analyze results/<study> [--gpu-hour-cost USD] [--no-plots]
     python -m study.analyze s3://bucket/prefix/<study> [--cache-dir DIR]   # a study at a storage URI
     python -m study.analyze results/A results/B results/C [--out DIR]     # several studies in one view
+    python -m study.analyze --data-sweep results/q-pairs500 results/q-pairs2000 ... [--out DIR]
 
     from study.analyze import load
     a = load("results/<study>")          # no Ray cluster, nothing re-run; works on a running study too
@@ -17,13 +18,17 @@ rewritten. Several studies (`study.analysis.compare`) are compared in one table 
 (default: `cross-study/` beside the first study): per regime the mean ± sd of its best trial's test BLEU,
 each study's ranking of the regimes and how often each occurred, which settings differ between them, and
 cross_study_pairwise.csv: regime A against regime B with the studies as the unit (`study.analysis.cross_study`),
-beside each study's own verdict in the report.
+beside each study's own verdict in the report. With --data-sweep, the studies are one study at several
+--max-train-pairs (study/sweep.py): data_sweep.csv / .md and plots/data_sweep.png (`study.analysis.data_sweep`)
+go to --out (default: `data-sweep/` beside the first study).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 from study.analysis import conclusions
 from study.analysis.load import STATUSES, StudyAnalysis, load
@@ -74,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                         "under DIR/analysis (default: the study's cache, $T5STUDY_CACHE or ~/.cache/t5-regime-study)")
     parser.add_argument("--out", metavar="DIR", help="with several studies: where the cross-study table, report "
                         "and plot go (default: cross-study/ beside the first study)")
+    parser.add_argument("--data-sweep", action="store_true", help="the studies are one study at several "
+                        "--max-train-pairs: test BLEU and full - scratch against training pairs (data_sweep.csv, "
+                        "plots/data_sweep.png; default --out: data-sweep/ beside the first study)")
     args = parser.parse_args(argv)
+    if args.data_sweep:
+        return run_cli(lambda: _data_sweep(args))
     if len(args.study_dir) > 1:
         return run_cli(lambda: _compare(args))
     if args.out:
@@ -103,16 +113,39 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(body)
 
 
-def _compare(args) -> None:
-    import pandas as pd
+def _out(args, default: str) -> Path:
+    """Where an analysis over several studies goes: --out, else `default` beside the first study (for a study at
+    a URI: here); never one of the studies."""
+    first = args.study_dir[0]
+    out = Path(args.out) if args.out else Path(default) if is_uri(first) else Path(first).parent / default
+    if out.resolve() in {Path(p).resolve() for p in args.study_dir if not is_uri(p)}:
+        raise StudyError(f"--out {out} is one of the studies compared; pass a folder of its own")
+    return out
 
+
+def _data_sweep(args) -> None:
+    from study.analysis import data_sweep
+    from study.analysis.compare import compare
+
+    out = _out(args, "data-sweep")
+    c = compare(args.study_dir, cache_dir=args.cache_dir)  # the studies, and which settings differ between them
+    differing = [f"{r['setting']}" for _, r in c.settings.iterrows() if r["differs"]
+                 and r["setting"] != "config.max_train_pairs"]
+    try:
+        written = data_sweep.write(c.studies, c.analyses, out, differing, plots=not args.no_plots)
+    except OSError as err:
+        raise StudyError(f"cannot write the data sweep into {out}: {err}") from err
+    frame = pd.read_csv(written[0])
+    print(frame.drop(columns=["reason", "study"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print("\n" + data_sweep.closing(frame))
+    print(f"{len(written)} files written; data sweep: {written[0]} ({', '.join(str(p) for p in written[1:])})")
+
+
+def _compare(args) -> None:
     from study.analysis.compare import comparability, compare, write_comparison
     from study.analysis.cross_study import FILE as CROSS_STUDY_FILE
 
-    first = args.study_dir[0]
-    out = Path(args.out) if args.out else Path("cross-study") if is_uri(first) else Path(first).parent / "cross-study"
-    if out.resolve() in {Path(p).resolve() for p in args.study_dir if not is_uri(p)}:
-        raise StudyError(f"--out {out} is one of the studies compared; pass a folder of its own")
+    out = _out(args, "cross-study")
     c = compare(args.study_dir, cache_dir=args.cache_dir)
     try:
         written = write_comparison(c, out, plots=not args.no_plots)

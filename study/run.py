@@ -4,6 +4,7 @@
     python -m study.run --preset paper --data fra.txt --gpus-per-trial 1
     python -m study.run --resume NAME                # continue an interrupted study
     python -m study.run --replicates 5 --name quick  # 5 studies at seeds 0-4, then the verdict across them
+    python -m study.run --max-train-pairs 500,2000,8000 --name q   # the data sweep: a study per size
 
 Results land in `results/<name>/`: study.json, optuna.db, one Tune experiment per regime, each regime's
 best.json / test.hyp.txt / test.ref.txt, and summary.csv.
@@ -19,6 +20,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from study import sweep
 from study.cli import ArgumentParser, run_cli
 from study.common import check_sqlite, read_json_file, require_hub, write_json
 from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
@@ -83,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every trial's checkpoints (default: only running trials' and each regime's best)")
     # Every Config field that is neither searched nor set by another flag (see search_spaces/*.yaml for those).
-    add_config_flags(p, [f for f in FIELDS if f not in NOT_FLAGS])
+    add_config_flags(p, [f for f in FIELDS if f not in (*NOT_FLAGS, "max_train_pairs")])
+    # a number, or a comma list of them: the data sweep (read by study.sweep.sizes, so a bad one is one line)
+    p.add_argument("--max-train-pairs", type=sweep.flag, metavar="N[,N...]", default=argparse.SUPPRESS,
+                   help=f"{FIELDS['max_train_pairs'].metadata['help']} (default: the preset's); a comma list "
+                        f"(500,2000,8000) runs the data sweep: a study per size, named <name>-pairs<N>, on nested "
+                        f"pairs with one tokenizer and upstream, then <name>-data-sweep/ (study/sweep.py)")
     return p
 
 
@@ -213,6 +220,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.more_trials is not None and (not args.resume or args.more_trials < 1):
         raise StudyError(f"--more-trials N extends an existing study by N >= 1 trials per regime: pass --resume NAME "
                          f"with it (got --more-trials {args.more_trials}" + ("" if args.resume else " alone") + ")")
+    found = sweep.sizes(getattr(args, "max_train_pairs", None))
+    if found is not None and len(found) > 1:  # a study per size, each by this very function, then the sweep's analysis
+        return sweep.run_sweep(args, found, _main, resolve, cache_dir)
+    if found is not None:
+        args.max_train_pairs = found[0]
     if args.replicates is not None:  # K studies, each by this very function, then the verdict across them
         from study import replicates
 
@@ -249,7 +261,10 @@ def _main(args: argparse.Namespace) -> int:
     study_dir = where.local
     study_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        write_json(study_dir / "study.json", study_record(config, budget, regimes, args.preset, spaces, name))
+        record = study_record(config, budget, regimes, args.preset, spaces, name)
+        if getattr(args, "series", None):  # one of several studies (study/series.py): which, and what they share
+            record["series"] = args.series
+        write_json(study_dir / "study.json", record)
         where.push()
     resume_cmd = f"python -m study.run --resume {shlex.quote(name)} --results {shlex.quote(args.results)}"
     # --more-trials: the extensions every regime's search runs (study/tuning/extend.py)
