@@ -63,10 +63,12 @@ def lr_grid(spaces: dict, points: int) -> list[float]:
     return [float(f"{10 ** (math.log10(low) + k * step):.3g}") for k in range(points)]
 
 
-def preset_config(cache_dir: str | None, data: str | None = None) -> Config:
+def preset_config(cache_dir: str | None, data: str | None = None, max_train_pairs: int | None = None) -> Config:
     config = Config(**PRESETS["quick"]["config"])
     if data:
         config = config.replace(data=data)
+    if max_train_pairs:
+        config = config.replace(max_train_pairs=max_train_pairs)
     if cache_dir:
         config = config.replace(cache_dir=str(Path(cache_dir).expanduser().resolve()))
     return config
@@ -196,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="only these configurations, regime:lr:batch comma-separated (the oracle's "
                                   "candidates trained at more seeds); --lrs and --batches are then ignored")
     p.add_argument("--data", help="pairs to use instead of the quick preset's bundled corpus (its other settings kept)")
+    p.add_argument("--max-train-pairs", type=int, help="training pairs instead of the quick preset's 2,000 (a budget at "
+                                                       "which real text is learned; the rest of the preset kept)")
     p.add_argument("--cache-dir", help="the study's cache (default: the study's own default)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the table (default {DEFAULT_OUT.relative_to(common.ROOT)})")
     return p
@@ -232,13 +236,22 @@ def plan(args: argparse.Namespace) -> tuple[Config, list[dict]]:
     # seeds rather than one regime's every seed.
     points += [{"regime": r, "lr": lr, "batch_size": b, "seed": seed, "fixed": dict(spaces[r].fixed)}
                for seed in range(args.seeds) for (r, lr, b) in configs]
-    return preset_config(args.cache_dir, args.data), points
+    if args.max_train_pairs is not None:
+        common.positive("max-train-pairs", args.max_train_pairs)
+    return preset_config(args.cache_dir, args.data, args.max_train_pairs), points
 
 
 def run(args: argparse.Namespace) -> int:
     config, points = plan(args)
     record = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     done = {point_key(p): p for p in record.get("points", [])}
+    # A table continued under other settings would mix two budgets in one oracle: refuse, name the difference.
+    kept = record.get("config", {})
+    changed = [k for k in ("data", "max_train_pairs", "max_eval_pairs", "max_epochs") if k in kept
+               and kept[k] != config.to_dict().get(k)]
+    if done and changed:
+        raise StudyError(f"{args.out} was made with other settings ({', '.join(f'{k}={kept[k]}' for k in changed)}); "
+                         "continue it with those, or pass another --out")
     todo = [p for p in points if point_key(p) not in done]
     print(f"{len(points)} points, {len(done)} in {args.out}, {len(todo)} to train", flush=True)
     command = "python benchmarks/search_table.py " + " ".join(args.argv)
