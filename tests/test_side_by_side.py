@@ -53,11 +53,16 @@ def _overlap(study: Path) -> float:
 
 
 def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pairs, tmp_path, monkeypatch, capsys):
+    # Every Tune run starts in the same second, as two regimes' seed runs may: each must still stage its files apart
+    # (`internals.tune_runs_side_by_side`), else each regime's seeds/ gets the other's trials and a resume fails.
+    monkeypatch.setattr("ray.tune.utils.date_str", lambda: "2026-12-08_03-00-00")
     space = write_space(tmp_path / "space.yaml", [3e-3, 1e-3])
     cache, results = study_pairs.parent / "cache", tmp_path / "results"
     assert study_run.main(_argv(study_pairs, results, "apart", space, cache, "--regimes-at-once", "1")) == 0
     assert study_run.main(_argv(study_pairs, results, "beside", space, cache)) == 0
     apart, beside = _files(results / "apart"), _files(results / "beside")
+    for study in ("apart", "beside"):  # --seeds 2: one seed re-run per regime, its own alone
+        assert [len(list((results / study / r / "seeds").glob("trial_*"))) for r in REGIMES] == [1, 1], study
     for regime in REGIMES:
         for key, expected in apart[regime].items():
             assert beside[regime][key] == expected, (regime, key)
@@ -97,6 +102,30 @@ def test_regimes_side_by_side_write_what_they_write_one_after_another(study_pair
             assert resumed[regime][key] == expected, (regime, key)
     counts = json.loads((results / "cut" / "study.json").read_text())["test_scored"]
     assert counts == {"scratch": 1, "full": 1}, counts
+
+
+def test_experiments_of_one_name_started_in_one_second_stage_their_files_apart(tmp_path, monkeypatch):
+    """Tune stages a run's files on the driver in a folder named by its experiment and the second it started, and
+    uploads all of it to the experiment: two regimes' `seeds` experiments started in one second shared the folder,
+    each uploaded the other's trials and state, and `--resume` restored scratch's seed run under full/seeds ("no
+    checkpoint at .../full/seeds/trial_.../checkpoint_000000/state.pt", the side-by-side test's flaky failure).
+    Inside `tune_runs_side_by_side`, every run stages apart, whatever the clock says."""
+    import ray.tune.utils as tune_utils
+    from ray.train._internal.storage import StorageContext
+
+    from study.tuning.internals import tune_runs_side_by_side
+    from study.tuning.runner import start_ray
+
+    start_ray(None)
+    monkeypatch.setattr(tune_utils, "date_str", lambda: "2026-12-08_03-00-00")  # every run starts in this second
+
+    def staging(regime: str) -> str:
+        return StorageContext(str(tmp_path / regime), "seeds").experiment_driver_staging_path
+
+    assert staging("scratch") == staging("full")  # Tune's own: one folder for both
+    with tune_runs_side_by_side(threading.Event()):
+        assert staging("scratch") != staging("full")
+    assert staging("scratch") == staging("full")  # Tune's own again
 
 
 def test_tune_runs_in_threads_register_their_trainables_one_at_a_time(monkeypatch):

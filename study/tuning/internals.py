@@ -13,7 +13,12 @@
   made per run by `ray.tune.tune._setup_signal_catching` and set by a SIGINT handler installed only in the main
   thread, and its registry of trainables (`ray.tune.registry._global_registry`) is not thread-safe:
   `tune_runs_side_by_side(event)` hands every run the study's one event (set on the driver's Ctrl-C) and lets
-  one thread at a time into the registry.
+  one thread at a time into the registry. Tune stages a run's files on the driver in a folder named by its
+  experiment and the second it started (`StorageContext._timestamp`, from `ray.tune.utils.date_str`): inside, that
+  stamp is numbered per run, so that two regimes' `seeds` experiments never share one.
+- Optuna's API holds a finished trial final and a running one never waiting again; a resumed search needs both
+  (`reopen_failed`: an errored trial Tune continues; `requeue_lost_trials`: a trial asked for after Tune's last
+  snapshot), written through its RDB storage's models (`_set_state`, refreshing `_CachedStorage`'s copy).
 - Tune's `experiment_state-*.json` (a trial's status and failure count) has no public reader outside a
   running Tune: the analysis reads it here, as JSON, without importing Ray.
 
@@ -26,7 +31,9 @@ import: the analysis imports `read_experiment_state` offline.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -278,6 +285,9 @@ def _resumes_after(trial, time_attr: str) -> float:
     return float(latest.metrics.get(time_attr, 0)) if latest is not None else 0.0
 
 
+_RUNS = itertools.count()  # the Tune runs this driver has made, numbering their staging folders
+
+
 @contextlib.contextmanager
 def tune_runs_side_by_side(stop: threading.Event):
     """While inside, Tune runs may run in several driver threads at once: every run stops, saving its state as on
@@ -286,16 +296,26 @@ def tune_runs_side_by_side(stop: threading.Event):
     Why: Tune makes its stop event per run in `ray.tune.tune._setup_signal_catching`, set by a SIGINT handler it
     installs in the main thread only; and each run registers its trainable in `ray.tune.registry._global_registry`,
     whose `flush_values` iterates a dict another run's registration can change ("dictionary changed size during
-    iteration", seen in the quick study's first side-by-side run)."""
+    iteration", seen in the quick study's first side-by-side run).
+
+    And every run stages its files (experiment state, searcher, the trials' result files) on the driver in a folder
+    named by its experiment's name and the second it started (`ray.train._internal.storage.StorageContext._timestamp`,
+    from `ray.tune.utils.date_str`), and uploads that whole folder to its experiment: two regimes' `seeds` (or
+    `more-1`) experiments started in one second shared one, so each uploaded the other's trials and state, and a
+    resumed `full/seeds` restored `scratch`'s seed run, whose checkpoint is not under `full/seeds` ("no checkpoint at
+    .../full/seeds/trial_.../checkpoint_000000/state.pt"). Inside, that stamp gets a number of its own per run."""
     import ray.tune.registry as registry
     import ray.tune.tune as tune_run
+    import ray.tune.utils as tune_utils
 
     original = getattr(tune_run, "_setup_signal_catching", None)
     shared = getattr(registry, "_global_registry", None)
-    if not callable(original) or not all(callable(getattr(shared, m, None)) for m in ("register", "flush_values")):
-        raise StudyError(f"this Ray's Tune has no _setup_signal_catching or _global_registry.register/flush_values: "
-                         f"the study runs regimes side by side through them (written against {TESTED}); install a "
-                         f"tested Ray (see pyproject.toml), or pass --regimes-at-once 1")
+    stamp = getattr(tune_utils, "date_str", None)
+    if not callable(original) or not all(callable(getattr(shared, m, None)) for m in ("register", "flush_values")) \
+            or not callable(stamp):
+        raise StudyError(f"this Ray's Tune has no _setup_signal_catching, _global_registry.register/flush_values or "
+                         f"utils.date_str: the study runs regimes side by side through them (written against "
+                         f"{TESTED}); install a tested Ray (see pyproject.toml), or pass --regimes-at-once 1")
     lock = threading.RLock()  # reentrant: register() calls flush_values()
 
     def one_at_a_time(method):
@@ -306,11 +326,14 @@ def tune_runs_side_by_side(stop: threading.Event):
 
     tune_run._setup_signal_catching = lambda: stop
     shared.register, shared.flush_values = one_at_a_time(shared.register), one_at_a_time(shared.flush_values)
+    # read by StorageContext as each run's storage is made; the driver's pid, as studies may share a cluster
+    tune_utils.date_str = lambda: f"{stamp()}_{os.getpid()}_{next(_RUNS)}"
     try:
         yield stop
     finally:
         tune_run._setup_signal_catching = original
         del shared.register, shared.flush_values  # the class's own methods again
+        tune_utils.date_str = stamp
 
 
 def read_experiment_state(experiment_dir: Path) -> dict[str, dict]:
