@@ -39,7 +39,7 @@ from pathlib import Path
 
 from study.config import StudyError
 
-TESTED = "ray 2.60 and optuna 5.0"
+TESTED = "ray 2.60 and optuna 5.1"
 SEARCHER_ATTRIBUTES = ("_ot_trials", "_completed_trials", "_ot_study")
 
 
