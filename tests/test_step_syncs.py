@@ -51,7 +51,7 @@ class Steps:
 
 def test_an_epoch_reads_the_device_once_per_interval_not_once_per_step(setup, monkeypatch):
     config, data = setup
-    interval = 10
+    interval = 5  # below a tenth of the 60-step epoch, so it is the interval fit reads at
     # raising=False: against the step of before (no interval) the count below is what fails
     monkeypatch.setattr(loop, "READ_EVERY", interval, raising=False)
     reads = {"n": 0, "on": False}
@@ -91,7 +91,7 @@ def test_an_epoch_reads_the_device_once_per_interval_not_once_per_step(setup, mo
 @pytest.mark.parametrize("poison_at", [3, 17])
 def test_a_nan_loss_ends_the_epoch_within_the_interval_as_diverged(setup, monkeypatch, poison_at):
     config, data = setup
-    interval = 10
+    interval = 5  # below a tenth of the 60-step epoch, so it is the interval fit reads at
     monkeypatch.setattr(loop, "READ_EVERY", interval, raising=False)
     steps = Steps(poison_at)
     monkeypatch.setattr(loop, "training_step", steps)

@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 Report = Callable[[dict, "Callable[[Path], None] | None"], None]
 
 
+def read_interval(steps_per_epoch: int) -> int:
+    """Steps between reads of the losses: `READ_EVERY`, or a tenth of a shorter epoch, so that each line the
+    progress display writes to a log (one every 10 %) shows the loss as of that step."""
+    return max(1, min(READ_EVERY, steps_per_epoch // 10))
+
+
 def fit(config: Config, data: PreparedData, report: Report, resume_from: str | Path | None = None, *,
         greedy_bleu: bool = False) -> dict:
     """Train and evaluate one trial of `config.regime`; returns the last reported metrics.
@@ -134,7 +140,7 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         for step, batch in enumerate(loader, 1):
             lrs.append(scheduler.get_last_lr()[0])  # the lr this step trains at: a diverged trial reports it
             tally.add(*training_step(model, batch, optimizer, scheduler, config, device, forward))
-            if len(tally) == READ_EVERY or step == len(loader):
+            if len(tally) == read_interval(steps_per_epoch) or step == len(loader):
                 for (loss, n), lr in zip(tally.read(), lrs):
                     if not math.isfinite(loss):
                         bar.close()

@@ -18,8 +18,8 @@ from transformers import get_linear_schedule_with_warmup
 from study.config import Config
 from study.model.device import autocast
 
-# Steps between reads of a `StepTally` (one host sync each): the progress bar's loss, and how soon a non-finite
-# loss ends a trial. A read drains the GPU's queue once; every 50 steps that costs a host-bound epoch a few
+# Steps between reads of a `StepTally` (one host sync each; a tenth of a shorter epoch: `loop.read_interval`):
+# the progress display's loss, and how soon a non-finite loss ends a trial. A read drains the GPU's queue once; every 50 steps that costs a host-bound epoch a few
 # per cent at most, and a diverged trial runs at most 49 wasted steps.
 READ_EVERY = 50
 # With `--compile`, batches are padded to a multiple of this many tokens (each side), so that the compiled
