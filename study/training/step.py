@@ -19,8 +19,9 @@ from study.config import Config
 from study.model.device import autocast
 
 # Steps between reads of a `StepTally` (one host sync each; a tenth of a shorter epoch: `loop.read_interval`):
-# the progress display's loss, and how soon a non-finite loss ends a trial. A read drains the GPU's queue once; every 50 steps that costs a host-bound epoch a few
-# per cent at most, and a diverged trial runs at most 49 wasted steps.
+# the progress display's loss, and how soon a non-finite loss ends a trial. A read drains the GPU's queue once;
+# every 50 steps that costs a host-bound epoch a few per cent at most, and a diverged trial runs at most 49
+# wasted steps.
 READ_EVERY = 50
 # With `--compile`, batches are padded to a multiple of this many tokens (each side), so that the compiled
 # forward meets a few static shapes — 3 x 3 at the 96-token limits, x 2 for an epoch's last, smaller batch —
@@ -34,8 +35,8 @@ def optimizer_options(device: torch.device) -> dict:
     updated in one pass, a few kernel launches); torch's default elsewhere. On the CPU torch's default is
     neither fused nor foreach but a Python loop of ~9 small ops per parameter: an optimizer step of the tiny
     model took 76 ms that way, 101 ms foreach and 4.9 ms fused; of t5-small 1.4 s, 3.7 s and 0.52 s (2 threads,
-    a loaded machine: ratios only). transformers' Trainer has defaulted to the fused kernel since torch 2.8,
-    which was most of what put it ahead of the project's step (docs/performance.md)."""
+    a loaded machine: ratios only). transformers' Trainer has defaulted to the fused kernel since torch 2.8: the
+    one difference a side-by-side profile found between its step and the project's (docs/performance.md)."""
     return {"fused": True} if device.type in ("cuda", "cpu") else {}
 
 
