@@ -61,7 +61,7 @@ NAME = "train_throughput"
 WAYS = {"original": "(a) original notebook loop", "trainer": "(b) HF Seq2SeqTrainer, group_by_length",
         "trainer_bf16": "(b) the same, bf16=True", "project": "(c) this project (fit's loop)"}
 ALIASES = {"a": "original", "b": "trainer", "c": "project"}
-TARGETS = {"project_vs_original": 8.0, "project_vs_trainer": 1.2}
+TARGETS = {"project_vs_original": 8.0, "project_vs_trainer": 1.1}  # issue 46: c/b >= 1.1 at batch 16 and 64
 POOL_BATCHES = 200  # 4 x 50: the most batches transformers' length grouping pools (see get_length_grouped_indices)
 
 
