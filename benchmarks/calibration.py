@@ -9,7 +9,7 @@ other seeds of the same configuration show, and how often are two groups of one 
 One configuration (the quick preset's, with `--lr`/`--batch-size`; or `--from-study`'s best.json, trained as
 the study's seed re-runs are: `epochs` as the schedule, stopped at the best trial's selected epoch) is trained
 with `--seeds` seeds through the study's own `fit` (`study.training.loop`) and each run is scored once on the
-test split (`study.metrics.generation.evaluate`, as test scoring does). The runs' translations are saved
+test split (`study.metrics.generation.score_split`, as test scoring does). The runs' translations are saved
 (`--save-runs`, default benchmarks/out/calibration_runs/) so that `--from-runs` re-analyses them without
 training. Run 0 is the comparator B, one fixed model. Then, for each group size g of 3 and 5 (where there are
 2g + 1 runs) and `--draws` random choices among the other runs, three tests:
@@ -43,12 +43,12 @@ if __package__ in (None, ""):  # run as `python benchmarks/calibration.py`
 from benchmarks import common  # noqa: E402
 from study.analysis.verdicts import ALPHA, FINDING, decide  # noqa: E402
 from study.config import PRESETS, Config, StudyError, add_config_flags, config_from_flags  # noqa: E402
-from study.metrics.generation import evaluate  # noqa: E402
+from study.metrics.generation import score_split  # noqa: E402
 from study.metrics.significance import seed_runs_test, seeded_bootstrap  # noqa: E402
 from study.model.device import pick_device  # noqa: E402
 from study.training.checkpoints import load_trained_model  # noqa: E402
 from study.training.loop import fit  # noqa: E402
-from study.training.upstream import prepare_data_and_upstream  # noqa: E402
+from study.training.pretraining import prepare_data_with_upstream  # noqa: E402
 
 CONFIG_FLAGS = ["data", "model", "regime", "max_train_pairs", "max_eval_pairs", "max_test_pairs", "epochs", "lr",
                 "batch_size", "num_beams", "pretrain_steps", "cache_dir", "device"]
@@ -110,7 +110,7 @@ def train_and_score(config: Config, data, stop_at: int) -> tuple[list[str], int]
             pass
         model = load_trained_model(config, data.tokenizer, checkpoint, data.upstream)
         device = pick_device(config.device)
-        return evaluate(model.to(device), data.test, data.tokenizer, config, device, split="test")[1], seen[-1]
+        return score_split(model.to(device), data.test, data.tokenizer, config, device, split="test")[1], seen[-1]
 
 
 def _interval_and_finding(name: str, references, a: list[list[str]], b: list[list[str]], sources, resamples: int,
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     device = common.setup_torch(argparse.Namespace(threads=args.threads, device=config.device))
     from study.model.regimes import get_regime
 
-    data = prepare_data_and_upstream(config, need_upstream=get_regime(config.regime).pretrained)
+    data = prepare_data_with_upstream(config, need_upstream=get_regime(config.regime).pretrained)
     runs, seconds, trained = [], [], []
     for seed in range(args.seeds):
         start = time.perf_counter()

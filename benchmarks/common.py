@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from study.config import Config, StudyError
 from study.data import pairs as data_lib
 from study.data.prepared import prepare_text
-from study.data.tokenize import tokenize_splits
+from study.data.encoding import tokenize_splits
 from study.model.device import pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def run_info(args: argparse.Namespace, device: torch.device) -> dict:
-    from study.results.record import git_commit, versions
+    from study.outputs.record import git_commit, versions
 
     return {"utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device),

@@ -19,7 +19,7 @@ so it babbles to whatever limit it is given - the original's scratch regime, whe
 epoch time. `--train-steps N` adds a model trained N steps with the project's loop, which stops earlier.
 The table says which model each row is and how many of the original's outputs never emitted EOS. Figures:
 sentences/s, the median over `--repeats` (the two ways interleaved), after one untimed warm-up generation.
-Not timed: `study.metrics.generation.evaluate` also translates each distinct source only once (shown as "distinct").
+Not timed: `study.metrics.generation.score_split` also translates each distinct source only once (shown as "distinct").
 JSON goes to benchmarks/out/eval_throughput.json.
 """
 

@@ -31,7 +31,7 @@ from study.config import (  # noqa: E402
     add_config_flags,
     config_from_flags,
 )
-from study.metrics.generation import evaluate  # noqa: E402
+from study.metrics.generation import score_split  # noqa: E402
 from study.metrics.scoring import (
     bleu_parts,  # noqa: E402
     translation_scores,  # noqa: E402
@@ -39,7 +39,7 @@ from study.metrics.scoring import (
 from study.model.device import pick_device  # noqa: E402
 from study.training.checkpoints import load_trained_model  # noqa: E402
 from study.training.loop import fit  # noqa: E402
-from study.training.upstream import prepare_data_and_upstream  # noqa: E402
+from study.training.pretraining import prepare_data_with_upstream  # noqa: E402
 
 CONFIG_FLAGS = ["data", "model", "max_train_pairs", "max_eval_pairs", "epochs", "lr", "batch_size", "num_beams",
                 "pretrain_steps", "decoder_embedding", "seed", "data_seed", "cache_dir", "device"]
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     base = Config(**PRESETS["quick"]["config"]).replace(lr=2e-3, torch_threads=args.threads)
     config = config_from_flags(args, base)
     device = common.setup_torch(argparse.Namespace(threads=args.threads, device=config.device))
-    data = prepare_data_and_upstream(config, need_upstream=any(r != "scratch" for r in args.regimes))
+    data = prepare_data_with_upstream(config, need_upstream=any(r != "scratch" for r in args.regimes))
     curves: dict[str, list[dict]] = {}
     last: dict[str, dict] = {}
     for regime in args.regimes:
@@ -94,7 +94,7 @@ def last_epoch_translations(config: Config, data, checkpoint: str, show: int) ->
     """BLEU's parts and a few translations of the validation split, from the last epoch's weights."""
     model = load_trained_model(config, data.tokenizer, checkpoint, data.upstream)
     device = pick_device(config.device)
-    _, hypotheses, references = evaluate(model.to(device), data.validation, data.tokenizer, config, device)
+    _, hypotheses, references = score_split(model.to(device), data.validation, data.tokenizer, config, device)
     return {**translation_scores(hypotheses, references), **bleu_parts(hypotheses, references),
             "samples": [{"source": s, "reference": r, "hypothesis": h}
                         for s, r, h in zip(data.validation["en"][:show], references[:show], hypotheses[:show])]}

@@ -82,9 +82,9 @@ def _load(config: Config) -> dict:
     """The study's data with the whole validation split, the study's subset and the larger one (indices)."""
     if "data" not in _DATA:
         from study.data.pairs import subset_indices
-        from study.training.upstream import prepare_data_and_upstream
+        from study.training.pretraining import prepare_data_with_upstream
 
-        data = prepare_data_and_upstream(config.replace(max_eval_pairs=None), need_upstream=True)
+        data = prepare_data_with_upstream(config.replace(max_eval_pairs=None), need_upstream=True)
         n = len(data.validation)
         study_rows = subset_indices(n, config.max_eval_pairs, config.data_seed)
         rest = sorted(set(range(n)) - set(study_rows))
@@ -99,13 +99,13 @@ def _load(config: Config) -> dict:
 
 def _score(model, dataset, config: Config, device, in_study: list[int] | None = None) -> dict:
     """Greedy and 4-beam BLEU and loss of `model` on `dataset` (and on its rows `in_study`), with the time."""
-    from study.metrics.generation import evaluate
+    from study.metrics.generation import score_split
     from study.metrics.scoring import translation_scores
 
     out: dict[str, float] = {}
     for beams in BEAMS:
         start = time.perf_counter()
-        metrics, hyps, refs = evaluate(model, dataset, _DATA["data"].tokenizer, config.replace(num_beams=beams),
+        metrics, hyps, refs = score_split(model, dataset, _DATA["data"].tokenizer, config.replace(num_beams=beams),
                                        device)
         out[f"seconds_b{beams}"] = time.perf_counter() - start
         out[f"bleu_b{beams}"] = metrics["val_bleu"]
@@ -120,7 +120,7 @@ def run_point(point: dict, base: dict) -> dict:
     """Train one grid point and score each epoch; returns its record."""
     import torch
 
-    from study.metrics.generation import evaluate, token_nll
+    from study.metrics.generation import score_split, token_nll
     from study.model.regimes import REGIMES
     from study.training.checkpoints import load_trained_model
     from study.training.loop import fit
@@ -175,7 +175,7 @@ def run_point(point: dict, base: dict) -> dict:
             for epoch in sorted({best, scored[-1]["epoch"]}):
                 model = load_trained_model(config, data.tokenizer, Path(keep) / f"epoch_{epoch}",
                                            data.upstream).eval()
-                metrics = evaluate(model, test, data.tokenizer, config.replace(num_beams=beams), device,
+                metrics = score_split(model, test, data.tokenizer, config.replace(num_beams=beams), device,
                                    split="test")[0]
                 tests[f"b{beams}_e{epoch}"] = {"test_bleu": metrics["test_bleu"], "test_loss": metrics["test_loss"]}
             tests[f"b{beams}_best_epoch"] = best

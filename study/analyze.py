@@ -36,8 +36,8 @@ from study.analysis.report import comparison_markdown, write_report
 from study.cli import ArgumentParser, run_cli
 from study.common import write_atomic, write_text
 from study.config import StudyError
-from study.results.record import searched_names
-from study.results.storage import is_uri, push_outputs, study_location
+from study.outputs.record import searched_names
+from study.outputs.storage import is_uri, push_outputs, study_location
 
 __all__ = ["STATUSES", "StudyAnalysis", "load", "main", "write_outputs"]
 

@@ -49,10 +49,10 @@ def score_regime(study_dir: Path, regime: str, pairs, config: Config, device: st
     """(scores, hypotheses, references) of the regime's exported model on cleaned `pairs`."""
     from datasets import DatasetDict
 
-    from study.data.tokenize import tokenize_splits
-    from study.metrics.generation import evaluate
+    from study.data.encoding import tokenize_splits
+    from study.metrics.generation import score_split
     from study.model.device import pick_device
-    from study.results.export import load_exported
+    from study.outputs.export import load_exported
 
     model, tokenizer = load_exported(study_dir, regime)
     with contextlib.redirect_stdout(sys.stderr):  # its cache lines are progress; stdout is the table
@@ -61,7 +61,7 @@ def score_regime(study_dir: Path, regime: str, pairs, config: Config, device: st
         raise StudyError(f"every pair of --data {config.data} is over the study's token limits "
                          f"({config.max_source_tokens} source, {config.max_target_tokens} target tokens)")
     where = pick_device(device)
-    metrics, hypotheses, references = evaluate(model.to(where), tokenized["evaluate"], tokenizer, config, where,
+    metrics, hypotheses, references = score_split(model.to(where), tokenized["evaluate"], tokenizer, config, where,
                                                split="evaluate")
     scores = {name: float(metrics[f"evaluate_{name}"]) for name in SCORES}
     return {"regime": regime, "pairs": len(references), "dropped_overlong": counts["evaluate_dropped_overlong"],
@@ -79,7 +79,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from study.common import write_lines, write_text
     from study.metrics.scoring import signatures
-    from study.results.export import pick_regimes, study_config
+    from study.outputs.export import pick_regimes, study_config
 
     datasets.utils.logging.disable_progress_bar()  # the command's output is its table
     study_dir = Path(args.study)

@@ -30,7 +30,7 @@ from study.model.regimes import REGIMES
 
 if TYPE_CHECKING:  # not imported at run time: `python -m study.run --help` stays quick
     from study.data.prepared import PreparedData
-    from study.results.storage import StudyLocation
+    from study.outputs.storage import StudyLocation
 
 
 class Timings:
@@ -131,7 +131,7 @@ class StudyRun:
     resume: bool
     extensions: list = field(default_factory=list)  # --more-trials: the extensions each search runs
     # the step that gives the data with the tiny upstream (pretrained or from the cache), run beside the searches
-    # that need none (`training.upstream.prepare_data_then_upstream`); None: no regime waits for one
+    # that need none (`training.pretraining.prepare_data_upstream_later`); None: no regime waits for one
     add_upstream: Callable[[], PreparedData] | None = None
     upstream_cpus: float = 0.0  # CPUs of the local Ray node held while the driver pretrains (0: none)
     mlflow: str | None = None
@@ -253,10 +253,10 @@ def _wait(threads: list[threading.Thread]) -> None:
 
 def regime_path(run: StudyRun, regime: str) -> dict:
     """One regime from its search to its pruning; returns its best.json. Every step can be resumed."""
-    from study.results.export import export_or_warn
-    from study.results.holdout import evaluate_best
-    from study.results.record import count_test_scoring
-    from study.results.tracking import log_best_or_warn, trial_callbacks
+    from study.outputs.export import export_or_warn
+    from study.outputs.holdout import score_best
+    from study.outputs.record import count_test_scoring
+    from study.outputs.tracking import log_best_or_warn, trial_callbacks
     from study.tuning.best import best_trial
     from study.tuning.extend import extend_regime
     from study.tuning.retention import prune_regime, saved_results
@@ -311,7 +311,7 @@ def regime_path(run: StudyRun, regime: str) -> dict:
     # uncounted (one interrupted while scoring counts twice once resumed: it may have looked twice)
     with run.files:
         count_test_scoring(study_dir, regime)  # study.json's test_scored
-    row = evaluate_best(grid, regime, base, data, study_dir, search_wall_s, run.searched, seed_grid=seed_grid,
+    row = score_best(grid, regime, base, data, study_dir, search_wall_s, run.searched, seed_grid=seed_grid,
                         resources={"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial})
     run.clock.trials_ended(grid, seed_grid, scoring_seconds=row["test_scoring_task_s"])
     run.step(regime, "export")

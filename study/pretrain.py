@@ -4,7 +4,7 @@
     python -m study.pretrain --steps 300 --out /tmp/upstream
     python -m study.pretrain --optimizer adamw --lr 5e-4 --out /tmp/up-adamw   # the scale-blind baseline
 
-The pretraining itself (span corruption, Adafactor, packing, the cache): `study.training.upstream`.
+The pretraining itself (span corruption, Adafactor, packing, the cache): `study.training.pretraining`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from study.cli import ArgumentParser, run_cli
 from study.config import Config, add_config_flags, config_from_flags
 from study.data.prepared import prepare_text
-from study.training.upstream import (
+from study.training.pretraining import (
     OPTIMIZERS,
     PretrainSettings,
     check_settings,

@@ -27,14 +27,14 @@ from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
 from study.pipeline import Timings
-from study.results.record import (
+from study.outputs.record import (
     MACHINE_FIELDS,
     searched_names,
     settings_from_record,
     study_record,
     write_summary,
 )
-from study.results.storage import StudyLocation, is_uri
+from study.outputs.storage import StudyLocation, is_uri
 from study.tuning.space import default_search_space_path, load_search_space
 
 log = logging.getLogger("study.run")
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> tuple[Config, Budget, list[str], dict]:
     """A new study's settings from flags + preset -> (config, budget, regimes, search spaces); every check happens
-    before anything is written. (A resumed study reads its own: `results.record.settings_from_record`.)"""
+    before anything is written. (A resumed study reads its own: `outputs.record.settings_from_record`.)"""
     if args.preset not in PRESETS:
         raise StudyError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[args.preset]
@@ -241,12 +241,12 @@ def _main(args: argparse.Namespace) -> int:
         if where.remote is None and where.local.exists():
             raise StudyError(f"{where.local} exists already; pick another --name")
     if args.mlflow:
-        from study.results.tracking import check_tracking_uri
+        from study.outputs.tracking import check_tracking_uri
 
         check_tracking_uri(args.mlflow)
 
     from study.pipeline import Interrupted, StudyRun, run_regimes
-    from study.training.upstream import prepare_data_then_upstream
+    from study.training.pretraining import prepare_data_upstream_later
     from study.tuning.extend import plan_extensions
     from study.tuning.runner import finish_budget, start_ray
 
@@ -256,7 +256,7 @@ def _main(args: argparse.Namespace) -> int:
     # Once, in the driver; trials get it through the object store. The tiny upstream (pretrained if no cache
     # matches) comes later, beside the searches of the regimes that need none (study/pipeline.py).
     with clock.phase("data"):  # data and tokenizer
-        data, add_upstream = prepare_data_then_upstream(config, any(REGIMES[r].pretrained for r in regimes))
+        data, add_upstream = prepare_data_upstream_later(config, any(REGIMES[r].pretrained for r in regimes))
     searched = searched_names(spaces)
     study_dir = where.local
     study_dir.mkdir(parents=True, exist_ok=True)

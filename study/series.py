@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from study.config import StudyError
-from study.results.storage import StudyLocation, is_uri
+from study.outputs.storage import StudyLocation, is_uri
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def shared_inputs(config: Config, need_upstream: bool, largest: int) -> dict:
     yet), and the training split's size; StudyError when the largest size is more than the split holds."""
     from study.data.prepared import prepare_text
     from study.data.tokenizer import is_tiny
-    from study.training.upstream import monolingual_corpus, upstream_path
+    from study.training.pretraining import monolingual_corpus, upstream_path
 
     text = prepare_text(config)
     whole = len(text.whole_train)

@@ -6,7 +6,7 @@
 Prints one French line per English sentence, in order (a blank line stays blank). The model is
 `<study>/<regime>/model/` (default: the regime with the best validation BLEU; test never chooses), with the study's task prefix and
 text normalisation, decoded exactly as `from_pretrained` + `generate` decodes that folder: by its
-generation_config.json (see study.results.export for how that differs from the study's own decoding).
+generation_config.json (see study.outputs.export for how that differs from the study's own decoding).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def translate_texts(study_dir: Path, regime: str, texts: list[str], device: str 
 
     from study.data.pairs import normalize_text
     from study.model.device import pick_device
-    from study.results.export import load_exported, study_config
+    from study.outputs.export import load_exported, study_config
 
     prefix = study_config(study_dir, regime).prefix
     model, tokenizer = load_exported(study_dir, regime)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from study.results.export import best_regime, pick_regimes
+    from study.outputs.export import best_regime, pick_regimes
 
     if args.batch_size <= 0:
         raise StudyError(f"--batch-size must be positive, got {args.batch_size}")

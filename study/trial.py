@@ -22,7 +22,7 @@ from study.data.prepared import PreparedData
 from study.model.regimes import get_regime
 from study.training.checkpoints import has_checkpoint
 from study.training.loop import fit
-from study.training.upstream import prepare_data_and_upstream
+from study.training.pretraining import prepare_data_with_upstream
 
 
 def format_epoch(m: dict) -> str:
@@ -41,7 +41,7 @@ def run_single(config: Config, checkpoint_dir: Path | None = None, resume: bool 
     """Run one trial in this process; returns every epoch's metrics. With `checkpoint_dir`, the last
     epoch's checkpoint is kept there, and `resume=True` continues from it."""
     regime = get_regime(config.regime)
-    data = data or prepare_data_and_upstream(config, need_upstream=regime.pretrained)
+    data = data or prepare_data_with_upstream(config, need_upstream=regime.pretrained)
     history: list[dict] = []
     resume_from = None
     if resume:

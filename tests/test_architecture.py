@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["config", "common", "cli", "progress", "data", "model", "metrics", "training", "tuning", "results", "analysis"]
+STAGES = ["config", "common", "cli", "progress", "data", "model", "metrics", "training", "tuning", "outputs", "analysis"]
 
 
 def _imports() -> dict[str, set[str]]:

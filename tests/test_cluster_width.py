@@ -84,7 +84,7 @@ def test_study_run_refuses_a_too_wide_search_in_one_line_and_writes_nothing(tmp_
 
 
 def test_study_json_records_each_regimes_width_as_run(tmp_path):
-    from study.results.record import study_record
+    from study.outputs.record import study_record
     from study.run import build_parser, resolve
 
     wide = tmp_path / "wide.yaml"

@@ -17,7 +17,7 @@ from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.metrics.scoring import multi_reference_bleu, references_by_source, translation_scores
 from study.metrics.significance import paired_bootstrap
-from study.results.holdout import write_test_texts
+from study.outputs.holdout import write_test_texts
 
 SHARED_FRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fra.txt"
 
@@ -481,7 +481,7 @@ def test_seed_reruns_train_as_long_as_the_selected_epoch_and_differ_by_seed(tmp_
 
     from study.config import Budget, Config
     from study.training.checkpoints import load_for_resume
-    from study.training.upstream import prepare_data_and_upstream
+    from study.training.pretraining import prepare_data_with_upstream
     from study.tuning.seeds import extra_seeds, run_seed_trials
 
     seeds = extra_seeds(0, 3)
@@ -490,7 +490,7 @@ def test_seed_reruns_train_as_long_as_the_selected_epoch_and_differ_by_seed(tmp_
     write_pairs(pairs, 300)
     config = Config(data=str(pairs), cache_dir=str(tmp_path / "cache"), model="tiny", regime="scratch", epochs=3,
                     **SMALL_MODEL, max_eval_pairs=20, device="cpu", batch_size=16, torch_threads=1)
-    data = prepare_data_and_upstream(config, need_upstream=False)
+    data = prepare_data_with_upstream(config, need_upstream=False)
     budget = Budget(num_samples=1, max_epochs=3, max_concurrent=2, cpus_per_trial=1, gpus_per_trial=0,
                     grace_period=None, reduction_factor=None, max_failures=0)
     ray.shutdown()  # an in-process study that ran before in this worker keeps its local Ray up
@@ -546,7 +546,7 @@ def test_a_diverged_seed_rerun_is_listed_in_best_json_and_never_scored_at_anothe
     from types import SimpleNamespace
 
     from study.config import Config
-    from study.results import holdout
+    from study.outputs import holdout
     from study.tuning.best import BestTrial
 
     def result(seed, epoch, *, diverged=False, checkpoint=True, error=None):
@@ -574,7 +574,7 @@ def test_a_diverged_seed_rerun_is_listed_in_best_json_and_never_scored_at_anothe
 
     monkeypatch.setattr(holdout, "score_on_test", score)
     data = SimpleNamespace(test={"en": ["x", "y"]})
-    row = holdout.evaluate_best([winner], "scratch", Config(model="tiny", regime="scratch", epochs=3), data,
+    row = holdout.score_best([winner], "scratch", Config(model="tiny", regime="scratch", epochs=3), data,
                                 tmp_path, 1.0, ["lr"], seed_grid=seeds)
     assert scored_checkpoints == [checkpoint, "ckpt-11-2"]  # nothing scored at an epoch other than 2
     assert [(s["seed"], s["scored_epoch"]) for s in row["seeds"]] == [(0, 2), (11, 2)]

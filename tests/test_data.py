@@ -21,7 +21,7 @@ from transformers import DataCollatorForSeq2Seq
 from study.config import Config, StudyError
 from study.data import batching
 from study.data import pairs as data
-from study.data.tokenize import tokenize_splits
+from study.data.encoding import tokenize_splits
 
 
 def cfg(tmp_path: Path, **changes) -> Config:

@@ -13,7 +13,7 @@ from conftest import SMALL_MODEL, write_pairs
 from study import pretrain as pretrain_cli
 from study.config import Config, StudyError
 from study.data import span_corruption as sc
-from study.training import upstream as pt
+from study.training import pretraining as pt
 
 SENTINELS = list(range(1000, 1100))  # stand-ins for the ids of <extra_id_0> ... <extra_id_99>
 EOS = 1
@@ -355,7 +355,7 @@ def test_the_study_pretrains_on_its_whole_training_split_only(tmp_path, monkeypa
 
     monkeypatch.setattr(pt, "pretrain", capture)
     with pytest.raises(Captured):
-        pt.prepare_data_and_upstream(config, need_upstream=True)
+        pt.prepare_data_with_upstream(config, need_upstream=True)
     text = prepare_text(config)
     splits, whole_train = text.splits, text.whole_train
     train_text = set(whole_train["en"]) | set(whole_train["fr"])

@@ -14,7 +14,7 @@ from study.analysis.load import StudyAnalysis
 from study.analysis.report import findings
 from study.config import Config
 from study.model.provenance import describe
-from study.results.export import model_card
+from study.outputs.export import model_card
 
 SAW_MIXTURE = "WMT English→French behind the prefix `translate English to French: `"
 NOT_ZERO_SHOT = "So `upstream` measures that supervised translation training on this corpus, not zero-shot"

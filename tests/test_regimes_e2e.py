@@ -19,11 +19,11 @@ import torch
 from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.config import Config
-from study.metrics.generation import evaluate
+from study.metrics.generation import score_split
 from study.model.regimes import build_model
 from study.training import loop
 from study.training.checkpoints import load_checkpoint
-from study.training.upstream import prepare_data_and_upstream
+from study.training.pretraining import prepare_data_with_upstream
 
 # Small enough that the upstream pretrains in seconds; the sizes are the Ray study's too, so both share
 # the cached upstream.
@@ -61,7 +61,7 @@ def config(pairs, cache_dir) -> Config:
 
 @pytest.fixture(scope="module")
 def data(config):
-    return prepare_data_and_upstream(config, need_upstream=True)
+    return prepare_data_with_upstream(config, need_upstream=True)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_upstream_evaluates_the_pretrained_model_once_and_trains_nothing(config,
     assert _same(after, data.upstream, data.upstream) == []  # and still exactly them after fit
     # Its one score is the upstream's own: recomputed here on a model loaded straight from the upstream.
     model, _ = build_model(config.replace(regime="upstream"), data.tokenizer, data.upstream)
-    metrics = evaluate(model, data.validation, data.tokenizer, config, torch.device("cpu"))[0]
+    metrics = score_split(model, data.validation, data.tokenizer, config, torch.device("cpu"))[0]
     assert reports[0]["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-6)
     assert reports[0]["val_bleu"] == pytest.approx(metrics["val_bleu"])
 
@@ -198,7 +198,7 @@ def test_study_of_all_four_regimes_hands_trials_the_upstream_and_no_test_split(
     assert [line["epoch"] for line in lines] == [0]
     model, _ = build_model(config.replace(regime="upstream"), data.tokenizer, data.upstream)
     assert lines[0]["val_loss"] == pytest.approx(
-        evaluate(model, data.validation, data.tokenizer, config, torch.device("cpu"))[0]["val_loss"], rel=1e-6)
+        score_split(model, data.validation, data.tokenizer, config, torch.device("cpu"))[0]["val_loss"], rel=1e-6)
 
     # decoder, as trained in a Ray trial and checkpointed: the encoder is the upstream's, bit for bit — which a
     # trial could only produce if it received the pretrained weights — and the decoder moved.

@@ -14,7 +14,7 @@ from study.config import Config
 from study.data.prepared import PreparedData
 from study.model.regimes import REGIMES, build_model
 from study.model.weights import random_model
-from study.results.export import export_best
+from study.outputs.export import export_best
 from study.training.checkpoints import save_checkpoint
 
 V, D, HEADS, D_KV, D_FF, LAYERS, DECODER_LAYERS, BUCKETS = 512, 32, 2, 8, 48, 2, 3, 32

@@ -134,7 +134,7 @@ def test_constant_liar_spreads_the_trials_asked_while_others_run():
 
 def test_study_json_and_report_record_the_sampler(tmp_path):
     from study.analysis.report import sampler_line
-    from study.results.record import study_record
+    from study.outputs.record import study_record
     from study.run import build_parser, resolve
 
     def record(*flags: str) -> dict:
@@ -244,8 +244,8 @@ def test_a_resumed_study_reads_its_settings_from_its_record(tmp_path):
     --scheduler, --same-draws, ASHA's settings, trials, seeds) come from the study.json the study wrote, not from
     the resume command's defaults; the resources come from the resume command (the cluster may differ)."""
     from study.common import write_json
-    from study.results.record import study_record
-    from study.results.storage import StudyLocation
+    from study.outputs.record import study_record
+    from study.outputs.storage import StudyLocation
     from study.run import build_parser, resolve, resumed_settings
 
     results = tmp_path / "results"
@@ -273,8 +273,8 @@ def test_a_resume_says_which_study_flags_it_ignores(tmp_path, capsys):
     """Flags that define a study, given with --resume, were silently ignored (its record wins): now one warning line
     names them, and the resources and --resume's own flags pass unremarked."""
     from study.common import write_json
-    from study.results.record import study_record
-    from study.results.storage import StudyLocation
+    from study.outputs.record import study_record
+    from study.outputs.storage import StudyLocation
     from study.run import build_parser, resolve, resumed_settings
 
     cache, results = str(tmp_path / "cache"), tmp_path / "results"
@@ -298,7 +298,7 @@ def test_an_old_record_still_resumes():
     """study.json from before a budget field existed, or with the sentinels once recorded (regimes_at_once 0),
     gives the values such studies ran with; today's resources are the resume command's."""
     from study.config import Config
-    from study.results.record import settings_from_record
+    from study.outputs.record import settings_from_record
 
     record = {"regimes": ["scratch", "full"], "config": Config().to_dict(), "search_spaces": {},
               "budget": {"num_samples": 8, "max_epochs": 3, "max_concurrent": 2, "cpus_per_trial": 1.0,

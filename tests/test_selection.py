@@ -5,7 +5,7 @@ Two trials report scripted validation BLEU, and each epoch checkpoints a real ti
 - trial A peaks at epoch 2 of 4 (9.0) and ends lower: its best epoch is not its last;
 - trial B climbs steadily to 8.7: best on the last epoch, best by any "last epoch" rule, and its checkpoints
   are chosen to be the best on the test split.
-`best_trial` must pick A at epoch 2, and `evaluate_best` must score exactly A's epoch-2 checkpoint on test.
+`best_trial` must pick A at epoch 2, and `score_best` must score exactly A's epoch-2 checkpoint on test.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from conftest import SMALL_MODEL, write_pairs
 
 from study.config import Config
 from study.data.prepared import prepare_data
-from study.metrics.generation import evaluate
+from study.metrics.generation import score_split
 from study.model.weights import random_model
-from study.results.holdout import evaluate_best
+from study.outputs.holdout import score_best
 from study.training.checkpoints import save_checkpoint
 from study.training.loop import make_optimizer
 from study.tuning.best import best_trial
@@ -52,7 +52,7 @@ def _seeds_by_test_loss(data, config) -> tuple[dict, dict[int, float]]:
     for seed in range(8):
         torch.manual_seed(seed)
         model = random_model(config, data.tokenizer)
-        losses[seed] = evaluate(model, data.test, data.tokenizer, config, torch.device("cpu"), split="test")[0]["test_loss"]
+        losses[seed] = score_split(model, data.test, data.tokenizer, config, torch.device("cpu"), split="test")[0]["test_loss"]
     ranked = sorted(losses, key=losses.get)  # lowest test loss first
     return {"B": ranked[:4], "A": ranked[4:]}, losses
 
@@ -105,7 +105,7 @@ def test_best_validation_epoch_of_the_best_validation_trial_is_what_test_scores(
 
     # Scored once on test: exactly A's epoch-2 model (its test loss, not any other checkpoint's).
     study_dir = tmp_path / "study"
-    row = evaluate_best(grid, "scratch", config, data, study_dir, 1.0, [])
+    row = score_best(grid, "scratch", config, data, study_dir, 1.0, [])
     assert row["best_epoch"] == 2 and row["best_val_bleu"] == 9.0 and row["epochs_run"] == EPOCHS
     assert row["test_loss"] == pytest.approx(test_loss[seeds["A"][1]], rel=1e-6)
     assert all(row["test_loss"] != pytest.approx(test_loss[s], rel=1e-6) for s in test_loss if s != seeds["A"][1])

@@ -76,9 +76,9 @@ def test_an_epoch_reads_the_device_once_per_interval_not_once_per_step(setup, mo
         reads["on"] = False
         return original_evaluate(*args, **kwargs)
 
-    original_evaluate = loop.evaluate
+    original_evaluate = loop.score_split
     monkeypatch.setattr(loop, "training_step", step)
-    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "score_split", evaluate)
     reported = []
     loop.fit(config, data, lambda metrics, save: reported.append(metrics))
     assert steps.calls >= 5 * interval, "too few steps for the count to tell per-step reads from per-interval ones"

@@ -13,7 +13,7 @@ from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.config import Config
 from study.data.prepared import PreparedData, prepare_data
-from study.metrics.generation import evaluate, prefix_length, token_nll
+from study.metrics.generation import score_split, prefix_length, token_nll
 from study.metrics.scoring import translation_scores
 from study.model.regimes import REGIMES, parameter_counts
 from study.model.weights import random_model
@@ -168,7 +168,7 @@ def test_bleu_equals_sacrebleu_command_line(tmp_path):
 
 
 def test_evaluate_caps_generation_by_the_source_not_the_labels(small_config, small_data):
-    """`evaluate()` (what every epoch and the test scoring run) on a split whose labels are ~10x longer than
+    """`score_split()` (what every epoch and the test scoring run) on a split whose labels are ~10x longer than
     its sources, with a model that can never end a sentence: every hypothesis stops at the source-derived
     limit the docs give (1.5 x the source's tokens without the task prefix, + 10), far below the labels'
     length and `max_target_tokens`."""
@@ -191,7 +191,7 @@ def test_evaluate_caps_generation_by_the_source_not_the_labels(small_config, sma
     split = Dataset.from_dict({"input_ids": sources, "labels": labels, "en": [""] * 8,
                                "fr": [tok.decode(x, skip_special_tokens=True) for x in labels]})
     config = small_config.replace(max_target_tokens=300, eval_batch_size=4, num_beams=1)
-    _, hypotheses, _ = evaluate(model, split, tok, config, torch.device("cpu"))
+    _, hypotheses, _ = score_split(model, split, tok, config, torch.device("cpu"))
     prefix = len(tok(config.prefix.strip(), add_special_tokens=False).input_ids)
     # A batch's limit comes from its longest source: its tokens (</s> included) without the task prefix.
     bounds = [int(1.5 * (max(map(len, group)) - prefix)) + 10 for group in groups for _ in group]

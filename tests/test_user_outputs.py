@@ -94,7 +94,7 @@ def test_model_card_model_index_reads_back_as_best_json(study, tmp_path):
     from huggingface_hub import ModelCard
 
     from study.config import Config
-    from study.results.export import base_model, card_data
+    from study.outputs.export import base_model, card_data
 
     folder = shutil.copytree(study / "scratch" / "model", tmp_path / "model")
     best = json.loads((study / "scratch" / "best.json").read_text())
@@ -177,7 +177,7 @@ def test_mlflow_bad_store_is_one_line(tmp_path, capsys):
 def test_translate_deploys_the_best_regime_by_validation_not_test(study, tmp_path, capsys):
     """A study whose validation and test winners differ (the session's `scratch` copied as `full`, best.json's
     figures edited): translate's default is `full`, best on validation, though `scratch` is best on test."""
-    from study.results.export import best_regime
+    from study.outputs.export import best_regime
     from study.translate import main as translate_main
 
     copy = Path(shutil.copytree(study, tmp_path / "study"))
@@ -224,7 +224,7 @@ def test_a_model_a_standard_t5_cannot_hold_is_refused_and_nothing_published(spm_
     from study.data.prepared import PreparedData
     from study.model.regimes import build_model
     from study.model.weights import tiny_config
-    from study.results.export import export_best
+    from study.outputs.export import export_best
     from study.training.checkpoints import save_checkpoint
 
     base = Config(regime="decoder", tiny_d_model=32, tiny_heads=2, tiny_d_ff=64, tiny_layers=1,

@@ -34,8 +34,8 @@ import pandas as pd
 from study.common import read_json_file
 from study.config import StudyError
 from study.metrics.scoring import bleu_parts
-from study.results.record import searched_names
-from study.results.storage import is_uri, pull_study, study_location
+from study.outputs.record import searched_names
+from study.outputs.storage import is_uri, pull_study, study_location
 from study.tuning import trials as trials_lib
 from study.tuning.internals import read_experiment_state
 from study.tuning.seeds import SEEDS_EXPERIMENT

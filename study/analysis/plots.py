@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from study.common import format_duration
-from study.results.record import searched_names
+from study.outputs.record import searched_names
 
 # Okabe-Ito colours (readable with colour-blindness), the same regime -> colour everywhere.
 REGIME_COLOURS = {"upstream": "#666666", "scratch": "#D55E00", "decoder": "#0072B2", "full": "#009E73",

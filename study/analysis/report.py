@@ -21,7 +21,7 @@ from study.analysis import conclusions, expected_best, worth_training
 from study.analysis.load import StudyAnalysis
 from study.common import format_duration, write_text
 from study.model import provenance
-from study.results.record import searched_names
+from study.outputs.record import searched_names
 
 # The original notebook experiment this project generalises (t5-small, Kaggle "English-French" CSV,
 # 3x RTX 6000 Ada rented in the cloud, 8.07 USD in all): its test split, last epoch of 10. Source: the

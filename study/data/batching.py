@@ -1,6 +1,6 @@
 """Length-grouped batches of tokenized pairs, each padded to its own longest row, and padding statistics.
 
-`make_loader` turns a split from `study.data.tokenize.tokenize_splits` (unpadded `input_ids` and `labels`) into
+`make_loader` turns a split from `study.data.encoding.tokenize_splits` (unpadded `input_ids` and `labels`) into
 a DataLoader: rows of similar length are grouped (`LengthGroupedBatchSampler`, keyed by `length_keys`) and
 each batch is padded only as far as its longest row, labels with -100 so the loss ignores them. Training
 (`study.training.loop`), evaluation (`study.metrics.generation`) and the benchmarks all batch through it.

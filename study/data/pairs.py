@@ -1,4 +1,4 @@
-"""English→French pairs: load, clean and split by source sentence. Tokenizing: `study.data.tokenize`;
+"""English→French pairs: load, clean and split by source sentence. Tokenizing: `study.data.encoding`;
 batching: `study.data.batching`.
 
 The flow, as in Hugging Face's `run_translation.py`:

@@ -5,7 +5,7 @@
     data = prepare_data(config)          # both at once
 
 Preparing data never pretrains a model: the pretrained tiny upstream is added by
-`study.training.upstream.prepare_data_and_upstream`, which says so in its name.
+`study.training.pretraining.prepare_data_with_upstream`, which says so in its name.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from study.config import Config
 from study.data.pairs import cap_pairs, load_splits
-from study.data.tokenize import tokenize_splits
+from study.data.encoding import tokenize_splits
 from study.data.tokenizer import load_tokenizer
 
 

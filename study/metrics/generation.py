@@ -82,7 +82,7 @@ def translate(model, sources: list[list[int]], tokenizer: PreTrainedTokenizerBas
     return out
 
 
-def evaluate(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config, device: torch.device,
+def score_split(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config, device: torch.device,
              split: str = "val") -> tuple[dict, list[str], list[str]]:
     """Loss, perplexity, exact match, BLEU and chrF of `model` on a tokenized split, decoding with
     `config.num_beams` in batches of `config.eval_batch_size`.
@@ -110,14 +110,14 @@ def _text_scores(dataset: Dataset, hypotheses: list[str], split: str) -> dict:
             f"{split}_chrf": scores["chrf"], f"{split}_bleu_multi": multi["bleu_multi"]}
 
 
-def evaluate_widths(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,
+def score_widths(model, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, config: Config,
                     device: torch.device, widths: tuple[int, ...], split: str = "val") -> dict:
-    """`evaluate` at each beam width of `widths`, the loss computed once (it does not depend on decoding): the
+    """`score_split` at each beam width of `widths`, the loss computed once (it does not depend on decoding): the
     best width's scores as `<split>_bleu`, `_chrf`, ..., each width's BLEU as `<split>_bleu_beam<w>` (greedy's
     also as `<split>_bleu_greedy`), and the width that won as `num_beams_best` (a tie goes to fewer beams: the
     cheaper decoder). One trained checkpoint answers which width decodes it best; no model is trained per width."""
     widths = tuple(sorted(set(widths)))
-    metrics, hypotheses, _ = evaluate(model, dataset, tokenizer, config.replace(num_beams=widths[0]), device, split)
+    metrics, hypotheses, _ = score_split(model, dataset, tokenizer, config.replace(num_beams=widths[0]), device, split)
     by_width = {widths[0]: metrics}
     for width in widths[1:]:
         hypotheses = decode_split(model, dataset, tokenizer, config.replace(num_beams=width), device, split)

@@ -28,18 +28,18 @@ class Upstream:
 
 
 FAMILIES: dict[str, Upstream] = {
-    # What the pretraining run reads: study/training/upstream.py (`ensure_upstream`, `monolingual_corpus`):
+    # What the pretraining run reads: study/training/pretraining.py (`ensure_upstream`, `monolingual_corpus`):
     # the whole training split (never validation or test), English and French shuffled by separate seeds.
     "tiny": Upstream(
         "tiny", "T5's span-corruption objective only, pretrained by this project on the study's own training "
         "split: its English and its French sentences shuffled apart, so never a sentence beside its "
-        "translation, and never validation or test text", False, "study/training/upstream.py"),
+        "translation, and never validation or test text", False, "study/training/pretraining.py"),
     # A directory `python -m study.pretrain --out DIR` wrote (it holds pretrain.json): the same run, on the
     # training split of whatever data that command was given (study/pretrain.py).
     "study-pretrain": Upstream(
         "study-pretrain", "T5's span-corruption objective only, pretrained by `python -m study.pretrain` (its "
         "pretrain.json) on the monolingual training text of the data it was run with, never a translation "
-        "pair", False, "study/pretrain.py, study/training/upstream.py"),
+        "pair", False, "study/pretrain.py, study/training/pretraining.py"),
     # The original release. Model card (huggingface.co/google-t5/t5-small, "Training Details"): "pre-trained on
     # a multi-task mixture of unsupervised (1.) and supervised tasks (2.)". The T5 paper (Raffel et al. 2020,
     # JMLR 21(140)), section 3.7: the released models were pre-trained on the multi-task mixture, which

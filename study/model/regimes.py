@@ -181,7 +181,7 @@ def build_model(config: Config, tokenizer: PreTrainedTokenizerBase, upstream: di
     the regime's wrapper around one (`Regime.adapt`; `Regime.export_model` gives back a plain T5).
 
     Seeded with `config.seed`, so two builds of `scratch` are identical. `upstream` is the pretrained
-    tiny model's state_dict (see `study.training.upstream`); hub and local models load their own weights.
+    tiny model's state_dict (see `study.training.pretraining`); hub and local models load their own weights.
     """
     regime = get_regime(config.regime)
     torch.manual_seed(config.seed)

@@ -2,7 +2,7 @@
 
 A spec is a hub id (`t5-small`), a local model directory, or `tiny` — a T5 of about 2 M parameters built
 offline by this project (its tokenizer: `study.data.tokenizer`). Tiny's *pretrained* weights come from
-`study.training.upstream` (T5's span-corruption objective on monolingual text); a random initialisation
+`study.training.pretraining` (T5's span-corruption objective on monolingual text); a random initialisation
 is never passed off as one.
 """
 
@@ -76,7 +76,7 @@ def pretrained_model(config: Config, tokenizer: PreTrainedTokenizerBase,
                      upstream: dict | None = None) -> T5ForConditionalGeneration:
     """Pretrained weights of `config.model`: the hub or a local directory, or the offline tiny upstream.
 
-    For `tiny`, `upstream` is the state_dict that `study.training.upstream` produced (prepared in the driver and
+    For `tiny`, `upstream` is the state_dict that `study.training.pretraining` produced (prepared in the driver and
     shipped to trials); without it this fails loudly — a random init is never passed off as pretrained.
     """
     if is_tiny(config.model):

@@ -21,7 +21,7 @@ import torch
 from study.config import Config
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData
-from study.metrics.generation import evaluate, evaluate_widths
+from study.metrics.generation import score_split, score_widths
 from study.metrics.generation import greedy_bleu as decode_greedy_bleu
 from study.model.device import pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
@@ -85,12 +85,12 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         # dropout does not depend on how, or how often, the trial was evaluated (e.g. on its num_beams).
         with torch.random.fork_rng(devices=[] if device.type != "cuda" else None):
             if len(set(config.val_beams)) > 1:  # every width the search space lists, the best one reported
-                metrics = evaluate_widths(model, data.validation, data.tokenizer, config, device, config.val_beams)
+                metrics = score_widths(model, data.validation, data.tokenizer, config, device, config.val_beams)
                 if greedy_bleu and "val_bleu_greedy" not in metrics:  # widths without greedy, ranked greedily
                     metrics["val_bleu_greedy"] = decode_greedy_bleu(model, data.validation, data.tokenizer, config,
                                                                     device)
                 return metrics
-            metrics = evaluate(model, data.validation, data.tokenizer, config, device)[0]
+            metrics = score_split(model, data.validation, data.tokenizer, config, device)[0]
             if config.num_beams == 1:
                 return {**metrics, "val_bleu_greedy": metrics["val_bleu"]}
             if not greedy_bleu:

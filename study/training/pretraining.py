@@ -42,7 +42,7 @@ from study.config import Config, StudyError
 from study.data.batching import LengthGroupedBatchSampler
 from study.data.prepared import PreparedData, prepare_text, tokenize_text
 from study.data.span_corruption import sentinel_ids_of, span_corrupt
-from study.data.tokenize import tokenizer_fingerprint
+from study.data.encoding import tokenizer_fingerprint
 from study.data.tokenizer import is_tiny
 from study.model.device import autocast, pick_device
 from study.model.weights import load_state_dict, tiny_config
@@ -328,14 +328,14 @@ def ensure_upstream(config: Config, tokenizer, en_texts: list[str], fr_texts: li
 # ------------------------------------------------------------------------------------ a study's inputs
 
 
-def prepare_data_and_upstream(config: Config, need_upstream: bool) -> PreparedData:
+def prepare_data_with_upstream(config: Config, need_upstream: bool) -> PreparedData:
     """The study's data (`study.data.prepared`) and, when `need_upstream` and the model is `tiny`, the
     pretrained upstream's weights, from the cache or pretrained now on the whole training split."""
-    data, add_upstream = prepare_data_then_upstream(config, need_upstream)
+    data, add_upstream = prepare_data_upstream_later(config, need_upstream)
     return add_upstream() if add_upstream else data
 
 
-def prepare_data_then_upstream(config: Config, need_upstream: bool
+def prepare_data_upstream_later(config: Config, need_upstream: bool
                                ) -> tuple[PreparedData, Callable[[], PreparedData] | None]:
     """The study's data now, and the step that makes it the data *with* the tiny upstream (from the cache or
     pretrained), to run later — beside the regimes that need no upstream (`study.pipeline`); None when no

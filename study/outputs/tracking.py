@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from study.config import StudyError
-from study.results.export import model_dir
+from study.outputs.export import model_dir
 
 INSTALL = 'pip install "t5-regime-study[mlflow]" (or pip install mlflow)'
 TEXTS = ("best.json", "test.hyp.txt", "test.ref.txt")

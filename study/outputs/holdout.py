@@ -43,7 +43,7 @@ def score_checkpoint(config: dict, checkpoint, data: PreparedData, regime: Regim
         ensure_registered(regime)
         progress.running_in_ray(regime.name)
 
-    from study.metrics.generation import evaluate
+    from study.metrics.generation import score_split
     from study.model.device import pick_device
     from study.training.checkpoints import load_trained_model
 
@@ -57,7 +57,7 @@ def score_checkpoint(config: dict, checkpoint, data: PreparedData, regime: Regim
         with checkpoint.as_directory() as directory:
             model = load_trained_model(config, data.tokenizer, directory, data.upstream)
     model.to(device)
-    metrics, hypotheses, references = evaluate(model, data.test, data.tokenizer, config, device, split="test")
+    metrics, hypotheses, references = score_split(model, data.test, data.tokenizer, config, device, split="test")
     return {"metrics": metrics, "hypotheses": hypotheses, "references": references, "device": str(device),
             "seconds": time.perf_counter() - started, **node()}
 
@@ -130,7 +130,7 @@ def _seed_jobs(seed_grid, base: Config, regime: str, epoch: int) -> tuple[list, 
     return jobs, seeds, diverged, failed
 
 
-def evaluate_best(grid, regime: str, base: Config, data: PreparedData, study_dir: Path, search_wall_s: float,
+def score_best(grid, regime: str, base: Config, data: PreparedData, study_dir: Path, search_wall_s: float,
                   searched: list[str], *, resources: dict | None = None, seed_grid=None) -> dict:
     """Restore the regime's best trial (ranked by its best epoch's val_bleu) and score it once on test, with
     the seed re-runs of its configuration (`seed_grid`, from `study.tuning.seeds`) if any; write best.json.

@@ -14,7 +14,7 @@ express: the study caps each batch at `generation_limit(source tokens)` = min(ma
 fixed number. A translation that ends (emits </s>) before that cap - every sentence of a model that has
 learnt the task - is identical; a babbling model is cut later by plain `generate` than by the study.
 `study.translate` decodes as the folder does (plain `generate`); `study.evaluate` scores as the study
-scored its test split (`study.metrics.generation.evaluate`, cap included), so its figures compare.
+scored its test split (`study.metrics.generation.score_split`, cap included), so its figures compare.
 
 The model exported is the one best.json records (its checkpoint and config), re-loaded through
 `study.training.checkpoints` so it is exactly the model the test split scored. A regime whose model is
