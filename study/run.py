@@ -192,9 +192,9 @@ def resumed_settings(args: argparse.Namespace, where: StudyLocation) -> tuple[Co
                          f"list the folders there and pass one of their names")
     _check_flags(args)
     if ignored := ignored_on_resume(args):
+        applying = [f"--{name.replace('_', '-')}" for name in (*MACHINE_FIELDS, "keep_checkpoints")]
         print(f"warning: {' '.join(ignored)} ignored: --resume continues {args.resume} as its study.json records it "
-              f"(only --max-concurrent, --cpus-per-trial, --gpus-per-trial, --max-failures, --regimes-at-once and "
-              f"--keep-checkpoints apply)", file=sys.stderr, flush=True)
+              f"(only {', '.join(applying[:-1])} and {applying[-1]} apply)", file=sys.stderr, flush=True)
     where.pull()
     record = read_json_file(where.local / "study.json")
     check_sqlite(where.local / "optuna.db")
