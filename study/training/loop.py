@@ -128,6 +128,7 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         log.info("resumed from %s at epoch %d", resume_from, first_epoch)
 
     metrics: dict = {}
+    read_every = read_interval(steps_per_epoch)  # one copy from the device per this many steps
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -140,7 +141,7 @@ def _fit(config: Config, data: PreparedData, report: Report, resume_from: str | 
         for step, batch in enumerate(loader, 1):
             lrs.append(scheduler.get_last_lr()[0])  # the lr this step trains at: a diverged trial reports it
             tally.add(*training_step(model, batch, optimizer, scheduler, config, device, forward))
-            if len(tally) == read_interval(steps_per_epoch) or step == len(loader):
+            if len(tally) == read_every or step == len(loader):
                 for (loss, n), lr in zip(tally.read(), lrs):
                     if not math.isfinite(loss):
                         bar.close()
