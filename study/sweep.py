@@ -90,7 +90,7 @@ def shared_inputs(config: Config, need_upstream: bool, largest: int) -> dict:
     return out
 
 
-def plan(args: argparse.Namespace, found: list[int], shared: dict) -> tuple[list[series.Member], str]:
+def plan(args: argparse.Namespace, found: list[int]) -> tuple[list[series.Member], str]:
     """(one study per size, smallest first, and the sweep's name)."""
     base = series.base_name(args)
     order = sorted(found)
@@ -109,7 +109,7 @@ def run_sweep(args: argparse.Namespace, found: list[int], run_one: Callable[[arg
     first = argparse.Namespace(**{**vars(args), "max_train_pairs": max(found), "train_subset": SUBSET})
     config, _, regimes, _ = resolve(first)  # every flag checked before anything is written
     shared = shared_inputs(config, any(REGIMES[r].pretrained for r in regimes), max(found))
-    members, base = plan(args, found, shared)
+    members, base = plan(args, found)
     out = series.out_folder(args, f"{base}-data-sweep")
     record = {"kind": "data sweep", "name": base, "sizes": sorted(found), "train_subset": SUBSET, **shared}
     code, studies = series.run_series(
