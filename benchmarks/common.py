@@ -25,8 +25,8 @@ from transformers import PreTrainedTokenizerBase
 
 from study.config import Config, StudyError
 from study.data import pairs as data_lib
-from study.data.prepared import prepare_text
 from study.data.encoding import tokenize_splits
+from study.data.prepared import prepare_text
 from study.model.device import pick_device
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,6 @@ from study.common import check_sqlite, read_json_file, require_hub, write_json
 from study.config import FIELDS, PRESETS, Budget, Config, StudyError, add_config_flags, config_from_flags
 from study.model.regimes import REGIMES, parse_regimes
 from study.model.weights import check_pretrained_weights
-from study.pipeline import Timings
 from study.outputs.record import (
     MACHINE_FIELDS,
     searched_names,
@@ -35,6 +34,7 @@ from study.outputs.record import (
     write_summary,
 )
 from study.outputs.storage import StudyLocation, is_uri
+from study.pipeline import Timings
 from study.tuning.space import default_search_space_path, load_search_space
 
 log = logging.getLogger("study.run")

@@ -13,7 +13,7 @@ from conftest import SMALL_FLAGS, SMALL_MODEL, write_pairs
 
 from study.config import Config
 from study.data.prepared import PreparedData, prepare_data
-from study.metrics.generation import score_split, prefix_length, token_nll
+from study.metrics.generation import prefix_length, score_split, token_nll
 from study.metrics.scoring import translation_scores
 from study.model.regimes import REGIMES, parameter_counts
 from study.model.weights import random_model

@@ -16,8 +16,8 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from study.config import Config
-from study.data.pairs import cap_pairs, load_splits
 from study.data.encoding import tokenize_splits
+from study.data.pairs import cap_pairs, load_splits
 from study.data.tokenizer import load_tokenizer
 
 

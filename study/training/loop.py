@@ -21,8 +21,8 @@ import torch
 from study.config import Config
 from study.data.batching import make_loader
 from study.data.prepared import PreparedData
-from study.metrics.generation import score_split, score_widths
 from study.metrics.generation import greedy_bleu as decode_greedy_bleu
+from study.metrics.generation import score_split, score_widths
 from study.model.device import pick_device, resolve_precision
 from study.model.regimes import build_model, get_regime
 from study.progress import Progress

@@ -40,9 +40,9 @@ from transformers.optimization import Adafactor
 from study.common import atomic_dir, content_hash, format_duration, publish_dir, settings_hash
 from study.config import Config, StudyError
 from study.data.batching import LengthGroupedBatchSampler
+from study.data.encoding import tokenizer_fingerprint
 from study.data.prepared import PreparedData, prepare_text, tokenize_text
 from study.data.span_corruption import sentinel_ids_of, span_corrupt
-from study.data.encoding import tokenizer_fingerprint
 from study.data.tokenizer import is_tiny
 from study.model.device import autocast, pick_device
 from study.model.weights import load_state_dict, tiny_config
